@@ -1,0 +1,264 @@
+//! Test support: the shared test-bed cluster, and isolation between tests.
+//!
+//! `cluster()` runs `tests/cluster/testcluster up` once per test binary (it
+//! returns in well under a second when the cluster already runs) and hands out
+//! its kubeconfig and ssh_config. Tests never share objects: `unique()` names
+//! and `namespace()` give each test its own. Tests that disrupt a node (stop
+//! or restart its kubelite, set a fault) hold `node_lock()` for it, and tests
+//! that use the seeded incident hold `incident()`: both are file locks, so
+//! they also order test binaries that run at the same time.
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the support module"
+)]
+#![allow(
+    unreachable_pub,
+    reason = "pub items of a test-only module shared by several test crates"
+)]
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test support panics with a message on purpose"
+)]
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Paths of the running test bed.
+#[derive(Debug)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub ssh_config: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+pub const NODES: [&str; 3] = ["k8s01", "k8s02", "k8s03"];
+
+pub fn testcluster_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/testcluster")
+}
+
+/// Starts the test bed once per process and returns its paths.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let out = Command::new(testcluster_path())
+            .arg("up")
+            .output()
+            .expect("failed to run tests/cluster/testcluster up");
+        assert!(
+            out.status.success(),
+            "testcluster up failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let export = |name: &str| -> PathBuf {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("testcluster up printed no {name}:\n{stdout}"))
+                .into()
+        };
+        let kubeconfig = export("KUBECONFIG");
+        let run_dir = kubeconfig
+            .parent()
+            .expect("kubeconfig has a parent")
+            .to_path_buf();
+        Cluster {
+            kubeconfig,
+            ssh_config: export("KUBEMEND_SSH_CONFIG"),
+            run_dir,
+        }
+    })
+}
+
+/// A client on the default context: the apiserver VIP, which survives the
+/// restart of any one node.
+pub async fn client() -> Client {
+    client_for(None).await
+}
+
+/// A client straight to one node's apiserver (`Some("k8s02")`), or the VIP.
+pub async fn client_for(context: Option<&str>) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&cluster().kubeconfig).expect("readable kubeconfig");
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("valid kubeconfig");
+    Client::try_from(config).expect("client from kubeconfig")
+}
+
+/// A name no other test (in this run or an earlier one) uses: `prefix-<id>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:x}{:x}{n:x}", std::process::id() % 0xfff, nanos % 0xffff);
+    let mut name = format!("{prefix}-{id}");
+    name.truncate(63);
+    name
+}
+
+/// Creates a fresh namespace and waits for its default ServiceAccount (the
+/// ServiceAccount admission plugin rejects pods until it exists).
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { "kubemend.test/owner": prefix } }
+    }))
+    .expect("namespace object");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create namespace {name}: {e}"));
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    wait_until(
+        &format!("serviceaccount {name}/default"),
+        Duration::from_secs(30),
+        || async { sas.get_opt("default").await.ok().flatten() },
+    )
+    .await;
+    name
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs a command on a node over real SSH, with the test bed's ssh_config.
+pub fn ssh(node: &str, command: &str) -> Output {
+    Command::new("ssh")
+        .arg("-F")
+        .arg(&cluster().ssh_config)
+        .arg(node)
+        .arg(command)
+        .output()
+        .expect("failed to run ssh")
+}
+
+/// `ssh` that must succeed; returns stdout.
+pub fn ssh_ok(node: &str, command: &str) -> String {
+    let out = ssh(node, command);
+    assert!(
+        out.status.success(),
+        "ssh {node} {command:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `tests/cluster/testcluster ARGS`.
+pub fn testcluster(args: &[&str]) -> Output {
+    Command::new(testcluster_path())
+        .args(args)
+        .output()
+        .expect("failed to run testcluster")
+}
+
+/// One property of the node's kubelite unit, as `systemctl show` reports it.
+pub fn unit_property(node: &str, property: &str) -> String {
+    ssh_ok(
+        node,
+        &format!("systemctl show -p {property} --value snap.microk8s.daemon-kubelite"),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// An exclusive lock on a test-bed resource, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    node: Option<String>,
+}
+
+fn lock(name: &str) -> File {
+    let dir = cluster().run_dir.join("locks");
+    std::fs::create_dir_all(&dir).expect("lock dir");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{name}.lock")))
+        .expect("lock file");
+    file.lock().expect("lock");
+    file
+}
+
+/// Holds `node` for a test that disrupts it. On drop the node's faults are
+/// cleared and its kubelite is started again, so the next test finds it whole.
+pub fn node_lock(node: &str) -> Lock {
+    Lock {
+        file: lock(node),
+        node: Some(node.to_owned()),
+    }
+}
+
+/// Holds every node, in a fixed order (no deadlock between tests).
+pub fn all_nodes_lock() -> Vec<Lock> {
+    NODES.iter().map(|n| node_lock(n)).collect()
+}
+
+/// Seeds the incident afresh and holds it for the test.
+pub fn incident() -> Lock {
+    let file = lock("incident");
+    let out = testcluster(&["seed", "incident"]);
+    assert!(
+        out.status.success(),
+        "seed incident failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Lock { file, node: None }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(node) = &self.node {
+            let _ = testcluster(&["fault", "clear", node]);
+            let _ = ssh(node, "sudo -n snap start microk8s.daemon-kubelite");
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+/// The kubemend binary with the test bed's kubeconfig in its environment.
+pub fn kubemend() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubemend"));
+    cmd.env("KUBECONFIG", &cluster().kubeconfig)
+        .env("KUBEMEND_SSH_CONFIG", &cluster().ssh_config)
+        .env_remove("K8S_AUTH_HOST")
+        .env_remove("K8S_AUTH_API_KEY")
+        .env_remove("K8S_AUTH_KUBECONFIG")
+        .env_remove("K8S_AUTH_CONTEXT");
+    cmd
+}

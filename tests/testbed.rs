@@ -1,0 +1,419 @@
+//! The test bed does what the tests of every action rely on: three Ready
+//! v1.34 nodes, real SSH into each, a `snap restart` that really restarts a
+//! node's kubelite, leader leases that move, the incident on demand, and
+//! fault knobs that do what they say.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use support::{NODES, ssh, ssh_ok, testcluster, unit_property, wait_until};
+
+fn node_ready(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
+}
+
+async fn ready_status(client: &Client, name: &str) -> Option<String> {
+    let node = Api::<Node>::all(client.clone()).get(name).await.ok()?;
+    node_ready(&node)
+}
+
+async fn lease_holder(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    lease.spec?.holder_identity
+}
+
+/// The node part of a leader-election identity `k8s02_<uuid>`.
+fn holder_node(identity: &str) -> &str {
+    identity.split('_').next().unwrap_or_default()
+}
+
+async fn renew_time(client: &Client, node: &str) -> Option<Timestamp> {
+    let lease = Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+        .get(node)
+        .await
+        .ok()?;
+    Some(lease.spec?.renew_time?.0)
+}
+
+/// Pids of the node's kubelite processes, as the node itself lists them.
+fn kubelite_pids(node: &str) -> Vec<String> {
+    let out = ssh_ok(node, "ps -eo pid,args");
+    let ip = format!("=127.0.1.{} ", node_index(node) + 1);
+    let mut pids: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let pid = words.next()?;
+            let command = words.next()?;
+            // The component itself, not its restart loop or a grep.
+            (command.ends_with("/k8s") || command.ends_with("/kwok"))
+                .then_some(())
+                .filter(|()| format!("{l} ").contains(&ip))
+                .map(|()| pid.to_owned())
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+fn node_index(node: &str) -> usize {
+    NODES.iter().position(|n| *n == node).unwrap()
+}
+
+#[tokio::test]
+async fn testbed_has_three_ready_nodes_on_kubernetes_1_34() {
+    let client = support::client().await;
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+    assert_eq!(version.minor, "34");
+    assert!(
+        version.git_version.starts_with("v1.34."),
+        "{}",
+        version.git_version
+    );
+    for node in NODES {
+        assert_eq!(
+            ready_status(&client, node).await.as_deref(),
+            Some("True"),
+            "{node} Ready"
+        );
+        // Each node's own apiserver answers too.
+        let direct = support::client_for(Some(node)).await;
+        assert_eq!(direct.apiserver_version().await.unwrap().minor, "34");
+    }
+}
+
+#[tokio::test]
+async fn ssh_reaches_each_node_as_an_unprivileged_user_with_sudo() {
+    for node in NODES {
+        assert_eq!(ssh_ok(node, "hostname").trim(), node);
+        assert_ne!(ssh_ok(node, "id -u").trim(), "0", "login user is not root");
+        assert_eq!(
+            ssh_ok(node, "sudo -n id -u").trim(),
+            "0",
+            "sudo works without a password"
+        );
+        let args = ssh_ok(node, "cat /var/snap/microk8s/current/args/kube-apiserver");
+        assert!(args.contains("--secure-port=16443"), "{args}");
+        assert!(args.contains(&format!(
+            "--advertise-address=127.0.1.{}",
+            node_index(node) + 1
+        )));
+        // Without sudo, snap refuses, as on a real node.
+        let denied = ssh(node, "snap restart microk8s.daemon-kubelite");
+        assert!(!denied.status.success());
+        assert!(String::from_utf8_lossy(&denied.stderr).contains("access denied"));
+    }
+}
+
+#[tokio::test]
+async fn dqlite_membership_query_lists_three_voters_and_a_leader() {
+    let backend = "/var/snap/microk8s/current/var/kubernetes/backend";
+    let base = format!(
+        "sudo -n /snap/microk8s/current/bin/dqlite -s file://{backend}/cluster.yaml \
+         -c {backend}/cluster.crt -k {backend}/cluster.key -f json k8s"
+    );
+    let cluster: serde_json::Value =
+        serde_json::from_str(&ssh_ok("k8s02", &format!("{base} .cluster"))).unwrap();
+    let members = cluster.as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(
+        members.iter().all(|m| m["Role"] == 0),
+        "three voters: {cluster}"
+    );
+    let leader = ssh_ok("k8s02", &format!("{base} .leader"));
+    assert!(
+        members.iter().any(|m| m["Address"] == leader.trim()),
+        "leader {leader:?} is a member"
+    );
+}
+
+#[tokio::test]
+async fn snap_restart_restarts_the_node_and_moves_its_scheduler_lease() {
+    let _locks = support::all_nodes_lock();
+    // Talk to k8s02's own apiserver only while it runs; otherwise the VIP.
+    let client = support::client().await;
+
+    // Make k8s02 the scheduler leader: with the other two stopped it is the
+    // only candidate.
+    for other in ["k8s01", "k8s03"] {
+        ssh_ok(other, "sudo -n snap stop microk8s.daemon-kubelite");
+    }
+    wait_until(
+        "k8s02 to hold the kube-scheduler lease",
+        Duration::from_secs(60),
+        || async {
+            let holder = lease_holder(&client, "kube-system", "kube-scheduler").await?;
+            (holder_node(&holder) == "k8s02").then_some(())
+        },
+    )
+    .await;
+    for other in ["k8s01", "k8s03"] {
+        ssh_ok(other, "sudo -n snap start microk8s.daemon-kubelite");
+    }
+    for other in ["k8s01", "k8s03"] {
+        wait_until(
+            &format!("{other} Ready"),
+            Duration::from_secs(60),
+            || async {
+                (ready_status(&client, other).await.as_deref() == Some("True")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let pids_before = kubelite_pids("k8s02");
+    assert_eq!(
+        pids_before.len(),
+        4,
+        "apiserver, controller-manager, scheduler, kwok: {pids_before:?}"
+    );
+    let restarts_before: u32 = unit_property("k8s02", "NRestarts").parse().unwrap();
+    let entered_before = unit_property("k8s02", "ActiveEnterTimestamp");
+    std::thread::sleep(Duration::from_secs(1)); // timestamps have 1 s resolution
+    let restarted_at = Timestamp::now();
+
+    ssh_ok("k8s02", "sudo -n snap restart microk8s.daemon-kubelite");
+
+    let pids_after = kubelite_pids("k8s02");
+    assert_eq!(pids_after.len(), 4, "{pids_after:?}");
+    assert!(
+        pids_before.iter().all(|p| !pids_after.contains(p)),
+        "{pids_before:?} -> {pids_after:?}"
+    );
+    let restarts_after: u32 = unit_property("k8s02", "NRestarts").parse().unwrap();
+    assert!(restarts_after > restarts_before);
+    assert_ne!(
+        unit_property("k8s02", "ActiveEnterTimestamp"),
+        entered_before
+    );
+    assert_eq!(unit_property("k8s02", "ActiveState"), "active");
+
+    let holder = wait_until(
+        "the scheduler lease to leave k8s02",
+        Duration::from_secs(60),
+        || async {
+            let holder = lease_holder(&client, "kube-system", "kube-scheduler").await?;
+            (holder_node(&holder) != "k8s02").then_some(holder)
+        },
+    )
+    .await;
+    assert!(
+        ["k8s01", "k8s03"].contains(&holder_node(&holder)),
+        "{holder}"
+    );
+
+    wait_until(
+        "k8s02's node lease renewed after the restart",
+        Duration::from_secs(60),
+        || async { (renew_time(&client, "k8s02").await? > restarted_at).then_some(()) },
+    )
+    .await;
+    wait_until("k8s02 Ready", Duration::from_secs(60), || async {
+        (ready_status(&client, "k8s02").await.as_deref() == Some("True")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn snap_stop_beyond_the_grace_period_makes_the_node_not_ready() {
+    let _lock = support::node_lock("k8s03");
+    let client = support::client().await;
+    ssh_ok("k8s03", "sudo -n snap stop microk8s.daemon-kubelite");
+    assert_eq!(unit_property("k8s03", "ActiveState"), "inactive");
+    // node-monitor-grace-period is 20 s; the node-lifecycle controller marks
+    // the node Unknown after it.
+    let status = wait_until("k8s03 not Ready", Duration::from_secs(60), || async {
+        ready_status(&client, "k8s03").await.filter(|s| s != "True")
+    })
+    .await;
+    assert_eq!(status, "Unknown");
+    ssh_ok("k8s03", "sudo -n snap start microk8s.daemon-kubelite");
+    wait_until("k8s03 Ready again", Duration::from_secs(60), || async {
+        (ready_status(&client, "k8s03").await.as_deref() == Some("True")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn seeded_incident_denies_calico_and_strands_the_awx_pod() {
+    let _incident = support::incident();
+    let client = support::client().await;
+
+    let review: SubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "spec": {
+            "user": "system:serviceaccount:kube-system:calico-kube-controllers",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+            "resourceAttributes": { "verb": "list", "resource": "pods" }
+        }
+    }))
+    .unwrap();
+    let review = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    assert!(!review.status.unwrap().allowed, "calico may not list pods");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "ci");
+    let events: Api<Event> = Api::namespaced(client.clone(), "ci");
+    let name = "automation-job-1865-ntgbq";
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let pod = pods.get(name).await.unwrap();
+        let status = pod.status.unwrap_or_default();
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert!(pod.spec.unwrap().node_name.is_none());
+        assert!(
+            status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .all(|c| c.type_ != "PodScheduled"),
+            "no PodScheduled condition"
+        );
+        let selector = format!("involvedObject.name={name}");
+        let found = events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .unwrap();
+        assert!(
+            found.items.is_empty(),
+            "no events for the pod: {:?}",
+            found.items
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+
+    // The dependency-track-frontend pod stays Terminating on a Ready node.
+    let stuck: Vec<Pod> = pods
+        .list(&ListParams::default().labels("app=dependency-track-frontend"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .collect();
+    assert_eq!(stuck.len(), 1, "one Terminating frontend pod");
+    let node = stuck[0].spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert_eq!(ready_status(&client, &node).await.as_deref(), Some("True"));
+}
+
+#[tokio::test]
+async fn fault_restart_fails_makes_snap_restart_exit_nonzero_and_change_nothing() {
+    let _lock = support::node_lock("k8s01");
+    let before = kubelite_pids("k8s01");
+    assert!(
+        testcluster(&["fault", "k8s01", "restart-fails"])
+            .status
+            .success()
+    );
+    let out = ssh("k8s01", "sudo -n snap restart microk8s.daemon-kubelite");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon-kubelite"));
+    assert_eq!(kubelite_pids("k8s01"), before, "nothing restarted");
+}
+
+#[tokio::test]
+async fn fault_never_ready_keeps_kubelite_down_after_a_restart() {
+    let _lock = support::node_lock("k8s03");
+    assert!(
+        testcluster(&["fault", "k8s03", "never-ready"])
+            .status
+            .success()
+    );
+    ssh_ok("k8s03", "sudo -n snap restart microk8s.daemon-kubelite");
+    for _ in 0..10 {
+        assert_eq!(unit_property("k8s03", "ActiveState"), "activating");
+        assert!(kubelite_pids("k8s03").is_empty());
+        assert!(
+            !ssh(
+                "k8s03",
+                "curl -sk --max-time 1 https://127.0.1.3:16443/readyz | grep -qx ok"
+            )
+            .status
+            .success()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(testcluster(&["fault", "clear", "k8s03"]).status.success());
+    assert_eq!(
+        unit_property("k8s03", "ActiveState"),
+        "active",
+        "clearing the fault brings it back"
+    );
+}
+
+#[tokio::test]
+async fn fault_slow_start_delays_kubelite_by_the_given_seconds() {
+    let _lock = support::node_lock("k8s02");
+    assert!(
+        testcluster(&["fault", "k8s02", "slow-start=6"])
+            .status
+            .success()
+    );
+    let t0 = Instant::now();
+    ssh_ok("k8s02", "sudo -n snap restart microk8s.daemon-kubelite");
+    assert_eq!(unit_property("k8s02", "ActiveState"), "activating");
+    assert!(kubelite_pids("k8s02").is_empty());
+    let client = support::client().await;
+    wait_until(
+        "k8s02 active after its slow start",
+        Duration::from_secs(40),
+        || async { (unit_property("k8s02", "ActiveState") == "active").then_some(()) },
+    )
+    .await;
+    assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
+    wait_until("k8s02 Ready", Duration::from_secs(60), || async {
+        (ready_status(&client, "k8s02").await.as_deref() == Some("True")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fault_ssh_down_refuses_connections_until_cleared() {
+    let _lock = support::node_lock("k8s01");
+    assert!(
+        testcluster(&["fault", "k8s01", "ssh-down"])
+            .status
+            .success()
+    );
+    let out = ssh("k8s01", "true");
+    assert_eq!(out.status.code(), Some(255), "ssh fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Connection refused"));
+    assert!(testcluster(&["fault", "clear", "k8s01"]).status.success());
+    ssh_ok("k8s01", "true");
+}
+
+#[test]
+fn testcluster_rejects_unknown_verbs_nodes_and_faults_with_usage() {
+    for args in [
+        &["frobnicate"][..],
+        &["fault", "k8s09", "ssh-down"],
+        &["fault", "k8s01", "bogus"],
+    ] {
+        let out = testcluster(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("seed incident"),
+            "usage printed for {args:?}: {err}"
+        );
+    }
+}
