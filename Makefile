@@ -1,0 +1,50 @@
+# kubemend's front door. `make help` lists the targets.
+# The test command (README, CI): `make test`.
+
+CARGO ?= cargo
+TESTCLUSTER := tests/cluster/testcluster
+VENV := .venv
+FUZZ_SECONDS ?= 60
+
+.PHONY: help test lint fmt clippy ansible-lint fuzz cluster venv schemas bench release down
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+test: lint fuzz cluster ## Lint, fuzz the args parser, start the test bed, run every test.
+	$(CARGO) test --locked --all-targets
+
+lint: fmt clippy ansible-lint ## rustfmt, clippy (warnings are errors), ansible-lint.
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+ansible-lint: venv
+	cd ansible/kubemend && ../../$(VENV)/bin/ansible-lint
+
+fuzz: ## Fuzz the Ansible args parser for FUZZ_SECONDS (needs nightly and cargo-fuzz).
+	cd fuzz && $(CARGO) +nightly fuzz run args_parser -- -max_total_time=$(FUZZ_SECONDS)
+
+cluster: ## Start (or find running) the test bed and print its exports.
+	$(TESTCLUSTER) up
+
+venv: $(VENV)/.installed ## The Python virtualenv with pinned ansible-core, ansible-runner, ansible-lint.
+
+$(VENV)/.installed: tests/ansible/requirements.txt tests/ansible/venv.sh
+	tests/ansible/venv.sh
+	touch $@
+
+schemas: ## Regenerate the committed JSON schemas and module docs.
+	$(CARGO) run --locked -- schema --write
+
+release: ## Build the optimized binary (LTO, stripped).
+	$(CARGO) build --locked --release
+
+bench: release cluster ## Run the benchmarks and write BENCHMARKS.md.
+	python3 bench/run.py
+
+down: ## Stop the test bed.
+	$(TESTCLUSTER) down
