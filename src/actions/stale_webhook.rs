@@ -1,0 +1,847 @@
+//! stale_webhook: deletes admission webhook configurations whose backend is gone.
+//!
+//! Works on MutatingWebhookConfigurations and ValidatingWebhookConfigurations, one by `name` or
+//! all of them with `detect: true` (minus `exclude`).
+//!
+//! A webhook is **stale only on evidence**: its Service does not exist, the Service lacks the
+//! port the webhook calls, the Service has no ready endpoint in its EndpointSlices for that
+//! port, or every certificate in its caBundle has expired. A webhook called by URL is reported
+//! but never judged (kubemend cannot see behind a URL); neither is one whose Service is of type
+//! ExternalName. A configuration is deleted when every webhook in it is stale; with `force:
+//! true`, when at least one is.
+//!
+//! # Idempotency
+//! A deleted configuration is gone, so a second run finds nothing and reports `changed: false`.
+//!
+//! # Safety
+//! The delete carries a UID precondition, so an object re-created under the same name in the
+//! meantime is never hit. Nothing is lost: the full object is returned in `deleted[].object`,
+//! and with `backup_dir` written (before the delete) to a YAML file that `kubectl apply -f`
+//! restores.
+//!
+//! # Check mode
+//! Same evaluation; the delete is sent as a server-side dry run (nothing removed) and no backup
+//! file is written.
+//!
+//! # Errors
+//! Invalid names, `name` together with `detect`, or neither, fail before any API call. A failed
+//! read or delete names the object; a backup that cannot be written stops before deleting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Action, RunContext, check_subdomain};
+use crate::client::{Cluster, ClusterArgs, connect, expand_home};
+use crate::error::{Error, Result};
+use crate::outcome::{Diff, Outcome, strip_server_fields, to_yaml};
+
+/// Delete admission webhook configurations (mutating and validating) whose backend is gone, on
+/// evidence only, with a UID precondition and a restorable backup.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, Args)]
+pub struct Options {
+    #[serde(flatten)]
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in ClusterArgs")]
+    pub cluster: ClusterArgs,
+
+    /// Name of the webhook configuration to check, e.g.
+    /// newrelic-bundle-nri-metadata-injection. Mutually exclusive with detect.
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub name: Option<String>,
+
+    /// Scan every webhook configuration of the selected kinds instead of one name.
+    #[arg(long)]
+    #[serde(default)]
+    pub detect: bool,
+
+    /// With detect: names of configurations to leave alone.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    #[serde(default)]
+    pub exclude: Vec<String>,
+
+    /// Which configurations to consider: mutating, validating or both.
+    #[arg(long, value_enum, value_name = "KIND")]
+    #[serde(default)]
+    pub kind: KindFilter,
+
+    /// Also delete a configuration in which only some webhooks are stale (the others are live
+    /// or cannot be judged, e.g. URL webhooks). Never deletes one without any stale webhook.
+    #[arg(long)]
+    #[serde(default)]
+    pub force: bool,
+
+    /// Directory for a YAML backup of each deleted configuration (created if missing),
+    /// written before the delete; restore with `kubectl apply -f FILE`.
+    #[arg(long, value_name = "DIR")]
+    #[serde(default)]
+    pub backup_dir: Option<String>,
+}
+
+/// Which webhook configuration kinds to consider.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KindFilter {
+    /// MutatingWebhookConfigurations and ValidatingWebhookConfigurations.
+    #[default]
+    Both,
+    /// MutatingWebhookConfigurations only.
+    Mutating,
+    /// ValidatingWebhookConfigurations only.
+    Validating,
+}
+
+/// The two configuration kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// MutatingWebhookConfiguration.
+    Mutating,
+    /// ValidatingWebhookConfiguration.
+    Validating,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mutating => "MutatingWebhookConfiguration",
+            Self::Validating => "ValidatingWebhookConfiguration",
+        }
+    }
+
+    fn lower(self) -> &'static str {
+        match self {
+            Self::Mutating => "mutatingwebhookconfiguration",
+            Self::Validating => "validatingwebhookconfiguration",
+        }
+    }
+}
+
+/// One webhook of a configuration, as far as staleness goes.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Webhook name.
+    pub name: String,
+    /// How the API server calls it.
+    pub client_config: WebhookClientConfig,
+    /// failurePolicy (Fail when unset, in admissionregistration/v1).
+    pub failure_policy: String,
+}
+
+/// A configuration of either kind.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// Kind.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+    /// UID, for the delete precondition.
+    pub uid: String,
+    /// Its webhooks.
+    pub webhooks: Vec<Webhook>,
+    /// The whole object as read.
+    pub object: Value,
+}
+
+impl Configuration {
+    fn label(&self) -> String {
+        format!("{} {:?}", self.kind.lower(), self.name)
+    }
+
+    fn from_mutating(object: &MutatingWebhookConfiguration) -> Self {
+        let webhooks = object.webhooks.iter().flatten().map(|w| Webhook {
+            name: w.name.clone(),
+            client_config: w.client_config.clone(),
+            failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+        });
+        Self::new(Kind::Mutating, &object.metadata, webhooks, object)
+    }
+
+    fn from_validating(object: &ValidatingWebhookConfiguration) -> Self {
+        let webhooks = object.webhooks.iter().flatten().map(|w| Webhook {
+            name: w.name.clone(),
+            client_config: w.client_config.clone(),
+            failure_policy: w.failure_policy.clone().unwrap_or_else(|| "Fail".into()),
+        });
+        Self::new(Kind::Validating, &object.metadata, webhooks, object)
+    }
+
+    fn new(
+        kind: Kind,
+        metadata: &ObjectMeta,
+        webhooks: impl Iterator<Item = Webhook>,
+        object: &impl Serialize,
+    ) -> Self {
+        Self {
+            kind,
+            name: metadata.name.clone().unwrap_or_default(),
+            uid: metadata.uid.clone().unwrap_or_default(),
+            webhooks: webhooks.collect(),
+            object: serde_json::to_value(object).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The judgement on one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Evidence that its backend is gone.
+    Stale(Vec<String>),
+    /// Its backend is there.
+    Live(String),
+    /// Cannot be judged (URL webhook, ExternalName service).
+    Unjudged(String),
+}
+
+impl Verdict {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Stale(_) => "stale",
+            Self::Live(_) => "live",
+            Self::Unjudged(_) => "not judged",
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::Stale(evidence) => evidence.join("; "),
+            Self::Live(reason) | Self::Unjudged(reason) => reason.clone(),
+        }
+    }
+}
+
+/// Whether a configuration with these verdicts is deleted.
+#[must_use]
+pub fn should_delete(verdicts: &[Verdict], force: bool) -> bool {
+    let stale = verdicts
+        .iter()
+        .filter(|v| matches!(v, Verdict::Stale(_)))
+        .count();
+    if force {
+        stale > 0
+    } else {
+        stale > 0 && stale == verdicts.len()
+    }
+}
+
+/// Evidence from a caBundle: every certificate in it expired before `now` (Unix seconds).
+/// `None` when the bundle is empty, unreadable, or still holds a valid certificate.
+#[must_use]
+pub fn ca_bundle_expired(bundle: &[u8], now: i64) -> Option<String> {
+    let mut latest: Option<i64> = None;
+    for pem in x509_parser::pem::Pem::iter_from_buffer(bundle) {
+        let Ok(pem) = pem else { return None };
+        if pem.label != "CERTIFICATE" {
+            continue;
+        }
+        let Ok(cert) = pem.parse_x509() else {
+            return None;
+        };
+        let not_after = cert.validity().not_after.timestamp();
+        latest = Some(latest.map_or(not_after, |l| l.max(not_after)));
+    }
+    let latest = latest?;
+    (latest < now).then(|| {
+        let when = k8s_openapi::jiff::Timestamp::from_second(latest)
+            .map_or_else(|_| latest.to_string(), |t| t.to_string());
+        format!("its caBundle expired on {when}")
+    })
+}
+
+/// Ready endpoints serving `port_name` (`None`: the Service port is unnamed) in `slices`.
+#[must_use]
+pub fn ready_endpoints(slices: &[EndpointSlice], port_name: Option<&str>) -> usize {
+    slices
+        .iter()
+        .filter(|slice| {
+            // No ports listed means "all ports"; otherwise the Service port's name must appear.
+            slice.ports.as_ref().is_none_or(|ports| {
+                ports
+                    .iter()
+                    .any(|p| p.name.as_deref().unwrap_or("") == port_name.unwrap_or(""))
+            })
+        })
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter(|endpoint| {
+            // A nil ready condition means unknown, which consumers treat as ready.
+            endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true)
+        })
+        .count()
+}
+
+/// The validated action.
+#[derive(Debug, Clone)]
+pub struct StaleWebhook {
+    cluster: ClusterArgs,
+    target: Target,
+    kinds: Vec<Kind>,
+    force: bool,
+    backup_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Name(String),
+    Detect { exclude: Vec<String> },
+}
+
+impl Action for StaleWebhook {
+    const NAME: &'static str = "stale_webhook";
+    const ABOUT: &'static str =
+        "Delete admission webhook configurations whose backend is gone, on evidence only";
+    type Options = Options;
+
+    fn validate(options: Options) -> Result<Self> {
+        let target = match (options.name, options.detect) {
+            (Some(_), true) => {
+                return Err(Error::InvalidOption {
+                    option: "name".into(),
+                    problem: "name and detect are mutually exclusive".into(),
+                });
+            }
+            (None, false) => {
+                return Err(Error::InvalidOption {
+                    option: "name".into(),
+                    problem: "give the name of a webhook configuration, or detect: true to scan \
+                              them all"
+                        .into(),
+                });
+            }
+            (Some(name), false) => {
+                check_subdomain("name", &name)?;
+                if !options.exclude.is_empty() {
+                    return Err(Error::InvalidOption {
+                        option: "exclude".into(),
+                        problem: "only applies with detect: true".into(),
+                    });
+                }
+                Target::Name(name)
+            }
+            (None, true) => {
+                for (index, name) in options.exclude.iter().enumerate() {
+                    check_subdomain(&format!("exclude[{index}]"), name)?;
+                }
+                Target::Detect {
+                    exclude: options.exclude,
+                }
+            }
+        };
+        let backup_dir = match options.backup_dir {
+            Some(dir) if dir.trim().is_empty() => {
+                return Err(Error::InvalidOption {
+                    option: "backup_dir".into(),
+                    problem: "must not be empty".into(),
+                });
+            }
+            Some(dir) => Some(expand_home(&dir)),
+            None => None,
+        };
+        let kinds = match options.kind {
+            KindFilter::Both => vec![Kind::Mutating, Kind::Validating],
+            KindFilter::Mutating => vec![Kind::Mutating],
+            KindFilter::Validating => vec![Kind::Validating],
+        };
+        Ok(Self {
+            cluster: options.cluster,
+            target,
+            kinds,
+            force: options.force,
+            backup_dir,
+        })
+    }
+
+    async fn run(self, ctx: RunContext) -> Result<Outcome> {
+        let cluster = connect(&self.cluster).await?;
+        let configurations = self.observe(&cluster).await?;
+        let mut outcome = Outcome::default();
+        let mut evidence_cache = Evidence::new(&cluster);
+        let mut reports = Vec::new();
+        let mut deleted = Vec::new();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        for configuration in &configurations {
+            let mut verdicts = Vec::new();
+            for webhook in &configuration.webhooks {
+                verdicts.push(evidence_cache.judge(webhook, now).await?);
+            }
+            let delete = should_delete(&verdicts, self.force);
+            let mut report = json!({
+                "kind": configuration.kind.name(),
+                "name": configuration.name,
+                "uid": configuration.uid,
+                "stale": !verdicts.is_empty()
+                    && verdicts.iter().all(|v| matches!(v, Verdict::Stale(_))),
+                "webhooks": configuration.webhooks.iter().zip(&verdicts).map(|(w, v)| json!({
+                    "name": w.name,
+                    "target": target_of(&w.client_config),
+                    "failure_policy": w.failure_policy,
+                    "verdict": v.label(),
+                    "reason": v.reason(),
+                })).collect::<Vec<_>>(),
+            });
+            let reason = if delete {
+                let applied = self
+                    .delete(&cluster, configuration, ctx, &mut outcome)
+                    .await?;
+                if let Some(entry) = applied {
+                    deleted.push(entry);
+                    outcome.diff.push(Diff::of(
+                        &format!("{}/{}", configuration.kind.lower(), configuration.name),
+                        Some(&configuration.object),
+                        None,
+                    ));
+                    if ctx.check_mode {
+                        "would delete"
+                    } else {
+                        "deleted"
+                    }
+                } else {
+                    "gone or replaced meanwhile; left alone"
+                }
+            } else if verdicts.is_empty() {
+                "kept: it has no webhooks, so there is no evidence"
+            } else if verdicts.iter().any(|v| matches!(v, Verdict::Stale(_))) {
+                "kept: some webhooks are live or cannot be judged (force: true deletes it anyway)"
+            } else {
+                "kept: no stale webhook"
+            };
+            report["action"] = Value::String(reason.into());
+            reports.push(report);
+        }
+        outcome.changed = !deleted.is_empty();
+        outcome.msg = self.message(&configurations, &deleted, ctx.check_mode);
+        outcome.set("deleted", &deleted);
+        outcome.set("configurations", &reports);
+        Ok(outcome)
+    }
+}
+
+impl StaleWebhook {
+    /// Reads the configurations in scope.
+    async fn observe(&self, cluster: &Cluster) -> Result<Vec<Configuration>> {
+        let mut out = Vec::new();
+        for kind in &self.kinds {
+            match kind {
+                Kind::Mutating => {
+                    let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
+                    match &self.target {
+                        Target::Name(name) => {
+                            let found = api.get_opt(name).await.map_err(
+                                cluster.error("get", format!("{} {name:?}", kind.lower())),
+                            )?;
+                            out.extend(found.as_ref().map(Configuration::from_mutating));
+                        }
+                        Target::Detect { exclude } => {
+                            let list = api
+                                .list(&ListParams::default())
+                                .await
+                                .map_err(cluster.error("list", "mutatingwebhookconfigurations"))?;
+                            out.extend(
+                                list.items
+                                    .iter()
+                                    .map(Configuration::from_mutating)
+                                    .filter(|c| !exclude.contains(&c.name)),
+                            );
+                        }
+                    }
+                }
+                Kind::Validating => {
+                    let api: Api<ValidatingWebhookConfiguration> = Api::all(cluster.client.clone());
+                    match &self.target {
+                        Target::Name(name) => {
+                            let found = api.get_opt(name).await.map_err(
+                                cluster.error("get", format!("{} {name:?}", kind.lower())),
+                            )?;
+                            out.extend(found.as_ref().map(Configuration::from_validating));
+                        }
+                        Target::Detect { exclude } => {
+                            let list = api.list(&ListParams::default()).await.map_err(
+                                cluster.error("list", "validatingwebhookconfigurations"),
+                            )?;
+                            out.extend(
+                                list.items
+                                    .iter()
+                                    .map(Configuration::from_validating)
+                                    .filter(|c| !exclude.contains(&c.name)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Backs up and deletes one configuration (dry run in check mode). `None` when it vanished
+    /// or was replaced meanwhile.
+    async fn delete(
+        &self,
+        cluster: &Cluster,
+        configuration: &Configuration,
+        ctx: RunContext,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Value>> {
+        let backup_file = match (&self.backup_dir, ctx.check_mode) {
+            (Some(dir), false) => Some(write_backup(dir, configuration)?),
+            _ => None,
+        };
+        let params = DeleteParams {
+            dry_run: ctx.check_mode,
+            preconditions: Some(Preconditions {
+                uid: Some(configuration.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let label = configuration.label();
+        let result = match configuration.kind {
+            Kind::Mutating => {
+                let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
+                api.delete(&configuration.name, &params).await.map(|_| ())
+            }
+            Kind::Validating => {
+                let api: Api<ValidatingWebhookConfiguration> = Api::all(cluster.client.clone());
+                api.delete(&configuration.name, &params).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                outcome.warn(format!("{label} was deleted by someone else meanwhile"));
+                return Ok(None);
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                outcome.warn(format!(
+                    "{label} was re-created (new UID) meanwhile; the new one was left alone"
+                ));
+                return Ok(None);
+            }
+            Err(err) if ctx.check_mode => {
+                let err = cluster.error("delete", label.clone())(err);
+                outcome.warn(format!(
+                    "a server-side dry run of the delete was refused, so the real run may fail: {}",
+                    err.message_with_causes()
+                ));
+            }
+            Err(err) => return Err(cluster.error("delete", label)(err)),
+        }
+        Ok(Some(json!({
+            "kind": configuration.kind.name(),
+            "name": configuration.name,
+            "uid": configuration.uid,
+            "backup_file": backup_file.map(|p| p.display().to_string()),
+            "object": configuration.object,
+        })))
+    }
+
+    fn message(&self, configurations: &[Configuration], deleted: &[Value], check: bool) -> String {
+        if let Target::Name(name) = &self.target
+            && configurations.is_empty()
+        {
+            return format!("no webhook configuration named {name:?} (nothing to do)");
+        }
+        if deleted.is_empty() {
+            return format!(
+                "nothing stale: left {} webhook configuration(s) alone",
+                configurations.len()
+            );
+        }
+        let names: Vec<String> = deleted
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+                    d["name"]
+                )
+            })
+            .collect();
+        format!(
+            "{} {}",
+            if check { "would delete" } else { "deleted" },
+            names.join(", ")
+        )
+    }
+}
+
+fn target_of(config: &WebhookClientConfig) -> String {
+    match (&config.service, &config.url) {
+        (Some(service), _) => format!(
+            "service {}/{}:{}{}",
+            service.namespace,
+            service.name,
+            service.port.unwrap_or(443),
+            service.path.as_deref().unwrap_or("")
+        ),
+        (None, Some(url)) => format!("url {url}"),
+        (None, None) => "none".into(),
+    }
+}
+
+/// Writes the backup YAML (atomically: temp file, then rename) and returns its path.
+fn write_backup(dir: &Path, configuration: &Configuration) -> Result<PathBuf> {
+    let stamp = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+    let uid_prefix: String = configuration.uid.chars().take(8).collect();
+    let file = dir.join(format!(
+        "{}-{}-{stamp}-{uid_prefix}.yaml",
+        configuration.kind.lower(),
+        configuration.name
+    ));
+    let mut manifest = configuration.object.clone();
+    strip_server_fields(&mut manifest);
+    let text = format!(
+        "# Backup of {} taken before kubemend deleted it (uid {}).\n# Restore: kubectl apply -f {}\n{}",
+        configuration.label(),
+        configuration.uid,
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default(),
+        to_yaml(&manifest)
+    );
+    let tmp = file.with_extension("yaml.tmp");
+    let io = |source| Error::WriteBackup {
+        path: file.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &file).map_err(io)?;
+    Ok(file)
+}
+
+/// Reads Services and EndpointSlices once per Service and judges webhooks.
+struct Evidence<'a> {
+    cluster: &'a Cluster,
+    services: BTreeMap<(String, String), Option<Service>>,
+    slices: BTreeMap<(String, String), Vec<EndpointSlice>>,
+}
+
+impl<'a> Evidence<'a> {
+    fn new(cluster: &'a Cluster) -> Self {
+        Self {
+            cluster,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+        }
+    }
+
+    async fn judge(&mut self, webhook: &Webhook, now: i64) -> Result<Verdict> {
+        let config = &webhook.client_config;
+        let Some(reference) = &config.service else {
+            return Ok(Verdict::Unjudged(match &config.url {
+                Some(url) => format!("called by URL ({url}); kubemend does not judge URL webhooks"),
+                None => "no service and no URL".into(),
+            }));
+        };
+        let mut evidence = Vec::new();
+        if let Some(bundle) = &config.ca_bundle
+            && let Some(expired) = ca_bundle_expired(&bundle.0, now)
+        {
+            evidence.push(expired);
+        }
+        let key = (reference.namespace.clone(), reference.name.clone());
+        let port = reference.port.unwrap_or(443);
+        let label = format!("service {}/{}", key.0, key.1);
+        let Some(service) = self.service(&key).await? else {
+            evidence.push(format!("{label} does not exist"));
+            return Ok(Verdict::Stale(evidence));
+        };
+        let spec = service.spec.unwrap_or_default();
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return Ok(if evidence.is_empty() {
+                Verdict::Unjudged(format!("{label} is of type ExternalName"))
+            } else {
+                Verdict::Stale(evidence)
+            });
+        }
+        let Some(service_port) = spec.ports.iter().flatten().find(|p| p.port == port) else {
+            evidence.push(format!("{label} has no port {port}"));
+            return Ok(Verdict::Stale(evidence));
+        };
+        let slices = self.slices(&key).await?;
+        let ready = ready_endpoints(slices, service_port.name.as_deref());
+        if ready == 0 {
+            evidence.push(format!("{label} has no ready endpoint for port {port}"));
+        }
+        Ok(if evidence.is_empty() {
+            Verdict::Live(format!(
+                "{label} has {ready} ready endpoint(s) for port {port}"
+            ))
+        } else {
+            Verdict::Stale(evidence)
+        })
+    }
+
+    async fn service(&mut self, key: &(String, String)) -> Result<Option<Service>> {
+        if let Some(found) = self.services.get(key) {
+            return Ok(found.clone());
+        }
+        let api: Api<Service> = Api::namespaced(self.cluster.client.clone(), &key.0);
+        let found = api.get_opt(&key.1).await.map_err(
+            self.cluster
+                .error("get", format!("service {}/{}", key.0, key.1)),
+        )?;
+        self.services.insert(key.clone(), found.clone());
+        Ok(found)
+    }
+
+    async fn slices(&mut self, key: &(String, String)) -> Result<&[EndpointSlice]> {
+        if !self.slices.contains_key(key) {
+            let api: Api<EndpointSlice> = Api::namespaced(self.cluster.client.clone(), &key.0);
+            let params =
+                ListParams::default().labels(&format!("kubernetes.io/service-name={}", key.1));
+            let list = api.list(&params).await.map_err(self.cluster.error(
+                "list",
+                format!("endpointslices of service {}/{}", key.0, key.1),
+            ))?;
+            self.slices.insert(key.clone(), list.items);
+        }
+        Ok(self.slices.get(key).map(Vec::as_slice).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+
+    fn validate(value: Value) -> Result<StaleWebhook> {
+        StaleWebhook::validate(serde_json::from_value(value).unwrap())
+    }
+
+    #[test]
+    fn name_or_detect_is_required_and_not_both() {
+        assert!(validate(json!({})).is_err());
+        assert!(validate(json!({"name": "x", "detect": true})).is_err());
+        assert!(validate(json!({"name": "x", "exclude": ["y"]})).is_err());
+        assert!(validate(json!({"name": "Not_Valid"})).is_err());
+        assert!(validate(json!({"detect": true, "exclude": ["ok", "Bad!"]})).is_err());
+        assert!(validate(json!({"name": "newrelic-bundle-nri-metadata-injection"})).is_ok());
+        assert!(validate(json!({"detect": true, "exclude": ["cert-manager-webhook"]})).is_ok());
+    }
+
+    #[test]
+    fn all_stale_deletes_some_stale_needs_force() {
+        let stale = Verdict::Stale(vec!["service a/b does not exist".into()]);
+        let live = Verdict::Live("ready".into());
+        let url = Verdict::Unjudged("url".into());
+        assert!(should_delete(std::slice::from_ref(&stale), false));
+        assert!(should_delete(&[stale.clone(), stale.clone()], false));
+        assert!(!should_delete(&[stale.clone(), live.clone()], false));
+        assert!(!should_delete(&[stale.clone(), url.clone()], false));
+        assert!(should_delete(&[stale.clone(), live.clone()], true));
+        assert!(!should_delete(&[live.clone(), url.clone()], true));
+        assert!(!should_delete(&[url], false));
+        assert!(!should_delete(&[], true));
+    }
+
+    fn slice(port: Option<&str>, ready: &[Option<bool>]) -> EndpointSlice {
+        EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints: ready
+                .iter()
+                .map(|r| Endpoint {
+                    addresses: vec!["10.1.0.1".into()],
+                    conditions: Some(EndpointConditions {
+                        ready: *r,
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                })
+                .collect(),
+            ports: Some(vec![EndpointPort {
+                name: port.map(str::to_owned),
+                port: Some(8443),
+                ..EndpointPort::default()
+            }]),
+            ..EndpointSlice::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_endpoints_on_the_webhook_port_count() {
+        assert_eq!(ready_endpoints(&[], None), 0);
+        assert_eq!(ready_endpoints(&[slice(None, &[Some(false)])], None), 0);
+        assert_eq!(
+            ready_endpoints(&[slice(None, &[Some(true), None])], None),
+            2
+        );
+        assert_eq!(
+            ready_endpoints(&[slice(Some("metrics"), &[Some(true)])], Some("https")),
+            0
+        );
+        assert_eq!(
+            ready_endpoints(&[slice(Some("https"), &[Some(true)])], Some("https")),
+            1
+        );
+    }
+
+    fn cert_pem(not_after_year: i32) -> String {
+        let mut params = rcgen::CertificateParams::new(vec!["webhook.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn ca_bundle_is_stale_only_when_every_certificate_expired() {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let old = cert_pem(2001);
+        let fresh = cert_pem(2090);
+        let expired = ca_bundle_expired(old.as_bytes(), now).unwrap();
+        assert!(expired.contains("2001-01-01"), "{expired}");
+        assert_eq!(ca_bundle_expired(fresh.as_bytes(), now), None);
+        assert_eq!(
+            ca_bundle_expired(format!("{old}{fresh}").as_bytes(), now),
+            None
+        );
+        assert_eq!(ca_bundle_expired(b"", now), None);
+        assert_eq!(ca_bundle_expired(b"not pem at all", now), None);
+    }
+
+    #[test]
+    fn backup_file_is_an_appliable_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let configuration = Configuration::from_mutating(
+            &serde_json::from_value(json!({
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "nri", "uid": "1234-5678-9", "resourceVersion": "77"},
+                "webhooks": [{
+                    "name": "metadata-injection.newrelic.com",
+                    "clientConfig": {"service": {"namespace": "newrelic", "name": "nri", "port": 443}},
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Ignore"
+                }]
+            }))
+            .unwrap(),
+        );
+        let path = write_backup(dir.path(), &configuration).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(parsed["kind"], "MutatingWebhookConfiguration");
+        assert_eq!(parsed["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert_eq!(parsed["metadata"]["name"], "nri");
+        assert!(parsed["metadata"].get("uid").is_none());
+        assert!(parsed["metadata"].get("resourceVersion").is_none());
+        assert_eq!(parsed["webhooks"][0]["failurePolicy"], "Ignore");
+    }
+}
