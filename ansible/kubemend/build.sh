@@ -3,11 +3,13 @@
 # plugins/modules/<module> -> ../../bin/kubemend per module of the action group in
 # meta/runtime.yml. The binary dispatches on the name it is run under (AnsiballZ_<module>).
 #
-#   build.sh [--binary PATH] [--into DIR] [--tarball DIR]
+#   build.sh [--binary PATH] [--link] [--into DIR] [--tarball DIR]
 #
 #   --binary PATH  the binary to use (default: target/release/kubemend of this repository;
 #                  build it with `cargo build --release`, statically linked for the EE/host:
 #                  `--target x86_64-unknown-linux-musl`)
+#   --link         symlink bin/kubemend to the binary instead of copying it (ansible copies
+#                  the module file it finds on each run anyway; saves a copy in test builds)
 #   --into DIR     leave this tree alone: copy the collection to
 #                  DIR/ansible_collections/kubemend/microk8s and put the binary there (use
 #                  DIR as ANSIBLE_COLLECTIONS_PATH); without it the binary goes into this tree,
@@ -20,11 +22,13 @@ root="$(cd "$here/../.." && pwd)"
 binary="$root/target/release/kubemend"
 into=""
 tarball=""
+link=false
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
+    --link) link=true; shift ;;
     --into) into="${2:?--into needs a directory}"; shift 2 ;;
     --tarball) tarball="${2:?--tarball needs a directory}"; shift 2 ;;
     -h|--help) usage ;;
@@ -64,8 +68,12 @@ if [ -n "$into" ]; then
 fi
 
 mkdir -p "$dest/bin" "$dest/plugins/modules"
-install -m 0755 "$binary" "$dest/bin/kubemend.new"
-mv -f "$dest/bin/kubemend.new" "$dest/bin/kubemend"
+if $link; then
+  ln -sfn "$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")" "$dest/bin/kubemend"
+else
+  rm -f "$dest/bin/kubemend"
+  install -m 0755 "$binary" "$dest/bin/kubemend"
+fi
 for module in $modules; do
   ln -sfn ../../bin/kubemend "$dest/plugins/modules/$module"
 done

@@ -1,0 +1,989 @@
+//! The kubemend.microk8s collection under real Ansible, from the pinned venv that
+//! `tests/ansible/venv.sh` creates: each module through ansible-playbook in check mode, diff
+//! mode, for real and a second time (idempotent); the monthly maintenance playbook through
+//! ansible-runner on a private data dir with AWX's credential variables, as AWX runs it;
+//! ansible-lint on the collection; and the role's variables against its argument spec and the
+//! modules' schemas.
+//!
+//! The collection is built once per test process from this build's binary into Cargo's
+//! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
+//! Every test works on objects of its own (unique names); only the ansible-runner test uses the
+//! seeded incident, and it holds `support::incident()`.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn collection_source() -> PathBuf {
+    root().join("ansible/kubemend")
+}
+
+/// A tool of the venv; a missing venv fails the test with what to run.
+fn venv_tool(name: &str) -> PathBuf {
+    let path = root().join(".venv/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run tests/ansible/venv.sh before cargo test (it creates .venv/ with the \
+         pinned ansible-core, ansible-runner and ansible-lint)",
+        path.display()
+    );
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// This process's scratch directory under target/; those of finished processes are removed.
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ansible");
+        std::fs::create_dir_all(&base).unwrap();
+        for entry in std::fs::read_dir(&base).unwrap().flatten() {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>();
+            if pid.is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = base.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// A collections path holding kubemend.microk8s with this build's binary as its modules.
+fn collections() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join("collections");
+        let out = Command::new(collection_source().join("build.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_kubemend"))
+            .arg("--link")
+            .arg("--into")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build.sh failed:\n{}",
+            text(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A venv tool run in `work`, isolated from the machine: its own ANSIBLE_HOME and temp dirs,
+/// the test collection, the tests' callback plugins, and no cluster credentials inherited.
+fn ansible(tool: &str, work: &Path) -> Command {
+    let mut cmd = Command::new(venv_tool(tool));
+    let path = format!(
+        "{}:{}",
+        root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.current_dir(work)
+        .env("PATH", path)
+        .env("ANSIBLE_HOME", work.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-local-tmp"))
+        .env("ANSIBLE_REMOTE_TEMP", work.join("ansible-remote-tmp"))
+        .env("ANSIBLE_COLLECTIONS_PATH", collections())
+        .env("ANSIBLE_COLLECTIONS_SCAN_SYS_PATH", "false")
+        .env(
+            "ANSIBLE_CALLBACK_PLUGINS",
+            root().join("tests/ansible/callback_plugins"),
+        )
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "false")
+        .env_remove("ANSIBLE_CONFIG")
+        .env_remove("KUBECONFIG");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("K8S_AUTH_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn kubeconfig() -> String {
+    support::cluster().kubeconfig.display().to_string()
+}
+
+/// One ansible-playbook run, its JSON document from the results_json callback.
+struct PlaybookRun {
+    output: Output,
+    doc: Value,
+}
+
+impl PlaybookRun {
+    fn context(&self) -> String {
+        format!(
+            "status {}\nstdout:\n{}\nstderr:\n{}",
+            self.output.status,
+            text(&self.output.stdout),
+            text(&self.output.stderr)
+        )
+    }
+
+    /// The localhost result of the task named `task`.
+    #[track_caller]
+    fn result(&self, task: &str) -> &Value {
+        self.doc["plays"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|play| play["tasks"].as_array().into_iter().flatten())
+            .find(|t| t["task"]["name"] == task)
+            .map(|t| &t["hosts"]["localhost"])
+            .unwrap_or_else(|| panic!("no task {task:?} in the run\n{}", self.context()))
+    }
+
+    /// The task's result, which must have succeeded; returns whether it changed.
+    #[track_caller]
+    fn changed(&self, task: &str) -> bool {
+        let result = self.result(task);
+        assert!(
+            self.output.status.success() && result["failed"] != json!(true),
+            "task {task:?} failed: {result:#}\n{}",
+            self.context()
+        );
+        assert_eq!(self.doc["stats"]["localhost"]["failures"], json!(0));
+        result["changed"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no changed in {result:#}"))
+    }
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+/// Runs `tests/ansible/playbooks/<playbook>` with these extra vars and flags, with a stdout
+/// callback: `results_json` (parsed) or `default` (what an operator sees, returned as text).
+fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback: &str) -> Output {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let vars_file = work.path().join("vars.json");
+    write_json(&vars_file, vars);
+    ansible("ansible-playbook", work.path())
+        .env("ANSIBLE_STDOUT_CALLBACK", callback)
+        .arg("-i")
+        .arg(root().join("tests/ansible/inventory.yml"))
+        .arg("-e")
+        .arg(format!("@{}", vars_file.display()))
+        .args(flags)
+        .arg(root().join("tests/ansible/playbooks").join(playbook))
+        .output()
+        .unwrap()
+}
+
+fn ansible_playbook(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
+    let output = ansible_playbook_with(playbook, vars, flags, "results_json");
+    let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ansible-playbook {playbook} printed no JSON document ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            text(&output.stdout),
+            text(&output.stderr)
+        )
+    });
+    PlaybookRun { output, doc }
+}
+
+/// The result's diffs: Ansible takes one `{before, after}` object or a list of them.
+fn diffs(result: &Value) -> Vec<&Value> {
+    match &result["diff"] {
+        Value::Array(list) => list.iter().collect(),
+        Value::Object(_) => vec![&result["diff"]],
+        other => panic!("no diff in the result (diff: {other}): {result:#}"),
+    }
+}
+
+fn resource_version<K: Resource>(object: &K) -> String {
+    object.meta().resource_version.clone().unwrap()
+}
+
+fn from_json<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+async fn create<K>(api: &Api<K>, value: Value) -> K
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = from_json(value);
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create {:?}: {e}", object.meta().name))
+}
+
+/// Best-effort removal of what a test made outside its namespace, and of its namespace.
+async fn cleanup(client: &Client, namespace: &str, cluster_roles: &[&str], bindings: &[&str]) {
+    let dp = DeleteParams::default();
+    for name in cluster_roles {
+        let _ = Api::<ClusterRole>::all(client.clone())
+            .delete(name, &dp)
+            .await;
+    }
+    for name in bindings {
+        let _ = Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(name, &dp)
+            .await;
+    }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(namespace, &dp)
+        .await;
+}
+
+/// Whether the ServiceAccount may `verb` the `resource` (of `group`) cluster-wide.
+async fn allowed(
+    client: &Client,
+    namespace: &str,
+    sa: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    let review: SubjectAccessReview = from_json(json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{namespace}:{sa}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
+            "resourceAttributes": {"group": group, "resource": resource, "verb": verb},
+        }
+    }));
+    let review = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    review.status.is_some_and(|s| s.allowed)
+}
+
+/// Calico v3.13.2 as microk8s shipped it, in a test's own namespace and under a test's own
+/// ClusterRole name: ServiceAccount, the role's five rules (pods `get` only, no
+/// workloadendpoints), its binding, and the Deployment with the workloadendpoint controller.
+async fn seed_calico(client: &Client, namespace: &str, role: &str) {
+    create(
+        &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
+        json!({"metadata": {"name": "calico-kube-controllers"}}),
+    )
+    .await;
+    let core_and = |resources: &[&str], verbs: &[&str]| json!({"apiGroups": [""], "resources": resources, "verbs": verbs});
+    let calico = |resources: &[&str], verbs: &[&str]| json!({"apiGroups": ["crd.projectcalico.org"], "resources": resources, "verbs": verbs});
+    create(
+        &Api::<ClusterRole>::all(client.clone()),
+        json!({
+            "metadata": {"name": role},
+            "rules": [
+                core_and(&["nodes"], &["watch", "list", "get"]),
+                core_and(&["pods"], &["get"]),
+                calico(&["ippools"], &["list"]),
+                calico(
+                    &["blockaffinities", "ipamblocks", "ipamhandles"],
+                    &["get", "list", "create", "update", "delete"],
+                ),
+                calico(&["clusterinformations"], &["get", "create", "update"]),
+            ],
+        }),
+    )
+    .await;
+    create(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "calico-kube-controllers", "namespace": namespace}],
+        }),
+    )
+    .await;
+    // No replicas: the rules are derived from the pod template, no pod needs to run.
+    create(
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
+        json!({
+            "metadata": {"name": "calico-kube-controllers", "labels": {"k8s-app": "calico-kube-controllers"}},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"k8s-app": "calico-kube-controllers"}},
+                "template": {
+                    "metadata": {"labels": {"k8s-app": "calico-kube-controllers"}},
+                    "spec": {
+                        "serviceAccountName": "calico-kube-controllers",
+                        "containers": [{
+                            "name": "calico-kube-controllers",
+                            "image": "calico/kube-controllers:v3.13.2",
+                            "env": [
+                                {"name": "ENABLED_CONTROLLERS", "value": "node,workloadendpoint"},
+                                {"name": "DATASTORE_TYPE", "value": "kubernetes"},
+                            ],
+                        }],
+                    },
+                },
+            },
+        }),
+    )
+    .await;
+}
+
+fn rules_grant(rules: &Value, resource: &str, verbs: &[&str]) -> bool {
+    let has = |list: &Value, item: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == item || v == "*"))
+    };
+    verbs.iter().all(|verb| {
+        rules
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| has(&rule["resources"], resource) && has(&rule["verbs"], verb))
+    })
+}
+
+const CALICO_TASK: &str =
+    "Ensure the test ClusterRole grants what the test Deployment's Calico needs";
+
+#[tokio::test]
+async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_unchanged() {
+    let client = support::client().await;
+    let namespace = support::namespace(&client, "ansible-calico").await;
+    let role = support::unique("ansible-calico");
+    seed_calico(&client, &namespace, &role).await;
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let rv_before = resource_version(&roles.get(&role).await.unwrap());
+    let vars = json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "clusterrole": role,
+        "calico_namespace": namespace,
+    });
+
+    // Check mode with diff: changed, the missing permissions named, the diff shows them added,
+    // nothing written.
+    let check = ansible_playbook("calico_rbac.yml", &vars, &["--check", "--diff"]);
+    assert!(
+        check.changed(CALICO_TASK),
+        "{:#}",
+        check.result(CALICO_TASK)
+    );
+    let result = check.result(CALICO_TASK);
+    let missing = &result["missing_before"];
+    assert!(
+        rules_grant(missing, "pods", &["list", "watch"]),
+        "{result:#}"
+    );
+    assert!(
+        rules_grant(
+            missing,
+            "workloadendpoints",
+            &["watch", "list", "get", "create", "update", "delete"]
+        ),
+        "{result:#}"
+    );
+    let diff = diffs(result);
+    assert_eq!(diff.len(), 1, "{result:#}");
+    let before = diff[0]["before"].as_str().unwrap();
+    let after = diff[0]["after"].as_str().unwrap();
+    assert!(
+        before.contains(&role) && !before.contains("workloadendpoints"),
+        "{before}"
+    );
+    assert!(after.contains("workloadendpoints"), "{after}");
+    assert_eq!(
+        resource_version(&roles.get(&role).await.unwrap()),
+        rv_before,
+        "check mode wrote the ClusterRole"
+    );
+
+    // The same diff as the operator sees it: printed by the default callback.
+    let printed =
+        ansible_playbook_with("calico_rbac.yml", &vars, &["--check", "--diff"], "default");
+    let stdout = text(&printed.stdout);
+    assert!(
+        printed.status.success(),
+        "{stdout}\n{}",
+        text(&printed.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("workloadendpoints")),
+        "no added workloadendpoints line in the printed diff:\n{stdout}"
+    );
+    assert!(stdout.contains("changed=1"), "{stdout}");
+
+    // For real: changed, the role now grants what the controllers need, the old rules kept.
+    let sa = "calico-kube-controllers";
+    assert!(!allowed(&client, &namespace, sa, "", "pods", "list").await);
+    let real = ansible_playbook("calico_rbac.yml", &vars, &[]);
+    assert!(real.changed(CALICO_TASK), "{:#}", real.result(CALICO_TASK));
+    let stored = roles.get(&role).await.unwrap();
+    assert_ne!(resource_version(&stored), rv_before);
+    let rules = serde_json::to_value(stored.rules.unwrap()).unwrap();
+    assert!(rules_grant(&rules, "ippools", &["list"]), "{rules:#}");
+    for verb in ["list", "watch"] {
+        assert!(
+            allowed(&client, &namespace, sa, "", "pods", verb).await,
+            "pods {verb}"
+        );
+    }
+    for verb in ["watch", "list", "get", "create", "update", "delete"] {
+        assert!(
+            allowed(
+                &client,
+                &namespace,
+                sa,
+                "crd.projectcalico.org",
+                "workloadendpoints",
+                verb
+            )
+            .await,
+            "workloadendpoints {verb}"
+        );
+    }
+
+    // Again: nothing to do.
+    let rv_fixed = resource_version(&roles.get(&role).await.unwrap());
+    let again = ansible_playbook("calico_rbac.yml", &vars, &["--diff"]);
+    assert!(
+        !again.changed(CALICO_TASK),
+        "{:#}",
+        again.result(CALICO_TASK)
+    );
+    assert_eq!(again.doc["stats"]["localhost"]["changed"], json!(0));
+    assert_eq!(resource_version(&roles.get(&role).await.unwrap()), rv_fixed);
+
+    cleanup(&client, &namespace, &[&role], &[&role]).await;
+}
+
+const WEBHOOK_TASK: &str = "Ensure the test webhook configuration is gone when its backend is";
+
+#[tokio::test]
+async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stays_unchanged() {
+    let client = support::client().await;
+    let namespace = support::namespace(&client, "ansible-webhook").await;
+    let name = support::unique("ansible-webhook");
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    // Its Service never existed; it only ever sees ConfigMaps of this test's namespace.
+    let created = create(
+        &api,
+        json!({
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "inject.ansible-test.kubemend.invalid",
+                "clientConfig": {"service": {"name": "gone", "namespace": namespace, "path": "/mutate"}},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+            }],
+        }),
+    )
+    .await;
+    let vars = json!({"kubemend_kubeconfig": kubeconfig(), "webhook_configuration": name});
+
+    // Check mode with diff: changed, the whole object on the before side, nothing deleted.
+    let check = ansible_playbook("stale_webhook.yml", &vars, &["--check", "--diff"]);
+    assert!(
+        check.changed(WEBHOOK_TASK),
+        "{:#}",
+        check.result(WEBHOOK_TASK)
+    );
+    let diff = diffs(check.result(WEBHOOK_TASK));
+    assert_eq!(diff.len(), 1);
+    assert!(
+        diff[0]["before"]
+            .as_str()
+            .unwrap()
+            .contains("inject.ansible-test.kubemend.invalid")
+    );
+    assert_eq!(diff[0]["after"], json!(""));
+    let still = api.get(&name).await.unwrap();
+    assert_eq!(
+        resource_version(&still),
+        resource_version(&created),
+        "check mode wrote it"
+    );
+
+    // For real: deleted, and returned whole.
+    let real = ansible_playbook("stale_webhook.yml", &vars, &[]);
+    assert!(
+        real.changed(WEBHOOK_TASK),
+        "{:#}",
+        real.result(WEBHOOK_TASK)
+    );
+    let deleted = &real.result(WEBHOOK_TASK)["deleted"];
+    assert_eq!(deleted[0]["name"], json!(name), "{deleted:#}");
+    assert_eq!(
+        deleted[0]["object"]["metadata"]["name"],
+        json!(name),
+        "{deleted:#}"
+    );
+    assert!(
+        api.get_opt(&name).await.unwrap().is_none(),
+        "still there after the real run"
+    );
+
+    // Again: nothing to do.
+    let again = ansible_playbook("stale_webhook.yml", &vars, &[]);
+    assert!(
+        !again.changed(WEBHOOK_TASK),
+        "{:#}",
+        again.result(WEBHOOK_TASK)
+    );
+
+    cleanup(&client, &namespace, &[], &[]).await;
+}
+
+/// Whether this build of kubemend has the action (its CLI subcommand is listed in --help).
+fn kubemend_has(subcommand: &str) -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubemend"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .any(|l| l.trim_start().split_whitespace().next() == Some(subcommand))
+}
+
+const STUCK_TASK: &str = "Ensure no pod in the test namespace is stuck Pending";
+
+#[tokio::test]
+async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchanged() {
+    // Gated only while the action is missing from the binary (it is being written).
+    if !kubemend_has("stuck-pods") {
+        eprintln!("SKIPPED: this kubemend has no stuck-pods action yet");
+        return;
+    }
+    let client = support::client().await;
+    let namespace = support::namespace(&client, "ansible-stuck").await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+    // A bare pod no scheduler serves: Pending, no PodScheduled condition, no events.
+    let pod = create(
+        &pods,
+        json!({
+            "metadata": {"name": "never-scheduled"},
+            "spec": {
+                "schedulerName": "no-such-scheduler",
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "main", "image": "busybox"}],
+            },
+        }),
+    )
+    .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // past pending_age (1s)
+    let vars = json!({"kubemend_kubeconfig": kubeconfig(), "pods_namespace": namespace});
+
+    let check = ansible_playbook("stuck_pods.yml", &vars, &["--check", "--diff"]);
+    assert!(check.changed(STUCK_TASK), "{:#}", check.result(STUCK_TASK));
+    let still = pods.get("never-scheduled").await.unwrap();
+    assert_eq!(
+        still.metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "check mode deleted it"
+    );
+
+    let real = ansible_playbook("stuck_pods.yml", &vars, &[]);
+    assert!(real.changed(STUCK_TASK), "{:#}", real.result(STUCK_TASK));
+    support::wait_until(
+        "the stuck pod to be gone",
+        Duration::from_secs(30),
+        || async {
+            pods.get_opt("never-scheduled")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let again = ansible_playbook("stuck_pods.yml", &vars, &[]);
+    assert!(!again.changed(STUCK_TASK), "{:#}", again.result(STUCK_TASK));
+
+    cleanup(&client, &namespace, &[], &[]).await;
+}
+
+/// AWX's Kubernetes bearer-token credential for a cluster-admin ServiceAccount of a test's own:
+/// the K8S_AUTH_* variables AWX injects into the job's environment.
+async fn awx_credential(
+    client: &Client,
+    namespace: &str,
+    binding: &str,
+) -> BTreeMap<String, String> {
+    create(
+        &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
+        json!({"metadata": {"name": "awx-job"}}),
+    )
+    .await;
+    create(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}],
+        }),
+    )
+    .await;
+    let request: TokenRequest =
+        from_json(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}));
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request("awx-job", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let kubeconfig = Kubeconfig::read_from(&support::cluster().kubeconfig).unwrap();
+    let context = kubeconfig.current_context.clone().unwrap();
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap();
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .unwrap();
+    BTreeMap::from([
+        ("K8S_AUTH_HOST".into(), cluster.server.unwrap()),
+        ("K8S_AUTH_API_KEY".into(), token),
+        (
+            "K8S_AUTH_SSL_CA_CERT".into(),
+            cluster.certificate_authority.unwrap(),
+        ),
+        ("K8S_AUTH_VERIFY_SSL".into(), "True".into()),
+    ])
+}
+
+/// ansible-runner's job events of one run, by task name: the `res` of each runner_on_ok and
+/// runner_on_failed, plus the stats event's artifact data (set_stats).
+fn job_events(artifacts: &Path) -> (BTreeMap<String, Value>, Value) {
+    let mut results = BTreeMap::new();
+    let mut artifact_data = Value::Null;
+    for entry in std::fs::read_dir(artifacts.join("job_events"))
+        .unwrap()
+        .flatten()
+    {
+        let event: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        match event["event"].as_str() {
+            Some("runner_on_ok" | "runner_on_failed") => {
+                let task = event["event_data"]["task"].as_str().unwrap().to_owned();
+                let mut res = event["event_data"]["res"].clone();
+                if event["event"] == "runner_on_failed" {
+                    res["failed"] = json!(true);
+                }
+                results.insert(task, res);
+            }
+            Some("playbook_on_stats") => {
+                artifact_data = event["event_data"]["artifact_data"].clone();
+            }
+            _ => {}
+        }
+    }
+    (results, artifact_data)
+}
+
+#[tokio::test]
+async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_incident_and_writes_nothing()
+ {
+    let _incident = support::incident();
+    let client = support::client().await;
+    let namespace = support::namespace(&client, "ansible-awx").await;
+    let binding = support::unique("ansible-awx");
+    let credential = awx_credential(&client, &namespace, &binding).await;
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let role_rv = resource_version(&roles.get("calico-kube-controllers").await.unwrap());
+    let webhook = "newrelic-bundle-nri-metadata-injection";
+    let webhook_rv = resource_version(&webhooks.get(webhook).await.unwrap());
+    let awx_pod = Api::<Pod>::namespaced(client.clone(), "ci")
+        .get("automation-job-1865-ntgbq")
+        .await
+        .unwrap();
+    let stuck_pods = kubemend_has("stuck-pods");
+
+    // The private data dir AWX hands to ansible-runner: project, inventory, env.
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let data = work.path().join("runner");
+    for dir in ["project", "inventory", "env"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/ansible/awx_project/monthly_maintenance.yml"),
+        data.join("project/monthly_maintenance.yml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("tests/ansible/inventory.yml"),
+        data.join("inventory/hosts.yml"),
+    )
+    .unwrap();
+    write_json(
+        &data.join("env/envvars"),
+        &serde_json::to_value(&credential).unwrap(),
+    );
+    write_json(
+        &data.join("env/extravars"),
+        &json!({"microk8s_maintenance_stuck_pods_enabled": stuck_pods}),
+    );
+    std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
+
+    let output = ansible("ansible-runner", work.path())
+        .arg("run")
+        .arg(&data)
+        .args(["-p", "monthly_maintenance.yml", "--ident", "check"])
+        .output()
+        .unwrap();
+    let artifacts = data.join("artifacts/check");
+    let context = format!(
+        "ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let status = std::fs::read_to_string(artifacts.join("status")).unwrap_or_default();
+    assert_eq!(status.trim(), "successful", "{context}");
+    assert!(output.status.success(), "{context}");
+    let (results, stats) = job_events(&artifacts);
+
+    // calico_rbac: would add exactly what the review added by hand.
+    let calico =
+        &results["Ensure the calico-kube-controllers ClusterRole grants what Calico needs"];
+    assert_eq!(calico["changed"], json!(true), "{calico:#}");
+    assert!(
+        rules_grant(&calico["missing_before"], "pods", &["list", "watch"]),
+        "{calico:#}"
+    );
+    assert!(
+        rules_grant(
+            &calico["missing_before"],
+            "workloadendpoints",
+            &["watch", "list", "get", "create", "update", "delete"]
+        ),
+        "{calico:#}"
+    );
+    assert!(
+        diffs(calico)[0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("workloadendpoints")
+    );
+
+    // stale_webhook (detect): would delete the NewRelic configuration.
+    let stale = &results["Remove admission webhook configurations whose backend is gone"];
+    assert_eq!(stale["changed"], json!(true), "{stale:#}");
+    assert!(
+        stale["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == webhook),
+        "{stale:#}"
+    );
+
+    // stuck_pods ran too (in check mode), or is switched off while the binary lacks it.
+    let stuck = results.get("Force-delete pods that are stuck Terminating or were never scheduled");
+    if stuck_pods {
+        let stuck = stuck.unwrap_or_else(|| panic!("stuck_pods did not run\n{context}"));
+        assert_ne!(stuck["failed"], json!(true), "{stuck:#}");
+    } else {
+        assert!(stuck.is_none(), "{stuck:?}");
+    }
+
+    // The job's statistics (AWX artifacts) carry the summary of each step.
+    let summary = &stats["microk8s_maintenance"];
+    assert_eq!(summary["calico_rbac"]["changed"], json!(true), "{stats:#}");
+    assert_eq!(
+        summary["stale_webhook"]["changed"],
+        json!(true),
+        "{stats:#}"
+    );
+
+    // Check mode wrote nothing.
+    assert_eq!(
+        resource_version(&roles.get("calico-kube-controllers").await.unwrap()),
+        role_rv
+    );
+    assert_eq!(
+        resource_version(&webhooks.get(webhook).await.unwrap()),
+        webhook_rv
+    );
+    let pod_after = Api::<Pod>::namespaced(client.clone(), "ci")
+        .get("automation-job-1865-ntgbq")
+        .await
+        .unwrap();
+    assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
+
+    cleanup(&client, &namespace, &[], &[&binding]).await;
+}
+
+#[test]
+fn collection_passes_ansible_lint_with_the_production_profile() {
+    venv_tool("ansible-lint");
+    let out = Command::new(collection_source().join("lint.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_kubemend"))
+        .output()
+        .unwrap();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "ansible-lint failed:\n{all}");
+    assert!(
+        all.contains("Profile 'production' was required, and it passed"),
+        "{all}"
+    );
+}
+
+fn yaml(path: &Path) -> Value {
+    let source = std::fs::read_to_string(path).unwrap();
+    serde_saphyr::from_str(&source).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
+    let role = collection_source().join("roles/microk8s_maintenance");
+    let defaults = yaml(&role.join("defaults/main.yml"));
+    let defaults = defaults.as_object().unwrap();
+    let specs = yaml(&role.join("meta/argument_specs.yml"));
+    let options = specs["argument_specs"]["main"]["options"]
+        .as_object()
+        .unwrap();
+    let tasks: String = ["tasks/main.yml", "tasks/kubelite_restart.yml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(role.join(f)).unwrap())
+        .collect();
+    let mut problems = Vec::new();
+
+    let mut names: Vec<&String> = defaults.keys().chain(options.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let Some(default) = defaults.get(name) else {
+            problems.push(format!(
+                "{name}: in argument_specs.yml, not in defaults/main.yml"
+            ));
+            continue;
+        };
+        let Some(spec) = options.get(name) else {
+            problems.push(format!(
+                "{name}: in defaults/main.yml, not in argument_specs.yml"
+            ));
+            continue;
+        };
+        let spec_default = spec.get("default").unwrap_or(&Value::Null);
+        if spec_default != default {
+            problems.push(format!(
+                "{name}: default {default} in defaults/main.yml, {spec_default} in argument_specs.yml"
+            ));
+        }
+        let type_ok = match spec["type"].as_str().unwrap_or("str") {
+            "bool" => default.is_boolean(),
+            "int" => default.is_i64(),
+            "list" => default.is_array(),
+            "dict" => default.is_object(),
+            _ => default.is_string(),
+        };
+        if !default.is_null() && !type_ok {
+            problems.push(format!(
+                "{name}: default {default} is not of type {}",
+                spec["type"]
+            ));
+        }
+        if !tasks.contains(name.as_str()) {
+            problems.push(format!("{name}: not used by the role's tasks"));
+        }
+        let Some(rest) = name.strip_prefix("microk8s_maintenance_") else {
+            problems.push(format!("{name}: not prefixed with the role name"));
+            continue;
+        };
+        // microk8s_maintenance_<module>_<option>: the option's default must be the module's.
+        let Some((module, option)) = kubemend::actions::MODULE_NAMES
+            .iter()
+            .find_map(|m| Some((*m, rest.strip_prefix(m)?.strip_prefix('_')?)))
+        else {
+            problems.push(format!("{name}: names no module"));
+            continue;
+        };
+        if option == "enabled" {
+            continue;
+        }
+        let schema_path = root().join("schemas").join(format!("{module}.json"));
+        let Ok(schema) = std::fs::read(&schema_path) else {
+            eprintln!("{name}: no schemas/{module}.json yet, default not compared");
+            continue;
+        };
+        let schema: Value = serde_json::from_slice(&schema).unwrap();
+        match schema["properties"].get(option) {
+            None => problems.push(format!("{name}: module {module} has no option {option}")),
+            Some(property) => {
+                let module_default = property.get("default").unwrap_or(&Value::Null);
+                if module_default != default {
+                    problems.push(format!(
+                        "{name}: default {default}, but module {module} defaults {option} to {module_default}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn action_group_is_every_module_the_binary_implements() {
+    let runtime = yaml(&collection_source().join("meta/runtime.yml"));
+    let group: Vec<&str> = runtime["action_groups"]["kubemend"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for module in &group {
+        assert!(
+            kubemend::actions::MODULE_NAMES.contains(module),
+            "meta/runtime.yml names {module}, which kubemend does not answer to"
+        );
+    }
+    for spec in kubemend::actions::modules() {
+        assert!(
+            group.contains(&spec.name),
+            "kubemend implements {}, but the collection's action group (meta/runtime.yml) lacks it",
+            spec.name
+        );
+    }
+    // build.sh links exactly the action group as modules.
+    let modules = collections().join("ansible_collections/kubemend/microk8s/plugins/modules");
+    let mut linked: Vec<String> = std::fs::read_dir(&modules)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".yml"))
+        .collect();
+    linked.sort();
+    let mut expected: Vec<String> = group.iter().map(|m| (*m).to_owned()).collect();
+    expected.sort();
+    assert_eq!(linked, expected);
+}
