@@ -1,0 +1,436 @@
+//! calico_rbac against the test-bed cluster (real apiserver, RBAC enforced).
+//!
+//! Each test builds its own ClusterRole, ServiceAccount, ClusterRoleBinding and Deployment with
+//! unique names; one test works on the seeded incident objects under the incident lock.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+/// v3.13.2's five rules, exactly as the incident's role had them.
+fn v3_13_2_rules() -> Value {
+    json!([
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["watch", "list", "get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": ["crd.projectcalico.org"], "resources": ["ippools"], "verbs": ["list"]},
+        {"apiGroups": ["crd.projectcalico.org"],
+         "resources": ["blockaffinities", "ipamblocks", "ipamhandles"],
+         "verbs": ["get", "list", "create", "update", "delete"]},
+        {"apiGroups": ["crd.projectcalico.org"], "resources": ["clusterinformations"],
+         "verbs": ["get", "create", "update"]}
+    ])
+}
+
+/// A calico-kube-controllers look-alike of our own: namespace, ServiceAccount, Deployment,
+/// ClusterRole (given rules) and the binding between them.
+struct Fixture {
+    client: Client,
+    namespace: String,
+    name: String,
+}
+
+impl Fixture {
+    async fn new(rules: Value) -> Self {
+        support::cluster();
+        let client = support::client().await;
+        let namespace = support::namespace(&client, "calico").await;
+        let name = support::unique("calico-kc");
+        let pp = PostParams::default();
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace}}))
+                .unwrap();
+        Api::<ServiceAccount>::namespaced(client.clone(), &namespace)
+            .create(&pp, &sa)
+            .await
+            .unwrap();
+        let role: ClusterRole =
+            serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).unwrap();
+        Api::<ClusterRole>::all(client.clone())
+            .create(&pp, &role)
+            .await
+            .unwrap();
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+        }))
+        .unwrap();
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&pp, &binding)
+            .await
+            .unwrap();
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "serviceAccountName": name,
+                        "containers": [{
+                            "name": "calico-kube-controllers",
+                            "image": "calico/kube-controllers:v3.13.2",
+                            "env": [
+                                {"name": "ENABLED_CONTROLLERS", "value": "node,workloadendpoint"},
+                                {"name": "DATASTORE_TYPE", "value": "kubernetes"}
+                            ]
+                        }]
+                    }
+                }
+            }
+        }))
+        .unwrap();
+        Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .create(&pp, &deployment)
+            .await
+            .unwrap();
+        Self {
+            client,
+            namespace,
+            name,
+        }
+    }
+
+    fn args(&self) -> Value {
+        json!({"name": self.name, "namespace": self.namespace, "deployment": self.name})
+    }
+
+    fn cli_args(&self) -> Vec<String> {
+        vec![
+            "calico-rbac".into(),
+            "--name".into(),
+            self.name.clone(),
+            "--namespace".into(),
+            self.namespace.clone(),
+            "--deployment".into(),
+            self.name.clone(),
+        ]
+    }
+
+    async fn role(&self) -> ClusterRole {
+        Api::<ClusterRole>::all(self.client.clone())
+            .get(&self.name)
+            .await
+            .unwrap()
+    }
+
+    async fn cleanup(self) {
+        let dp = DeleteParams::default();
+        let _ = Api::<ClusterRole>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await;
+        let _ = Api::<ClusterRoleBinding>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await;
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &dp)
+            .await;
+    }
+}
+
+/// Runs the binary as ansible-core does: a copy named AnsiballZ_<module>, one args file.
+fn run_module(module: &str, args: &Value) -> (i32, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join(format!("AnsiballZ_{module}"));
+    std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
+    let args_file = dir.path().join("args");
+    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
+    let env_cmd = support::kubemend();
+    let mut cmd = Command::new(&binary);
+    for (key, value) in env_cmd.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let output = cmd.arg(&args_file).output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON line expected: {stdout}"
+    );
+    (
+        output.status.code().unwrap(),
+        serde_json::from_str(&stdout).unwrap(),
+    )
+}
+
+async fn allowed(
+    client: &Client,
+    namespace: &str,
+    sa: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{namespace}:{sa}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
+            "resourceAttributes": {"group": group, "resource": resource, "verb": verb}
+        }
+    }))
+    .unwrap();
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
+}
+
+const WEP_VERBS: [&str; 6] = ["watch", "list", "get", "create", "update", "delete"];
+
+async fn assert_incident_permissions(client: &Client, namespace: &str, sa: &str) {
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            allowed(client, namespace, sa, "", "pods", verb).await,
+            "pods {verb}"
+        );
+    }
+    for verb in WEP_VERBS {
+        assert!(
+            allowed(
+                client,
+                namespace,
+                sa,
+                "crd.projectcalico.org",
+                "workloadendpoints",
+                verb
+            )
+            .await,
+            "workloadendpoints {verb}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let before = fixture.role().await.metadata.resource_version;
+    let output = support::kubemend()
+        .args(fixture.cli_args())
+        .args(["--check", "--diff"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("+  - workloadendpoints"), "{stdout}");
+    assert!(stdout.contains("+  - pods"), "{stdout}");
+    assert!(stdout.contains("would change"), "{stdout}");
+    assert_eq!(fixture.role().await.metadata.resource_version, before);
+    // The module in check mode: same plan, still no write.
+    let mut args = fixture.args();
+    args["_ansible_check_mode"] = json!(true);
+    args["_ansible_diff"] = json!(true);
+    let (code, result) = run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true));
+    assert_eq!(result["verified"], json!(null));
+    assert!(
+        result["diff"]["after"]
+            .as_str()
+            .unwrap()
+            .contains("workloadendpoints")
+    );
+    assert_eq!(fixture.role().await.metadata.resource_version, before);
+    assert!(
+        !allowed(
+            &fixture.client,
+            &fixture.namespace,
+            &fixture.name,
+            "",
+            "pods",
+            "list"
+        )
+        .await
+    );
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unchanged() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let (code, result) = run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["calico_version"], json!("v3.13.2"));
+    assert_eq!(
+        result["enabled_controllers"],
+        json!(["node", "workloadendpoint"])
+    );
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_eq!(
+        result["added_rules"],
+        json!([
+            {"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]},
+            {"api_groups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
+             "verbs": ["watch", "list", "get", "create", "update", "delete"]}
+        ])
+    );
+    assert_eq!(result["missing_before"], result["added_rules"]);
+    assert!(
+        result.get("diff").is_none(),
+        "no diff without _ansible_diff"
+    );
+    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
+
+    let rv = fixture.role().await.metadata.resource_version;
+    let (code, again) = run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["changed"], json!(false), "{again}");
+    assert_eq!(again["missing_before"], json!([]));
+    assert_eq!(again["verified"], json!(true));
+    assert_eq!(fixture.role().await.metadata.resource_version, rv);
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_keeps_rules_added_by_hand() {
+    let mut rules = v3_13_2_rules();
+    let by_hand = json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["calico-config"]});
+    rules.as_array_mut().unwrap().insert(2, by_hand);
+    // A wildcard rule by hand: it already covers every workloadendpoints verb.
+    rules.as_array_mut().unwrap().push(json!({"apiGroups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"], "verbs": ["*"]}));
+    let fixture = Fixture::new(rules).await;
+    let before = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
+    let (code, result) = run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true));
+    // Only pods list/watch were missing: the `*` rule covers workloadendpoints.
+    assert_eq!(
+        result["added_rules"],
+        json!([{"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]}])
+    );
+    let after = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
+    let before = before.as_array().unwrap();
+    let after = after.as_array().unwrap();
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "existing rules kept in place and order"
+    );
+    assert_eq!(after.len(), before.len() + 1);
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_creates_the_role_when_absent() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    Api::<ClusterRole>::all(fixture.client.clone())
+        .delete(&fixture.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let (code, result) = run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["created"], json!(true), "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_fails_clearly_on_an_aggregated_role() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let roles = Api::<ClusterRole>::all(fixture.client.clone());
+    let mut role = fixture.role().await;
+    role.aggregation_rule = serde_json::from_value(json!({
+        "clusterRoleSelectors": [{"matchLabels": {"kubemend.test/aggregate-to": fixture.name}}]
+    }))
+    .unwrap();
+    roles
+        .replace(&fixture.name, &PostParams::default(), &role)
+        .await
+        .unwrap();
+    let before = fixture.role().await.metadata.resource_version;
+    let (code, result) = run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true));
+    let msg = result["msg"].as_str().unwrap();
+    assert!(msg.contains("aggregationRule"), "{msg}");
+    assert!(msg.contains("would overwrite"), "{msg}");
+    assert!(
+        result["hint"]
+            .as_str()
+            .unwrap()
+            .contains("separate ClusterRole"),
+        "{result}"
+    );
+    assert_eq!(fixture.role().await.metadata.resource_version, before);
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_bad_input_fails_without_touching_the_role() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let before = fixture.role().await.metadata.resource_version;
+    for (patch, needle) in [
+        (json!({"colour": "blue"}), "colour"),
+        (json!({"extra_rules": "not a rule"}), "extra_rules"),
+        (json!({"calico_version": "latest"}), "calico_version"),
+        (json!({"enabled_controllers": ["node", "typo"]}), "typo"),
+    ] {
+        let mut args = fixture.args();
+        for (k, v) in patch.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        let (code, result) = run_module("calico_rbac", &args);
+        assert_eq!(code, 1, "{result}");
+        assert_eq!(result["failed"], json!(true));
+        assert!(result["msg"].as_str().unwrap().contains(needle), "{result}");
+    }
+    assert_eq!(fixture.role().await.metadata.resource_version, before);
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_fixes_the_seeded_incident() {
+    support::cluster();
+    let _incident = support::incident();
+    let client = support::client().await;
+    assert!(
+        !allowed(
+            &client,
+            "kube-system",
+            "calico-kube-controllers",
+            "",
+            "pods",
+            "list"
+        )
+        .await
+    );
+    let output = support::kubemend()
+        .args(["calico-rbac", "--check", "--diff"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("workloadendpoints"), "{stdout}");
+    let (code, result) = run_module("calico_rbac", &json!({"_ansible_diff": true}));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_eq!(
+        result["diff"]["before_header"],
+        json!("clusterrole/calico-kube-controllers (before)")
+    );
+    assert_incident_permissions(&client, "kube-system", "calico-kube-controllers").await;
+    let (_, again) = run_module("calico_rbac", &json!({}));
+    assert_eq!(again["changed"], json!(false), "{again}");
+}
