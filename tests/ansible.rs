@@ -181,8 +181,9 @@ fn write_json(path: &Path, value: &Value) {
     std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
 }
 
-/// Runs `tests/ansible/playbooks/<playbook>` with these extra vars and flags, with a stdout
-/// callback: `results_json` (parsed) or `default` (what an operator sees, returned as text).
+/// Runs `tests/ansible/playbooks/<playbook>` (a `.yml` name) or a collection playbook (a FQCN)
+/// with these extra vars and flags, with a stdout callback: `results_json` (parsed) or
+/// `default` (what an operator sees, returned as text).
 fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback: &str) -> Output {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars_file = work.path().join("vars.json");
@@ -194,7 +195,11 @@ fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback:
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .args(flags)
-        .arg(root().join("tests/ansible/playbooks").join(playbook))
+        .arg(if playbook.ends_with(".yml") {
+            root().join("tests/ansible/playbooks").join(playbook)
+        } else {
+            PathBuf::from(playbook)
+        })
         .output()
         .unwrap()
 }
@@ -840,6 +845,103 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
 
     cleanup(&client, &namespace, &[], &[&binding]).await;
+}
+
+/// The collection's monthly playbook with every step switched off, and `vars` on top: what the
+/// role does before any module runs.
+fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
+    let mut all = json!({
+        "microk8s_maintenance_calico_rbac_enabled": false,
+        "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_stuck_pods_enabled": false,
+    });
+    for (key, value) in vars.as_object().unwrap() {
+        all[key] = value.clone();
+    }
+    ansible_playbook("kubemend.microk8s.monthly_maintenance", &all, &["--check"])
+}
+
+fn failure_messages(run: &PlaybookRun) -> String {
+    run.doc["plays"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|play| play["tasks"].as_array().into_iter().flatten())
+        .filter_map(|task| {
+            let result = &task["hosts"]["localhost"];
+            (result["failed"] == json!(true)).then(|| result["msg"].to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn role_refuses_invalid_variables_before_any_step() {
+    let run = monthly_maintenance_without_steps(&json!({
+        "microk8s_maintenance_stale_webhook_enabled": true,
+        "microk8s_maintenance_stale_webhook_kind": "sideways",
+    }));
+    assert!(!run.output.status.success(), "{}", run.context());
+    let messages = failure_messages(&run);
+    assert!(
+        messages.contains("microk8s_maintenance_stale_webhook_kind")
+            && messages.contains("sideways"),
+        "the argument spec did not name the bad variable: {messages}\n{}",
+        run.context()
+    );
+    let modules_ran = run.doc["plays"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| {
+            t["task"]["action"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("kubemend.")
+        });
+    assert!(
+        !modules_ran,
+        "a module ran despite invalid variables\n{}",
+        run.context()
+    );
+}
+
+#[test]
+fn kubelite_restart_hook_is_off_by_default_and_fails_clearly_when_switched_on() {
+    let off = monthly_maintenance_without_steps(&json!({}));
+    assert!(off.output.status.success(), "{}", off.context());
+    assert_eq!(
+        off.result("Restart kubelite on each node in turn")["skipped"],
+        json!(true)
+    );
+
+    let on = monthly_maintenance_without_steps(
+        &json!({"microk8s_maintenance_kubelite_restart_enabled": true}),
+    );
+    assert!(!on.output.status.success(), "{}", on.context());
+    let messages = failure_messages(&on);
+    assert!(
+        messages.contains("no kubelite_restart module yet"),
+        "{messages}\n{}",
+        on.context()
+    );
+}
+
+#[test]
+fn role_documentation_renders_with_ansible_doc() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let out = ansible("ansible-doc", work.path())
+        .args(["-t", "role", "kubemend.microk8s.microk8s_maintenance"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for option in [
+        "microk8s_maintenance_stale_webhook_exclude",
+        "microk8s_maintenance_stuck_pods_max_pods",
+    ] {
+        assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
+    }
 }
 
 #[test]

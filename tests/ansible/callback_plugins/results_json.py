@@ -14,7 +14,7 @@ type: stdout
 short_description: Every task result as one JSON document
 description:
   - "At the end of the run prints one JSON object: C(plays), a list of C(play) and C(tasks),
-    each task with C(task) (name, action) and C(hosts) (host name to result); and C(stats),
+    each task with C(task) (name, full_name, action) and C(hosts) (host name to result); and C(stats),
     host name to counts (ok, changed, failures, skipped, unreachable, ...)."
   - Each RESULT is the module's result as the controller saw it, with C(failed), C(skipped) or
     C(unreachable) set by the callback when the task ended that way.
@@ -45,8 +45,14 @@ class CallbackModule(CallbackBase):
         self._plays.append({"play": {"name": play.get_name()}, "tasks": []})
 
     def v2_playbook_on_task_start(self, task, is_conditional):
+        # name: as written in the task (role tasks without the "role : " prefix); full_name: as
+        # the default callback shows it.
+        full_name = task.get_name()
         self._plays[-1]["tasks"].append(
-            {"task": {"name": task.get_name(), "action": task.action}, "hosts": {}}
+            {
+                "task": {"name": task.name or full_name, "full_name": full_name, "action": task.action},
+                "hosts": {},
+            }
         )
 
     def v2_playbook_on_handler_task_start(self, task):
