@@ -434,3 +434,44 @@ async fn calico_rbac_fixes_the_seeded_incident() {
     let (_, again) = run_module("calico_rbac", &json!({}));
     assert_eq!(again["changed"], json!(false), "{again}");
 }
+
+#[tokio::test]
+async fn calico_rbac_warns_when_another_binding_already_grants_what_the_role_lacks() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let other = format!("{}-other", fixture.name);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": other},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    }))
+    .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": other},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": other},
+        "subjects": [{"kind": "ServiceAccount", "name": fixture.name, "namespace": fixture.namespace}]
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<ClusterRole>::all(fixture.client.clone())
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(fixture.client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    let mut args = fixture.args();
+    args["_ansible_check_mode"] = json!(true);
+    let (code, result) = run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    let warnings = result["warnings"].to_string();
+    assert!(warnings.contains("through another binding"), "{warnings}");
+    assert!(!warnings.contains("not being enforced"), "{warnings}");
+    let dp = DeleteParams::default();
+    let _ = Api::<ClusterRole>::all(fixture.client.clone())
+        .delete(&other, &dp)
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(fixture.client.clone())
+        .delete(&other, &dp)
+        .await;
+    fixture.cleanup().await;
+}
