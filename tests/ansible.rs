@@ -629,13 +629,13 @@ async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchang
     cleanup(&client, &namespace, &[], &[]).await;
 }
 
-/// AWX's Kubernetes bearer-token credential for a cluster-admin ServiceAccount of a test's own:
-/// the K8S_AUTH_* variables AWX injects into the job's environment.
-async fn awx_credential(
-    client: &Client,
-    namespace: &str,
-    binding: &str,
-) -> BTreeMap<String, String> {
+/// AWX's Kubernetes bearer-token credential for a ServiceAccount of a test's own, bound to the
+/// ClusterRole the collection documents (docs/rbac.yml, under the test's own name): the
+/// K8S_AUTH_* variables AWX injects into the job's environment.
+async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
+    let mut role = yaml(&collection_source().join("docs/rbac.yml"));
+    role["metadata"]["name"] = json!(name);
+    create(&Api::<ClusterRole>::all(client.clone()), role).await;
     create(
         &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "awx-job"}}),
@@ -644,8 +644,8 @@ async fn awx_credential(
     create(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
-            "metadata": {"name": binding},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}],
         }),
     )
@@ -685,10 +685,16 @@ async fn awx_credential(
     ])
 }
 
-/// ansible-runner's job events of one run, by task name: the `res` of each runner_on_ok and
-/// runner_on_failed, plus the stats event's artifact data (set_stats).
-fn job_events(artifacts: &Path) -> (BTreeMap<String, Value>, Value) {
-    let mut results = BTreeMap::new();
+/// What ansible-runner recorded of one task: the module result and the text shown for it.
+struct TaskEvent {
+    res: Value,
+    stdout: String,
+}
+
+/// ansible-runner's job events of one run, by task name (runner_on_ok and runner_on_failed),
+/// and the stats event's artifact data (set_stats).
+fn job_events(artifacts: &Path) -> (BTreeMap<String, TaskEvent>, Value) {
+    let mut tasks = BTreeMap::new();
     let mut artifact_data = Value::Null;
     for entry in std::fs::read_dir(artifacts.join("job_events"))
         .unwrap()
@@ -696,13 +702,14 @@ fn job_events(artifacts: &Path) -> (BTreeMap<String, Value>, Value) {
     {
         let event: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
         match event["event"].as_str() {
-            Some("runner_on_ok" | "runner_on_failed") => {
-                let task = event["event_data"]["task"].as_str().unwrap().to_owned();
+            Some(kind @ ("runner_on_ok" | "runner_on_failed")) => {
                 let mut res = event["event_data"]["res"].clone();
-                if event["event"] == "runner_on_failed" {
+                if kind == "runner_on_failed" {
                     res["failed"] = json!(true);
                 }
-                results.insert(task, res);
+                let stdout = event["stdout"].as_str().unwrap_or_default().to_owned();
+                let task = event["event_data"]["task"].as_str().unwrap().to_owned();
+                tasks.insert(task, TaskEvent { res, stdout });
             }
             Some("playbook_on_stats") => {
                 artifact_data = event["event_data"]["artifact_data"].clone();
@@ -710,7 +717,24 @@ fn job_events(artifacts: &Path) -> (BTreeMap<String, Value>, Value) {
             _ => {}
         }
     }
-    (results, artifact_data)
+    (tasks, artifact_data)
+}
+
+/// The task's result; it must have succeeded without a refused server-side dry run (which
+/// check mode reports as a warning: the credential lacks a permission the real run needs).
+#[track_caller]
+fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str) -> &'a Value {
+    let event = tasks
+        .get(task)
+        .unwrap_or_else(|| panic!("task {task:?} did not run\n{context}"));
+    assert_ne!(event.res["failed"], json!(true), "{:#}", event.res);
+    let warnings = event.res["warnings"].to_string() + &event.stdout;
+    assert!(
+        !warnings.contains("was refused"),
+        "check mode of {task:?} was refused a dry run: the credential lacks a permission:\n{}",
+        event.stdout
+    );
+    &event.res
 }
 
 #[tokio::test]
@@ -719,8 +743,8 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let _incident = support::incident();
     let client = support::client().await;
     let namespace = support::namespace(&client, "ansible-awx").await;
-    let binding = support::unique("ansible-awx");
-    let credential = awx_credential(&client, &namespace, &binding).await;
+    let access = support::unique("ansible-awx");
+    let credential = awx_credential(&client, &namespace, &access).await;
     let roles = Api::<ClusterRole>::all(client.clone());
     let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let role_rv = resource_version(&roles.get("calico-kube-controllers").await.unwrap());
@@ -774,11 +798,14 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let status = std::fs::read_to_string(artifacts.join("status")).unwrap_or_default();
     assert_eq!(status.trim(), "successful", "{context}");
     assert!(output.status.success(), "{context}");
-    let (results, stats) = job_events(&artifacts);
+    let (tasks, stats) = job_events(&artifacts);
 
     // calico_rbac: would add exactly what the review added by hand.
-    let calico =
-        &results["Ensure the calico-kube-controllers ClusterRole grants what Calico needs"];
+    let calico = checked(
+        &tasks,
+        "Ensure the calico-kube-controllers ClusterRole grants what Calico needs",
+        &context,
+    );
     assert_eq!(calico["changed"], json!(true), "{calico:#}");
     assert!(
         rules_grant(&calico["missing_before"], "pods", &["list", "watch"]),
@@ -800,7 +827,11 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     );
 
     // stale_webhook (detect): would delete the NewRelic configuration.
-    let stale = &results["Remove admission webhook configurations whose backend is gone"];
+    let stale = checked(
+        &tasks,
+        "Remove admission webhook configurations whose backend is gone",
+        &context,
+    );
     assert_eq!(stale["changed"], json!(true), "{stale:#}");
     assert!(
         stale["deleted"]
@@ -812,12 +843,14 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     );
 
     // stuck_pods ran too (in check mode), or is switched off while the binary lacks it.
-    let stuck = results.get("Force-delete pods that are stuck Terminating or were never scheduled");
+    let stuck = "Force-delete pods that are stuck Terminating or were never scheduled";
     if stuck_pods {
-        let stuck = stuck.unwrap_or_else(|| panic!("stuck_pods did not run\n{context}"));
-        assert_ne!(stuck["failed"], json!(true), "{stuck:#}");
+        checked(&tasks, stuck, &context);
     } else {
-        assert!(stuck.is_none(), "{stuck:?}");
+        assert!(
+            !tasks.contains_key(stuck),
+            "stuck_pods ran although switched off"
+        );
     }
 
     // The job's statistics (AWX artifacts) carry the summary of each step.
@@ -844,7 +877,7 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .unwrap();
     assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
 
-    cleanup(&client, &namespace, &[], &[&binding]).await;
+    cleanup(&client, &namespace, &[&access], &[&access]).await;
 }
 
 /// The collection's monthly playbook with every step switched off, and `vars` on top: what the
