@@ -157,8 +157,10 @@ impl PlaybookRun {
             .flatten()
             .flat_map(|play| play["tasks"].as_array().into_iter().flatten())
             .find(|t| t["task"]["name"] == task)
-            .map(|t| &t["hosts"]["localhost"])
-            .unwrap_or_else(|| panic!("no task {task:?} in the run\n{}", self.context()))
+            .map_or_else(
+                || panic!("no task {task:?} in the run\n{}", self.context()),
+                |t| &t["hosts"]["localhost"],
+            )
     }
 
     /// The task's result, which must have succeeded; returns whether it changed.
@@ -175,6 +177,12 @@ impl PlaybookRun {
             .as_bool()
             .unwrap_or_else(|| panic!("no changed in {result:#}"))
     }
+}
+
+fn is_yaml_file(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yml"))
 }
 
 fn write_json(path: &Path, value: &Value) {
@@ -195,7 +203,7 @@ fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback:
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .args(flags)
-        .arg(if playbook.ends_with(".yml") {
+        .arg(if is_yaml_file(playbook) {
             root().join("tests/ansible/playbooks").join(playbook)
         } else {
             PathBuf::from(playbook)
@@ -442,8 +450,8 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
     assert!(real.changed(CALICO_TASK), "{:#}", real.result(CALICO_TASK));
     let stored = roles.get(&role).await.unwrap();
     assert_ne!(resource_version(&stored), rv_before);
-    let rules = serde_json::to_value(stored.rules.unwrap()).unwrap();
-    assert!(rules_grant(&rules, "ippools", &["list"]), "{rules:#}");
+    let granted = serde_json::to_value(stored.rules.unwrap()).unwrap();
+    assert!(rules_grant(&granted, "ippools", &["list"]), "{granted:#}");
     for verb in ["list", "watch"] {
         assert!(
             allowed(&client, &namespace, sa, "", "pods", verb).await,
@@ -567,7 +575,7 @@ fn kubemend_has(subcommand: &str) -> bool {
         .unwrap();
     text(&out.stdout)
         .lines()
-        .any(|l| l.trim_start().split_whitespace().next() == Some(subcommand))
+        .any(|l| l.split_whitespace().next() == Some(subcommand))
 }
 
 const STUCK_TASK: &str = "Ensure no pod in the test namespace is stuck Pending";
@@ -737,6 +745,57 @@ fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str
     &event.res
 }
 
+/// Runs the monthly maintenance as AWX does: `ansible-runner run` on a private data dir (project,
+/// inventory, env with the credential's variables, extra vars and `--check --diff`) under
+/// `work`. Returns its artifacts dir, after checking that the job succeeded, and its output.
+fn runner_check_mode(
+    work: &Path,
+    credential: &BTreeMap<String, String>,
+    stuck_pods: bool,
+) -> (PathBuf, String) {
+    let data = work.join("runner");
+    for dir in ["project", "inventory", "env"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/ansible/awx_project/monthly_maintenance.yml"),
+        data.join("project/monthly_maintenance.yml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("tests/ansible/inventory.yml"),
+        data.join("inventory/hosts.yml"),
+    )
+    .unwrap();
+    write_json(
+        &data.join("env/envvars"),
+        &serde_json::to_value(credential).unwrap(),
+    );
+    write_json(
+        &data.join("env/extravars"),
+        &json!({"microk8s_maintenance_stuck_pods_enabled": stuck_pods}),
+    );
+    std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
+
+    let output = ansible("ansible-runner", work)
+        .arg("run")
+        .arg(&data)
+        .args(["-p", "monthly_maintenance.yml", "--ident", "check"])
+        .output()
+        .unwrap();
+    let artifacts = data.join("artifacts/check");
+    let context = format!(
+        "ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let status = std::fs::read_to_string(artifacts.join("status")).unwrap_or_default();
+    assert_eq!(status.trim(), "successful", "{context}");
+    assert!(output.status.success(), "{context}");
+    (artifacts, context)
+}
+
 #[tokio::test]
 async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_incident_and_writes_nothing()
  {
@@ -756,49 +815,9 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .unwrap();
     let stuck_pods = kubemend_has("stuck-pods");
 
-    // The private data dir AWX hands to ansible-runner: project, inventory, env.
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let data = work.path().join("runner");
-    for dir in ["project", "inventory", "env"] {
-        std::fs::create_dir_all(data.join(dir)).unwrap();
-    }
-    std::fs::copy(
-        root().join("tests/ansible/awx_project/monthly_maintenance.yml"),
-        data.join("project/monthly_maintenance.yml"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root().join("tests/ansible/inventory.yml"),
-        data.join("inventory/hosts.yml"),
-    )
-    .unwrap();
-    write_json(
-        &data.join("env/envvars"),
-        &serde_json::to_value(&credential).unwrap(),
-    );
-    write_json(
-        &data.join("env/extravars"),
-        &json!({"microk8s_maintenance_stuck_pods_enabled": stuck_pods}),
-    );
-    std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
-
-    let output = ansible("ansible-runner", work.path())
-        .arg("run")
-        .arg(&data)
-        .args(["-p", "monthly_maintenance.yml", "--ident", "check"])
-        .output()
-        .unwrap();
-    let artifacts = data.join("artifacts/check");
-    let context = format!(
-        "ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    let status = std::fs::read_to_string(artifacts.join("status")).unwrap_or_default();
-    assert_eq!(status.trim(), "successful", "{context}");
-    assert!(output.status.success(), "{context}");
-    let (tasks, stats) = job_events(&artifacts);
+    let (artifacts, context) = runner_check_mode(work.path(), &credential, stuck_pods);
+    let (tasks, artifact_data) = job_events(&artifacts);
 
     // calico_rbac: would add exactly what the review added by hand.
     let calico = checked(
@@ -854,12 +873,16 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     }
 
     // The job's statistics (AWX artifacts) carry the summary of each step.
-    let summary = &stats["microk8s_maintenance"];
-    assert_eq!(summary["calico_rbac"]["changed"], json!(true), "{stats:#}");
+    let summary = &artifact_data["microk8s_maintenance"];
+    assert_eq!(
+        summary["calico_rbac"]["changed"],
+        json!(true),
+        "{artifact_data:#}"
+    );
     assert_eq!(
         summary["stale_webhook"]["changed"],
         json!(true),
-        "{stats:#}"
+        "{artifact_data:#}"
     );
 
     // Check mode wrote nothing.
@@ -1115,7 +1138,7 @@ fn action_group_is_every_module_the_binary_implements() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.ends_with(".yml"))
+        .filter(|name| !is_yaml_file(name))
         .collect();
     linked.sort();
     let mut expected: Vec<String> = group.iter().map(|m| (*m).to_owned()).collect();
