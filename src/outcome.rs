@@ -126,6 +126,30 @@ pub fn strip_server_fields(value: &mut Value) {
     }
 }
 
+/// Writes a restorable backup of an object to `dir/file_name` (creating `dir`): `header`
+/// (comment lines), then the object as YAML without server-populated fields. Atomic: a
+/// temporary file, then a rename. Returns the path.
+pub fn write_backup(
+    dir: &std::path::Path,
+    file_name: &str,
+    header: &str,
+    object: &Value,
+) -> crate::Result<std::path::PathBuf> {
+    let file = dir.join(file_name);
+    let mut manifest = object.clone();
+    strip_server_fields(&mut manifest);
+    let text = format!("{header}{}", to_yaml(&manifest));
+    let tmp = file.with_extension("yaml.tmp");
+    let io = |source| crate::Error::WriteBackup {
+        path: file.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &file).map_err(io)?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ use crate::protocol::{self, Flags, Report};
 
 pub mod calico_rbac;
 pub mod stale_webhook;
+pub mod stuck_pods;
 
 /// Every module name kubemend answers to in module mode, implemented or planned.
 pub const MODULE_NAMES: &[&str] = &[
@@ -36,7 +37,7 @@ pub const MODULE_NAMES: &[&str] = &[
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
-pub const PLANNED: &[&str] = &["stuck_pods", "kubelite_restart", "diagnose"];
+pub const PLANNED: &[&str] = &["kubelite_restart", "diagnose"];
 
 /// How the action is being run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,6 +108,7 @@ pub fn modules() -> Vec<ModuleSpec> {
     vec![
         ModuleSpec::of::<calico_rbac::CalicoRbac>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),
+        ModuleSpec::of::<stuck_pods::StuckPods>(),
     ]
 }
 
