@@ -607,8 +607,21 @@ async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchang
     tokio::time::sleep(Duration::from_secs(2)).await; // past pending_age (1s)
     let vars = json!({"kubemend_kubeconfig": kubeconfig(), "pods_namespace": namespace});
 
+    // Check mode with diff: the pod named as the one to delete, its manifest on the before
+    // side, nothing deleted.
     let check = ansible_playbook("stuck_pods.yml", &vars, &["--check", "--diff"]);
     assert!(check.changed(STUCK_TASK), "{:#}", check.result(STUCK_TASK));
+    let result = check.result(STUCK_TASK);
+    assert_eq!(result["deleted"][0]["uid"], json!(uid), "{result:#}");
+    let diff = diffs(result);
+    assert!(
+        diff[0]["before"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-scheduler"),
+        "{result:#}"
+    );
+    assert_eq!(diff[0]["after"], json!(""), "{result:#}");
     let still = pods.get("never-scheduled").await.unwrap();
     assert_eq!(
         still.metadata.uid.as_deref(),
