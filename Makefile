@@ -22,11 +22,13 @@ fmt:
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# Lints a built copy of the collection, where modules and the action group resolve.
 ansible-lint: venv
-	cd ansible/kubemend && ../../$(VENV)/bin/ansible-lint
+	$(CARGO) build --locked
+	ansible/kubemend/lint.sh
 
 fuzz: ## Fuzz the Ansible args parser for FUZZ_SECONDS (needs nightly and cargo-fuzz).
-	cd fuzz && $(CARGO) +nightly fuzz run args_parser -- -max_total_time=$(FUZZ_SECONDS)
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 cluster: ## Start (or find running) the test bed and print its exports.
 	$(TESTCLUSTER) up
@@ -38,7 +40,7 @@ $(VENV)/.installed: tests/ansible/requirements.txt tests/ansible/venv.sh
 	touch $@
 
 schemas: ## Regenerate the committed JSON schemas and module docs.
-	$(CARGO) run --locked -- schema --write
+	$(CARGO) run --locked -- schema --out-dir schemas
 
 release: ## Build the optimized binary (LTO, stripped).
 	$(CARGO) build --locked --release
