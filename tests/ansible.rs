@@ -1013,6 +1013,68 @@ fn role_documentation_renders_with_ansible_doc() {
     }
 }
 
+/// The sidecar docs (`plugins/modules/<module>.yml`), once generated from the options structs:
+/// `ansible-doc` renders each, with exactly the options of the module's schema, the same
+/// defaults, and no_log where the schema says so.
+#[test]
+fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
+    let modules = runtime_action_group();
+    let sidecar = |m: &str| collection_source().join(format!("plugins/modules/{m}.yml"));
+    let present: Vec<&String> = modules.iter().filter(|m| sidecar(m).is_file()).collect();
+    if present.is_empty() {
+        eprintln!("SKIPPED: no sidecar docs in ansible/kubemend/plugins/modules yet");
+        return;
+    }
+    assert_eq!(
+        present.len(),
+        modules.len(),
+        "sidecar docs for only {present:?} of {modules:?}"
+    );
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    for module in &modules {
+        let fqcn = format!("kubemend.microk8s.{module}");
+        let out = ansible("ansible-doc", work.path())
+            .args(["--json", &fqcn])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ansible-doc {fqcn}: {}",
+            text(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let options = doc[&fqcn]["doc"]["options"].as_object().unwrap();
+        let schema: Value = serde_json::from_slice(
+            &std::fs::read(root().join(format!("schemas/{module}.json"))).unwrap(),
+        )
+        .unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        let mut documented: Vec<&String> = options.keys().collect();
+        let mut expected: Vec<&String> = properties.keys().collect();
+        documented.sort();
+        expected.sort();
+        assert_eq!(
+            documented, expected,
+            "{fqcn}: documented options differ from the schema"
+        );
+        for (name, property) in properties {
+            let option = &options[name];
+            let default = property.get("default").unwrap_or(&Value::Null);
+            assert_eq!(
+                option.get("default").unwrap_or(&Value::Null),
+                default,
+                "{fqcn} {name}"
+            );
+            let no_log = property.get("x-no-log") == Some(&json!(true));
+            assert_eq!(
+                option["no_log"] == json!(true),
+                no_log,
+                "{fqcn} {name} no_log"
+            );
+        }
+    }
+}
+
 #[test]
 fn collection_passes_ansible_lint_with_the_production_profile() {
     venv_tool("ansible-lint");
@@ -1027,6 +1089,17 @@ fn collection_passes_ansible_lint_with_the_production_profile() {
         all.contains("Profile 'production' was required, and it passed"),
         "{all}"
     );
+}
+
+/// The modules of the collection: its action group in meta/runtime.yml.
+fn runtime_action_group() -> Vec<String> {
+    let runtime = yaml(&collection_source().join("meta/runtime.yml"));
+    runtime["action_groups"]["kubemend"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn yaml(path: &Path) -> Value {
@@ -1125,13 +1198,8 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
 
 #[test]
 fn action_group_is_every_module_the_binary_implements() {
-    let runtime = yaml(&collection_source().join("meta/runtime.yml"));
-    let group: Vec<&str> = runtime["action_groups"]["kubemend"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap())
-        .collect();
+    let modules = runtime_action_group();
+    let group: Vec<&str> = modules.iter().map(String::as_str).collect();
     for module in &group {
         assert!(
             kubemend::actions::MODULE_NAMES.contains(module),
