@@ -578,6 +578,34 @@ fn kubemend_has(subcommand: &str) -> bool {
         .any(|l| l.split_whitespace().next() == Some(subcommand))
 }
 
+/// A bare pod named never-scheduled that no scheduler serves: Pending, no PodScheduled
+/// condition, no events. Returns once it is older than the tests' pending_age (1s).
+async fn unscheduled_pod(pods: &Api<Pod>) -> Pod {
+    let pod = create(
+        pods,
+        json!({
+            "metadata": {"name": "never-scheduled"},
+            "spec": {
+                "schedulerName": "no-such-scheduler",
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "main", "image": "busybox"}],
+            },
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pod
+}
+
+async fn wait_for_pod_gone(pods: &Api<Pod>, name: &str) {
+    support::wait_until(
+        &format!("pod {name} to be gone"),
+        Duration::from_secs(30),
+        || async { pods.get_opt(name).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+}
+
 const STUCK_TASK: &str = "Ensure no pod in the test namespace is stuck Pending";
 
 #[tokio::test]
@@ -590,21 +618,8 @@ async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchang
     let client = support::client().await;
     let namespace = support::namespace(&client, "ansible-stuck").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
-    // A bare pod no scheduler serves: Pending, no PodScheduled condition, no events.
-    let pod = create(
-        &pods,
-        json!({
-            "metadata": {"name": "never-scheduled"},
-            "spec": {
-                "schedulerName": "no-such-scheduler",
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "main", "image": "busybox"}],
-            },
-        }),
-    )
-    .await;
+    let pod = unscheduled_pod(&pods).await;
     let uid = pod.metadata.uid.clone().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await; // past pending_age (1s)
     let vars = json!({"kubemend_kubeconfig": kubeconfig(), "pods_namespace": namespace});
 
     // Check mode with diff: the pod named as the one to delete, its manifest on the before
@@ -631,23 +646,60 @@ async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchang
 
     let real = ansible_playbook("stuck_pods.yml", &vars, &[]);
     assert!(real.changed(STUCK_TASK), "{:#}", real.result(STUCK_TASK));
-    support::wait_until(
-        "the stuck pod to be gone",
-        Duration::from_secs(30),
-        || async {
-            pods.get_opt("never-scheduled")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    wait_for_pod_gone(&pods, "never-scheduled").await;
 
     let again = ansible_playbook("stuck_pods.yml", &vars, &[]);
     assert!(!again.changed(STUCK_TASK), "{:#}", again.result(STUCK_TASK));
 
     cleanup(&client, &namespace, &[], &[]).await;
+}
+
+#[tokio::test]
+async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() {
+    let client = support::client().await;
+    let namespace = support::namespace(&client, "ansible-monthly").await;
+    let role = support::unique("ansible-monthly");
+    seed_calico(&client, &namespace, &role).await;
+    let stuck_pods = kubemend_has("stuck-pods");
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+    unscheduled_pod(&pods).await;
+    // The role on this test's objects only: its Calico, its namespace's pods. The webhook scan
+    // is cluster-wide, so it is left to the check-mode run of the ansible-runner test.
+    let vars = json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "microk8s_maintenance_calico_rbac_name": role,
+        "microk8s_maintenance_calico_rbac_namespace": namespace,
+        "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_stuck_pods_enabled": stuck_pods,
+        "microk8s_maintenance_stuck_pods_namespaces": [namespace],
+        "microk8s_maintenance_stuck_pods_pending_age": "1s",
+        "microk8s_maintenance_stuck_pods_include_bare_pods": true,
+    });
+    let calico = "Ensure the calico-kube-controllers ClusterRole grants what Calico needs";
+    let stuck = "Force-delete pods that are stuck Terminating or were never scheduled";
+
+    let real = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
+    assert!(real.changed(calico), "{:#}", real.result(calico));
+    let sa = "calico-kube-controllers";
+    assert!(allowed(&client, &namespace, sa, "", "pods", "watch").await);
+    if stuck_pods {
+        assert!(real.changed(stuck), "{:#}", real.result(stuck));
+        wait_for_pod_gone(&pods, "never-scheduled").await;
+    }
+
+    let again = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
+    assert!(!again.changed(calico), "{:#}", again.result(calico));
+    if stuck_pods {
+        assert!(!again.changed(stuck), "{:#}", again.result(stuck));
+    }
+    assert_eq!(
+        again.doc["stats"]["localhost"]["changed"],
+        json!(0),
+        "{}",
+        again.context()
+    );
+
+    cleanup(&client, &namespace, &[&role], &[&role]).await;
 }
 
 /// AWX's Kubernetes bearer-token credential for a ServiceAccount of a test's own, bound to the
