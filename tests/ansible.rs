@@ -838,7 +838,12 @@ fn runner_check_mode(
     );
     write_json(
         &data.join("env/extravars"),
-        &json!({"microk8s_maintenance_stuck_pods_enabled": stuck_pods}),
+        // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed
+        // may hold old stuck pods of other tests, more than max_pods.
+        &json!({
+            "microk8s_maintenance_stuck_pods_enabled": stuck_pods,
+            "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        }),
     );
     std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
 
