@@ -567,17 +567,6 @@ async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stay
     cleanup(&client, &namespace, &[], &[]).await;
 }
 
-/// Whether this build of kubemend has the action (its CLI subcommand is listed in --help).
-fn kubemend_has(subcommand: &str) -> bool {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubemend"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(subcommand))
-}
-
 /// A bare pod named never-scheduled that no scheduler serves: Pending, no PodScheduled
 /// condition, no events. Returns once it is older than the tests' pending_age (1s).
 async fn unscheduled_pod(pods: &Api<Pod>) -> Pod {
@@ -610,11 +599,6 @@ const STUCK_TASK: &str = "Ensure no pod in the test namespace is stuck Pending";
 
 #[tokio::test]
 async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchanged() {
-    // Gated only while the action is missing from the binary (it is being written).
-    if !kubemend_has("stuck-pods") {
-        eprintln!("SKIPPED: this kubemend has no stuck-pods action yet");
-        return;
-    }
     let client = support::client().await;
     let namespace = support::namespace(&client, "ansible-stuck").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
@@ -660,7 +644,6 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
     let namespace = support::namespace(&client, "ansible-monthly").await;
     let role = support::unique("ansible-monthly");
     seed_calico(&client, &namespace, &role).await;
-    let stuck_pods = kubemend_has("stuck-pods");
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     unscheduled_pod(&pods).await;
     // The role on this test's objects only: its Calico, its namespace's pods. The webhook scan
@@ -670,7 +653,6 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
         "microk8s_maintenance_calico_rbac_name": role,
         "microk8s_maintenance_calico_rbac_namespace": namespace,
         "microk8s_maintenance_stale_webhook_enabled": false,
-        "microk8s_maintenance_stuck_pods_enabled": stuck_pods,
         "microk8s_maintenance_stuck_pods_namespaces": [namespace],
         "microk8s_maintenance_stuck_pods_pending_age": "1s",
         "microk8s_maintenance_stuck_pods_include_bare_pods": true,
@@ -682,16 +664,12 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
     assert!(real.changed(calico), "{:#}", real.result(calico));
     let sa = "calico-kube-controllers";
     assert!(allowed(&client, &namespace, sa, "", "pods", "watch").await);
-    if stuck_pods {
-        assert!(real.changed(stuck), "{:#}", real.result(stuck));
-        wait_for_pod_gone(&pods, "never-scheduled").await;
-    }
+    assert!(real.changed(stuck), "{:#}", real.result(stuck));
+    wait_for_pod_gone(&pods, "never-scheduled").await;
 
     let again = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
     assert!(!again.changed(calico), "{:#}", again.result(calico));
-    if stuck_pods {
-        assert!(!again.changed(stuck), "{:#}", again.result(stuck));
-    }
+    assert!(!again.changed(stuck), "{:#}", again.result(stuck));
     assert_eq!(
         again.doc["stats"]["localhost"]["changed"],
         json!(0),
@@ -813,11 +791,7 @@ fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str
 /// Runs the monthly maintenance as AWX does: `ansible-runner run` on a private data dir (project,
 /// inventory, env with the credential's variables, extra vars and `--check --diff`) under
 /// `work`. Returns its artifacts dir, after checking that the job succeeded, and its output.
-fn runner_check_mode(
-    work: &Path,
-    credential: &BTreeMap<String, String>,
-    stuck_pods: bool,
-) -> (PathBuf, String) {
+fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (PathBuf, String) {
     let data = work.join("runner");
     for dir in ["project", "inventory", "env"] {
         std::fs::create_dir_all(data.join(dir)).unwrap();
@@ -840,10 +814,7 @@ fn runner_check_mode(
         &data.join("env/extravars"),
         // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed
         // may hold old stuck pods of other tests, more than max_pods.
-        &json!({
-            "microk8s_maintenance_stuck_pods_enabled": stuck_pods,
-            "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
-        }),
+        &json!({"microk8s_maintenance_stuck_pods_namespaces": ["ci"]}),
     );
     std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
 
@@ -883,10 +854,9 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .get("automation-job-1865-ntgbq")
         .await
         .unwrap();
-    let stuck_pods = kubemend_has("stuck-pods");
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let (artifacts, context) = runner_check_mode(work.path(), &credential, stuck_pods);
+    let (artifacts, context) = runner_check_mode(work.path(), &credential);
     let (tasks, artifact_data) = job_events(&artifacts);
 
     // calico_rbac: would add exactly what the review added by hand.
@@ -931,16 +901,12 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         "{stale:#}"
     );
 
-    // stuck_pods ran too (in check mode), or is switched off while the binary lacks it.
-    let stuck = "Force-delete pods that are stuck Terminating or were never scheduled";
-    if stuck_pods {
-        checked(&tasks, stuck, &context);
-    } else {
-        assert!(
-            !tasks.contains_key(stuck),
-            "stuck_pods ran although switched off"
-        );
-    }
+    // stuck_pods ran too, within the permissions of docs/rbac.yml.
+    checked(
+        &tasks,
+        "Force-delete pods that are stuck Terminating or were never scheduled",
+        &context,
+    );
 
     // The job's statistics (AWX artifacts) carry the summary of each step.
     let summary = &artifact_data["microk8s_maintenance"];
