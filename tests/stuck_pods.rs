@@ -23,13 +23,23 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
-use kubemend::actions::stuck_pods::StuckPods;
+use kubemend::actions::stuck_pods::{StuckPods, scheduler_lease};
 use kubemend::actions::{Action as _, RunContext};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// Annotation that makes the test bed's kubelet never confirm a pod's deletion.
 const BACKLOG: &str = "testbed.kubemend.io/kubelet-backlog";
+
+/// kubemend's own connection to the test bed, for driving the action from the library.
+async fn connect() -> kubemend::client::Cluster {
+    kubemend::client::connect(&kubemend::client::ClusterArgs {
+        kubeconfig: Some(support::cluster().kubeconfig.display().to_string()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
 
 /// The test bed, a client, and a fresh namespace for one test.
 async fn setup(prefix: &str) -> (Client, String) {
@@ -474,6 +484,29 @@ async fn stuck_pods_deletes_a_replicaset_pod_the_scheduler_never_saw_and_it_is_r
 }
 
 #[tokio::test]
+async fn stuck_pods_finds_the_lease_the_default_scheduler_leader_holds() {
+    support::cluster();
+    let cluster = connect().await;
+    let lease = scheduler_lease(&cluster, "default-scheduler", Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(lease.lease.as_deref(), Some("kube-system/kube-scheduler"));
+    assert!(lease.held, "{lease:?}");
+    let holder = lease.holder.unwrap();
+    assert!(
+        support::NODES
+            .iter()
+            .any(|n| holder.starts_with(&format!("{n}_"))),
+        "{holder}"
+    );
+    let nobody = scheduler_lease(&cluster, &lost_scheduler(), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(nobody.lease, None);
+    assert!(!nobody.held);
+}
+
+#[tokio::test]
 async fn stuck_pods_leaves_pods_the_scheduler_saw_alone() {
     let (client, namespace) = setup("stuck-seen").await;
     // The default scheduler tries and fails: PodScheduled=False and a FailedScheduling event.
@@ -737,12 +770,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
     }))
     .unwrap();
     let action = StuckPods::validate(options).unwrap();
-    let cluster = kubemend::client::connect(&kubemend::client::ClusterArgs {
-        kubeconfig: Some(support::cluster().kubeconfig.display().to_string()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cluster = connect().await;
     let plan = action.scan(&cluster).await.unwrap();
     assert_eq!(plan.candidates.len(), 1);
     assert_eq!(plan.candidates[0].uid, uid(&first));

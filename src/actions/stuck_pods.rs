@@ -1866,24 +1866,25 @@ async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>> {
 
 /// The lease of a scheduler: kube-system/kube-scheduler for the default scheduler, else a
 /// Lease named like the scheduler, in any namespace.
-async fn scheduler_lease(cluster: &Cluster, name: &str, now: Timestamp) -> Result<SchedulerLease> {
-    let found: Vec<Lease> = if name == DEFAULT_SCHEDULER {
+pub async fn scheduler_lease(
+    cluster: &Cluster,
+    name: &str,
+    now: Timestamp,
+) -> Result<SchedulerLease> {
+    // Listed (not read) in both cases, so that `list` on leases is all it takes.
+    let (api, lease_name): (Api<Lease>, &str) = if name == DEFAULT_SCHEDULER {
         let (ns, lease) = DEFAULT_SCHEDULER_LEASE;
-        let api: Api<Lease> = Api::namespaced(cluster.client.clone(), ns);
-        api.get_opt(lease)
-            .await
-            .map_err(cluster.error("get", format!("lease {ns}/{lease}")))?
-            .into_iter()
-            .collect()
+        (Api::namespaced(cluster.client.clone(), ns), lease)
     } else {
-        let api: Api<Lease> = Api::all(cluster.client.clone());
-        let params =
-            ListParams::default().fields(&format!("metadata.name={}", escape_field_value(name)));
-        api.list(&params)
-            .await
-            .map_err(cluster.error("list", format!("leases named {name:?}")))?
-            .items
+        (Api::all(cluster.client.clone()), name)
     };
+    let params =
+        ListParams::default().fields(&format!("metadata.name={}", escape_field_value(lease_name)));
+    let found = api
+        .list(&params)
+        .await
+        .map_err(cluster.error("list", format!("leases named {lease_name:?}")))?
+        .items;
     // Prefer a held lease, then the most recently renewed.
     let best = found.iter().max_by_key(|lease| {
         let spec = lease.spec.clone().unwrap_or_default();
