@@ -43,6 +43,10 @@
 //! with a new UID counts as gone); `verified` says whether all are, and a pod still there is
 //! reported with its finalizers.
 //!
+//! # Caveats
+//! Ages are measured against this machine's clock, the timestamps they are measured from are
+//! the API server's: keep the durations well above the clock skew between the two.
+//!
 //! # Errors
 //! Malformed or negative durations, unknown kinds, invalid namespaces and label selectors fail
 //! before any API call, naming the option. More than `max_pods` qualifying pods fails before
@@ -97,7 +101,7 @@ pub struct Options {
     pub cluster: ClusterArgs,
 
     /// Which stuck pods to look for: terminating (deleted, but their node never confirmed it),
-    /// pending (never seen by the scheduler), or both.
+    /// pending (never seen by the scheduler), or both (the default).
     #[arg(long, value_enum, value_name = "KIND", value_delimiter = ',')]
     #[serde(default = "default_kinds")]
     pub kinds: Vec<StuckKind>,
@@ -119,8 +123,9 @@ pub struct Options {
     #[serde(default)]
     pub namespaces: Vec<String>,
 
-    /// Namespaces whose stuck pods are reported but never deleted. Give an empty list to
-    /// allow every namespace.
+    /// Namespaces whose stuck pods are reported but never deleted (default: kube-system,
+    /// kube-node-lease). An empty list (on the command line `--exclude-namespaces ''`) allows
+    /// every namespace.
     #[arg(long, value_name = "NAMESPACE", value_delimiter = ',')]
     #[serde(default = "default_exclude_namespaces")]
     pub exclude_namespaces: Vec<String>,
