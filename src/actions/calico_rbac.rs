@@ -1135,7 +1135,13 @@ impl CalicoRbac {
         })
     }
 
-    /// Reviews every (subject, permission), a few at a time.
+    /// Reviews every (subject, permission), one after another.
+    ///
+    /// Why not in parallel: the client speaks HTTP/1.1, so each concurrent
+    /// request opens a connection of its own and pays a TLS handshake, while
+    /// one review on the kept-alive connection takes about a millisecond.
+    /// Measured on the test bed, `calico-rbac --check` on the incident (eight
+    /// reviews) went from about 60 ms with eight at a time to about 25 ms.
     async fn review_all(
         cluster: &Cluster,
         subjects: &[(String, String)],
@@ -1150,7 +1156,7 @@ impl CalicoRbac {
                 let review = Self::review(cluster, &subject, &triple).await?;
                 Ok((subject, triple, review))
             }))
-            .buffered(8)
+            .buffered(1)
             .collect()
             .await;
         results.into_iter().collect()
