@@ -40,7 +40,7 @@ $(VENV)/.installed: tests/ansible/requirements.txt tests/ansible/venv.sh
 	touch $@
 
 schemas: ## Regenerate the committed JSON schemas and module docs.
-	$(CARGO) run --locked -- schema --out-dir schemas
+	$(CARGO) run --locked -- schema --out-dir schemas --docs-dir ansible/kubemend/plugins/modules
 
 release: ## Build the optimized binary (LTO, stripped).
 	$(CARGO) build --locked --release

@@ -7,7 +7,8 @@
 //! from raw options to a [`Report`], the same way for the Ansible module and the CLI.
 //!
 //! Adding an action: write `src/actions/<name>.rs`, add it to [`modules`], remove its name from
-//! [`PLANNED`], and run `cargo run -- schema` to write `schemas/<name>.json`.
+//! [`PLANNED`], write its EXAMPLES and RETURN in `src/module_docs/`, and run `make schemas` to
+//! write `schemas/<name>.json` and the module's docs.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
