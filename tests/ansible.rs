@@ -22,13 +22,11 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 fn root() -> &'static Path {
@@ -238,20 +236,6 @@ fn resource_version<K: Resource>(object: &K) -> String {
     object.meta().resource_version.clone().unwrap()
 }
 
-fn from_json<T: DeserializeOwned>(value: Value) -> T {
-    serde_json::from_value(value).unwrap()
-}
-
-async fn create<K>(api: &Api<K>, value: Value) -> K
-where
-    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = from_json(value);
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("failed to create {:?}: {e}", object.meta().name))
-}
-
 /// Best-effort removal of what a test made outside its namespace, and of its namespace.
 async fn cleanup(client: &Client, namespace: &str, cluster_roles: &[&str], bindings: &[&str]) {
     let dp = DeleteParams::default();
@@ -270,41 +254,18 @@ async fn cleanup(client: &Client, namespace: &str, cluster_roles: &[&str], bindi
         .await;
 }
 
-/// Whether the ServiceAccount may `verb` the `resource` (of `group`) cluster-wide.
-async fn allowed(
-    client: &Client,
-    namespace: &str,
-    sa: &str,
-    group: &str,
-    resource: &str,
-    verb: &str,
-) -> bool {
-    let review: SubjectAccessReview = from_json(json!({
-        "spec": {
-            "user": format!("system:serviceaccount:{namespace}:{sa}"),
-            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
-            "resourceAttributes": {"group": group, "resource": resource, "verb": verb},
-        }
-    }));
-    let review = Api::<SubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .unwrap();
-    review.status.is_some_and(|s| s.allowed)
-}
-
 /// Calico v3.13.2 as microk8s shipped it, in a test's own namespace and under a test's own
 /// ClusterRole name: ServiceAccount, the role's five rules (pods `get` only, no
 /// workloadendpoints), its binding, and the Deployment with the workloadendpoint controller.
 async fn seed_calico(client: &Client, namespace: &str, role: &str) {
-    create(
+    support::create(
         &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "calico-kube-controllers"}}),
     )
     .await;
     let core_and = |resources: &[&str], verbs: &[&str]| json!({"apiGroups": [""], "resources": resources, "verbs": verbs});
     let calico = |resources: &[&str], verbs: &[&str]| json!({"apiGroups": ["crd.projectcalico.org"], "resources": resources, "verbs": verbs});
-    create(
+    support::create(
         &Api::<ClusterRole>::all(client.clone()),
         json!({
             "metadata": {"name": role},
@@ -321,7 +282,7 @@ async fn seed_calico(client: &Client, namespace: &str, role: &str) {
         }),
     )
     .await;
-    create(
+    support::create(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": role},
@@ -331,7 +292,7 @@ async fn seed_calico(client: &Client, namespace: &str, role: &str) {
     )
     .await;
     // No replicas: the rules are derived from the pod template, no pod needs to run.
-    create(
+    support::create(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
         json!({
             "metadata": {"name": "calico-kube-controllers", "labels": {"k8s-app": "calico-kube-controllers"}},
@@ -445,7 +406,7 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
 
     // For real: changed, the role now grants what the controllers need, the old rules kept.
     let sa = "calico-kube-controllers";
-    assert!(!allowed(&client, &namespace, sa, "", "pods", "list").await);
+    assert!(!support::allowed(&client, &namespace, sa, "", "pods", "list").await);
     let real = ansible_playbook("calico_rbac.yml", &vars, &[]);
     assert!(real.changed(CALICO_TASK), "{:#}", real.result(CALICO_TASK));
     let stored = roles.get(&role).await.unwrap();
@@ -454,13 +415,13 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
     assert!(rules_grant(&granted, "ippools", &["list"]), "{granted:#}");
     for verb in ["list", "watch"] {
         assert!(
-            allowed(&client, &namespace, sa, "", "pods", verb).await,
+            support::allowed(&client, &namespace, sa, "", "pods", verb).await,
             "pods {verb}"
         );
     }
     for verb in ["watch", "list", "get", "create", "update", "delete"] {
         assert!(
-            allowed(
+            support::allowed(
                 &client,
                 &namespace,
                 sa,
@@ -496,7 +457,7 @@ async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stay
     let name = support::unique("ansible-webhook");
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     // Its Service never existed; it only ever sees ConfigMaps of this test's namespace.
-    let created = create(
+    let created = support::create(
         &api,
         json!({
             "metadata": {"name": name},
@@ -570,7 +531,7 @@ async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stay
 /// A bare pod named never-scheduled that no scheduler serves: Pending, no PodScheduled
 /// condition, no events. Returns once it is older than the tests' pending_age (1s).
 async fn unscheduled_pod(pods: &Api<Pod>) -> Pod {
-    let pod = create(
+    let pod = support::create(
         pods,
         json!({
             "metadata": {"name": "never-scheduled"},
@@ -663,7 +624,7 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
     let real = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
     assert!(real.changed(calico), "{:#}", real.result(calico));
     let sa = "calico-kube-controllers";
-    assert!(allowed(&client, &namespace, sa, "", "pods", "watch").await);
+    assert!(support::allowed(&client, &namespace, sa, "", "pods", "watch").await);
     assert!(real.changed(stuck), "{:#}", real.result(stuck));
     wait_for_pod_gone(&pods, "never-scheduled").await;
 
@@ -686,13 +647,13 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
 async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
     let mut role = yaml(&collection_source().join("docs/rbac.yml"));
     role["metadata"]["name"] = json!(name);
-    create(&Api::<ClusterRole>::all(client.clone()), role).await;
-    create(
+    support::create(&Api::<ClusterRole>::all(client.clone()), role).await;
+    support::create(
         &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "awx-job"}}),
     )
     .await;
-    create(
+    support::create(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": name},
@@ -702,7 +663,7 @@ async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMa
     )
     .await;
     let request: TokenRequest =
-        from_json(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}));
+        support::from_json(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}));
     let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .create_token_request("awx-job", &PostParams::default(), &request)
         .await

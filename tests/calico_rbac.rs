@@ -10,10 +10,7 @@
 
 mod support;
 
-use std::process::Command;
-
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
@@ -142,71 +139,18 @@ impl Fixture {
     }
 }
 
-/// Runs the binary as ansible-core does: a copy named AnsiballZ_<module>, one args file.
-fn run_module(module: &str, args: &Value) -> (i32, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join(format!("AnsiballZ_{module}"));
-    std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
-    let args_file = dir.path().join("args");
-    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
-    let env_cmd = support::kubemend();
-    let mut cmd = Command::new(&binary);
-    for (key, value) in env_cmd.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    let output = cmd.arg(&args_file).output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "one JSON line expected: {stdout}"
-    );
-    (
-        output.status.code().unwrap(),
-        serde_json::from_str(&stdout).unwrap(),
-    )
-}
-
-async fn allowed(
-    client: &Client,
-    namespace: &str,
-    sa: &str,
-    group: &str,
-    resource: &str,
-    verb: &str,
-) -> bool {
-    let review: SubjectAccessReview = serde_json::from_value(json!({
-        "spec": {
-            "user": format!("system:serviceaccount:{namespace}:{sa}"),
-            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
-            "resourceAttributes": {"group": group, "resource": resource, "verb": verb}
-        }
-    }))
-    .unwrap();
-    Api::<SubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .allowed
-}
-
 const WEP_VERBS: [&str; 6] = ["watch", "list", "get", "create", "update", "delete"];
 
 async fn assert_incident_permissions(client: &Client, namespace: &str, sa: &str) {
     for verb in ["get", "list", "watch"] {
         assert!(
-            allowed(client, namespace, sa, "", "pods", verb).await,
+            support::allowed(client, namespace, sa, "", "pods", verb).await,
             "pods {verb}"
         );
     }
     for verb in WEP_VERBS {
         assert!(
-            allowed(
+            support::allowed(
                 client,
                 namespace,
                 sa,
@@ -239,7 +183,7 @@ async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
     let mut args = fixture.args();
     args["_ansible_check_mode"] = json!(true);
     args["_ansible_diff"] = json!(true);
-    let (code, result) = run_module("calico_rbac", &args);
+    let (code, result) = support::run_module("calico_rbac", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true));
     assert_eq!(result["verified"], json!(null));
@@ -251,7 +195,7 @@ async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
     );
     assert_eq!(fixture.role().await.metadata.resource_version, before);
     assert!(
-        !allowed(
+        !support::allowed(
             &fixture.client,
             &fixture.namespace,
             &fixture.name,
@@ -267,7 +211,7 @@ async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
 #[tokio::test]
 async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unchanged() {
     let fixture = Fixture::new(v3_13_2_rules()).await;
-    let (code, result) = run_module("calico_rbac", &fixture.args());
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert_eq!(result["calico_version"], json!("v3.13.2"));
@@ -292,7 +236,7 @@ async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unc
     assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
 
     let rv = fixture.role().await.metadata.resource_version;
-    let (code, again) = run_module("calico_rbac", &fixture.args());
+    let (code, again) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 0, "{again}");
     assert_eq!(again["changed"], json!(false), "{again}");
     assert_eq!(again["missing_before"], json!([]));
@@ -310,7 +254,7 @@ async fn calico_rbac_keeps_rules_added_by_hand() {
     rules.as_array_mut().unwrap().push(json!({"apiGroups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"], "verbs": ["*"]}));
     let fixture = Fixture::new(rules).await;
     let before = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
-    let (code, result) = run_module("calico_rbac", &fixture.args());
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true));
     // Only pods list/watch were missing: the `*` rule covers workloadendpoints.
@@ -337,7 +281,7 @@ async fn calico_rbac_creates_the_role_when_absent() {
         .delete(&fixture.name, &DeleteParams::default())
         .await
         .unwrap();
-    let (code, result) = run_module("calico_rbac", &fixture.args());
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["created"], json!(true), "{result}");
     assert_eq!(result["verified"], json!(true), "{result}");
@@ -359,7 +303,7 @@ async fn calico_rbac_fails_clearly_on_an_aggregated_role() {
         .await
         .unwrap();
     let before = fixture.role().await.metadata.resource_version;
-    let (code, result) = run_module("calico_rbac", &fixture.args());
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 1, "{result}");
     assert_eq!(result["failed"], json!(true));
     let msg = result["msg"].as_str().unwrap();
@@ -390,7 +334,7 @@ async fn calico_rbac_bad_input_fails_without_touching_the_role() {
         for (k, v) in patch.as_object().unwrap() {
             args[k] = v.clone();
         }
-        let (code, result) = run_module("calico_rbac", &args);
+        let (code, result) = support::run_module("calico_rbac", &args);
         assert_eq!(code, 1, "{result}");
         assert_eq!(result["failed"], json!(true));
         assert!(result["msg"].as_str().unwrap().contains(needle), "{result}");
@@ -405,7 +349,7 @@ async fn calico_rbac_fixes_the_seeded_incident() {
     let _incident = support::incident();
     let client = support::client().await;
     assert!(
-        !allowed(
+        !support::allowed(
             &client,
             "kube-system",
             "calico-kube-controllers",
@@ -422,7 +366,7 @@ async fn calico_rbac_fixes_the_seeded_incident() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("workloadendpoints"), "{stdout}");
-    let (code, result) = run_module("calico_rbac", &json!({"_ansible_diff": true}));
+    let (code, result) = support::run_module("calico_rbac", &json!({"_ansible_diff": true}));
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert_eq!(result["verified"], json!(true), "{result}");
@@ -431,7 +375,7 @@ async fn calico_rbac_fixes_the_seeded_incident() {
         json!("clusterrole/calico-kube-controllers (before)")
     );
     assert_incident_permissions(&client, "kube-system", "calico-kube-controllers").await;
-    let (_, again) = run_module("calico_rbac", &json!({}));
+    let (_, again) = support::run_module("calico_rbac", &json!({}));
     assert_eq!(again["changed"], json!(false), "{again}");
 }
 
@@ -461,7 +405,7 @@ async fn calico_rbac_warns_when_another_binding_already_grants_what_the_role_lac
         .unwrap();
     let mut args = fixture.args();
     args["_ansible_check_mode"] = json!(true);
-    let (code, result) = run_module("calico_rbac", &args);
+    let (code, result) = support::run_module("calico_rbac", &args);
     assert_eq!(code, 0, "{result}");
     let warnings = result["warnings"].to_string();
     assert!(warnings.contains("through another binding"), "{warnings}");

@@ -12,8 +12,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -75,33 +73,6 @@ async fn service_with_endpoint(client: &Client, namespace: &str, name: &str, rea
         .unwrap();
 }
 
-fn run_module(module: &str, args: &Value) -> (i32, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join(format!("AnsiballZ_{module}"));
-    std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
-    let args_file = dir.path().join("args");
-    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
-    let template = support::kubemend();
-    let mut cmd = Command::new(&binary);
-    for (key, value) in template.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    let output = cmd.arg(&args_file).output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "one JSON line expected: {stdout}"
-    );
-    (
-        output.status.code().unwrap(),
-        serde_json::from_str(&stdout).unwrap(),
-    )
-}
-
 async fn cleanup(client: &Client, namespace: &str, mutating: &[&str]) {
     let dp = DeleteParams::default();
     for name in mutating {
@@ -128,14 +99,14 @@ async fn stale_webhook_deletes_configuration_whose_service_is_missing_and_return
     let backup = tempfile::tempdir().unwrap();
     let backup_dir = backup.path().join("backups");
     let args = json!({"name": name, "backup_dir": backup_dir, "_ansible_check_mode": true});
-    let (code, result) = run_module("stale_webhook", &args);
+    let (code, result) = support::run_module("stale_webhook", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert!(api.get_opt(&name).await.unwrap().is_some());
     assert!(!backup_dir.exists());
 
     let args = json!({"name": name, "backup_dir": backup_dir, "_ansible_diff": true});
-    let (code, result) = run_module("stale_webhook", &args);
+    let (code, result) = support::run_module("stale_webhook", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     let deleted = &result["deleted"][0];
@@ -171,7 +142,7 @@ async fn stale_webhook_deletes_configuration_whose_service_is_missing_and_return
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 
-    let (code, again) = run_module("stale_webhook", &json!({"name": name}));
+    let (code, again) = support::run_module("stale_webhook", &json!({"name": name}));
     assert_eq!(code, 0, "{again}");
     assert_eq!(again["changed"], json!(false), "{again}");
     cleanup(&client, &namespace, &[]).await;
@@ -199,12 +170,12 @@ async fn stale_webhook_never_deletes_a_configuration_whose_service_has_ready_end
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
 
     for name in [&live, &mixed] {
-        let (code, result) = run_module("stale_webhook", &json!({"name": name}));
+        let (code, result) = support::run_module("stale_webhook", &json!({"name": name}));
         assert_eq!(code, 0, "{result}");
         assert_eq!(result["changed"], json!(false), "{result}");
         assert!(api.get_opt(name).await.unwrap().is_some());
     }
-    let (_, result) = run_module("stale_webhook", &json!({"name": mixed}));
+    let (_, result) = support::run_module("stale_webhook", &json!({"name": mixed}));
     let verdicts: Vec<&str> = result["configurations"][0]["webhooks"]
         .as_array()
         .unwrap()
@@ -214,7 +185,7 @@ async fn stale_webhook_never_deletes_a_configuration_whose_service_has_ready_end
     assert_eq!(verdicts, ["live", "stale"]);
 
     // A scan (check mode: it would otherwise touch other tests' objects) keeps the live one.
-    let (code, scan) = run_module(
+    let (code, scan) = support::run_module(
         "stale_webhook",
         &json!({"detect": true, "kind": "mutating", "_ansible_check_mode": true}),
     );
@@ -236,10 +207,11 @@ async fn stale_webhook_never_deletes_a_configuration_whose_service_has_ready_end
     );
 
     // force deletes the mixed one, never the live one.
-    let (code, result) = run_module("stale_webhook", &json!({"name": mixed, "force": true}));
+    let (code, result) =
+        support::run_module("stale_webhook", &json!({"name": mixed, "force": true}));
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
-    let (_, result) = run_module("stale_webhook", &json!({"name": live, "force": true}));
+    let (_, result) = support::run_module("stale_webhook", &json!({"name": live, "force": true}));
     assert_eq!(result["changed"], json!(false), "{result}");
     assert!(api.get_opt(&live).await.unwrap().is_some());
     cleanup(&client, &namespace, &[&live, &mixed]).await;
@@ -259,7 +231,7 @@ async fn stale_webhook_deletes_validating_configuration_without_ready_endpoints(
     .unwrap();
     let api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
     api.create(&PostParams::default(), &object).await.unwrap();
-    let (code, result) = run_module(
+    let (code, result) = support::run_module(
         "stale_webhook",
         &json!({"name": name, "kind": "validating"}),
     );
@@ -285,7 +257,8 @@ async fn stale_webhook_leaves_url_webhooks_alone() {
     let mut hook = webhook("a", "x", "y");
     hook["clientConfig"] = json!({"url": "https://webhook.invalid:8443/mutate"});
     create_mutating(&client, &name, vec![hook]).await;
-    let (code, result) = run_module("stale_webhook", &json!({"name": name, "force": true}));
+    let (code, result) =
+        support::run_module("stale_webhook", &json!({"name": name, "force": true}));
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(false), "{result}");
     assert_eq!(
@@ -311,11 +284,11 @@ async fn stale_webhook_deletes_the_seeded_newrelic_configuration() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(api.get_opt(name).await.unwrap().is_some());
-    let (code, result) = run_module("stale_webhook", &json!({"name": name}));
+    let (code, result) = support::run_module("stale_webhook", &json!({"name": name}));
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert_eq!(result["deleted"][0]["object"], original);
     assert!(api.get_opt(name).await.unwrap().is_none());
-    let (_, again) = run_module("stale_webhook", &json!({"name": name}));
+    let (_, again) = support::run_module("stale_webhook", &json!({"name": name}));
     assert_eq!(again["changed"], json!(false), "{again}");
 }

@@ -7,6 +7,9 @@
 //! or restart its kubelite, set a fault) hold `node_lock()` for it, and tests
 //! that use the seeded incident hold `incident()`: both are file locks, so
 //! they also order test binaries that run at the same time.
+//!
+//! It also runs the binary the ways the tests drive it (`kubemend()`, `run_module()`) and holds
+//! small helpers several test files share (`create()`, `allowed()`).
 #![allow(
     dead_code,
     reason = "each test binary uses its own part of the support module"
@@ -27,10 +30,13 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 /// Paths of the running test bed.
 #[derive(Debug)]
@@ -261,4 +267,90 @@ pub fn kubemend() -> Command {
         .env_remove("K8S_AUTH_KUBECONFIG")
         .env_remove("K8S_AUTH_CONTEXT");
     cmd
+}
+
+/// Runs the module the way ansible-core does: the binary under the name `AnsiballZ_<module>`
+/// (a hard link in a temporary directory, or a copy where linking fails), its one argument the
+/// args file holding `args`, in `kubemend()`'s environment. Returns the exit code and the JSON
+/// result.
+pub fn run_module(module: &str, args: &Value) -> (i32, Value) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let binary = dir.path().join(format!("AnsiballZ_{module}"));
+    let kubemend_binary = env!("CARGO_BIN_EXE_kubemend");
+    if std::fs::hard_link(kubemend_binary, &binary).is_err() {
+        std::fs::copy(kubemend_binary, &binary).expect("copy of the kubemend binary");
+    }
+    let args_file = dir.path().join("args");
+    std::fs::write(&args_file, serde_json::to_vec(args).expect("args as JSON")).expect("args file");
+    let template = kubemend();
+    let mut cmd = Command::new(&binary);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    result_of(
+        &cmd.arg(&args_file)
+            .output()
+            .expect("failed to run the module"),
+    )
+}
+
+/// The exit code and the result object of a run that must print exactly one line of JSON on
+/// stdout (module mode, or the CLI with `--output json`).
+pub fn result_of(output: &Output) -> (i32, Value) {
+    let stdout = String::from_utf8(output.stdout.clone()).expect("UTF-8 on stdout");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON line expected on stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        output.status.code().expect("an exit code, not a signal"),
+        serde_json::from_str(&stdout).expect("a JSON object on stdout"),
+    )
+}
+
+/// A Kubernetes object (or any type) from its JSON.
+pub fn from_json<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("object from JSON")
+}
+
+/// Creates the object `value` describes with `api`; panics with its name if that fails.
+pub async fn create<K>(api: &Api<K>, value: Value) -> K
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = from_json(value);
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("failed to create {:?}: {e}", object.meta().name))
+}
+
+/// Whether a SubjectAccessReview allows the ServiceAccount `namespace/sa` to `verb` the
+/// `resource` of API `group` (`""`: core) cluster-wide.
+pub async fn allowed(
+    client: &Client,
+    namespace: &str,
+    sa: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    let review: SubjectAccessReview = from_json(json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{namespace}:{sa}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{namespace}")],
+            "resourceAttributes": {"group": group, "resource": resource, "verb": verb}
+        }
+    }));
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview")
+        .status
+        .expect("SubjectAccessReview answered without status")
+        .allowed
 }
