@@ -1,7 +1,9 @@
 //! calico_rbac against the test-bed cluster (real apiserver, RBAC enforced).
 //!
 //! Each test builds its own ClusterRole, ServiceAccount, ClusterRoleBinding and Deployment with
-//! unique names; one test works on the seeded incident objects under the incident lock.
+//! unique names; one test works on the seeded incident objects under the incident lock. The
+//! conflict test drives the library (`CalicoRbac::run_on`) through a client layer that lets
+//! another writer change the role between kubemend's read and its update.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,11 +12,16 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
+use kubemend::actions::calico_rbac::{CalicoRbac, Options};
+use kubemend::actions::{Action as _, RunContext};
 use serde_json::{Value, json};
 
 /// v3.13.2's five rules, exactly as the incident's role had them.
@@ -271,6 +278,116 @@ async fn calico_rbac_keeps_rules_added_by_hand() {
         "existing rules kept in place and order"
     );
     assert_eq!(after.len(), before.len() + 1);
+    fixture.cleanup().await;
+}
+
+/// Requests on one ClusterRole as they reached the API server: (method, response status).
+type RoleLog = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// kubemend's connection to the test bed, with a writer in between: just before kubemend's
+/// first update of ClusterRole `name` goes out, another client appends `rule` to that role and
+/// annotates it. kubemend's update then carries the resourceVersion it read, now stale, and the
+/// API server refuses it with a real 409 Conflict. Every request on the role is logged.
+async fn cluster_with_another_writer(
+    name: &str,
+    rule: Value,
+) -> (kubemend::client::Cluster, RoleLog) {
+    let through = support::client().await;
+    let other_writer = support::client().await;
+    let role_path = format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}");
+    let name = name.to_owned();
+    let log = RoleLog::default();
+    let wrote = Arc::new(AtomicBool::new(false));
+    let service = {
+        let log = log.clone();
+        tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let (through, other_writer, log) = (through.clone(), other_writer.clone(), log.clone());
+            let (name, rule, wrote) = (name.clone(), rule.clone(), wrote.clone());
+            let on_role = request.uri().path() == role_path;
+            let method = request.method().to_string();
+            async move {
+                if on_role && method == "PUT" && !wrote.swap(true, Ordering::SeqCst) {
+                    let roles = Api::<ClusterRole>::all(other_writer);
+                    let mut current = roles.get(&name).await.unwrap();
+                    current
+                        .rules
+                        .get_or_insert_with(Vec::new)
+                        .push(support::from_json(rule));
+                    current
+                        .metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert("kubemend.test/other-writer".into(), "was here".into());
+                    roles
+                        .replace(&name, &PostParams::default(), &current)
+                        .await
+                        .unwrap();
+                }
+                let response = through.send(request).await?;
+                if on_role {
+                    log.lock()
+                        .unwrap()
+                        .push((method, response.status().as_u16()));
+                }
+                Ok::<_, kube::Error>(response)
+            }
+        })
+    };
+    let cluster = kubemend::client::Cluster {
+        client: Client::new(service, "default"),
+        endpoint: "the test bed, through a layer with another writer".into(),
+    };
+    (cluster, log)
+}
+
+/// The retry loop against a real conflict: between kubemend's read of the role and its update,
+/// another writer grants part of what is missing (workloadendpoints get/list/watch). The update
+/// fails with 409; kubemend reads the role again, plans again, keeps the other writer's rule
+/// and annotation, and adds only what is still missing.
+#[tokio::test]
+async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_first() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let before = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
+    let theirs = json!({"apiGroups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
+                        "verbs": ["get", "list", "watch"]});
+    let (cluster, log) = cluster_with_another_writer(&fixture.name, theirs.clone()).await;
+    let options: Options = serde_json::from_value(fixture.args()).unwrap();
+    let outcome = CalicoRbac::validate(options)
+        .unwrap()
+        .run_on(&cluster, RunContext::default())
+        .await
+        .unwrap();
+
+    let requests = log.lock().unwrap().clone();
+    let expected = [("GET", 200), ("PUT", 409), ("GET", 200), ("PUT", 200)];
+    let expected: Vec<(String, u16)> = expected.iter().map(|(m, s)| ((*m).into(), *s)).collect();
+    assert_eq!(requests, expected, "read, conflict, read again, update");
+    assert!(outcome.changed);
+    assert_eq!(outcome.data["verified"], json!(true), "{:?}", outcome.data);
+    // Planned against the role as read the second time: what the other writer granted is
+    // neither missing nor added again.
+    let added = json!([
+        {"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]},
+        {"api_groups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
+         "verbs": ["create", "update", "delete"]}
+    ]);
+    assert_eq!(outcome.data["missing_before"], added);
+    assert_eq!(outcome.data["added_rules"], added);
+
+    let role = fixture.role().await;
+    let annotations = role.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["kubemend.test/other-writer"], "was here");
+    let after = serde_json::to_value(role.rules.unwrap()).unwrap();
+    let mut kept = before.as_array().unwrap().clone();
+    kept.push(theirs);
+    let after = after.as_array().unwrap();
+    assert_eq!(
+        &after[..kept.len()],
+        &kept[..],
+        "the original rules, then the other writer's, in place"
+    );
+    assert_eq!(after.len(), kept.len() + 2, "{after:?}");
+    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
     fixture.cleanup().await;
 }
 

@@ -660,19 +660,30 @@ impl Action for CalicoRbac {
 
     async fn run(self, ctx: RunContext) -> Result<Outcome> {
         let cluster = connect(&self.cluster).await?;
+        self.run_on(&cluster, ctx).await
+    }
+}
+
+impl CalicoRbac {
+    /// Observes, plans, applies unless `ctx.check_mode`, verifies, on a cluster already
+    /// connected to: [`Action::run`] is [`connect`] and then this. For callers that build the
+    /// client themselves, e.g. with a tower layer around it, as the conflict test in
+    /// tests/calico_rbac.rs does to change the role between this action's read and its update.
+    /// The cluster-access options are not used.
+    pub async fn run_on(&self, cluster: &Cluster, ctx: RunContext) -> Result<Outcome> {
         let mut outcome = Outcome::default();
-        let derivation = self.derive(&cluster).await?;
+        let derivation = self.derive(cluster).await?;
         outcome.warnings.extend(derivation.warnings.iter().cloned());
         let mut required = derivation.rules.clone();
         required.extend(self.extra_rules.iter().cloned());
 
-        let subjects = self.subjects(&cluster, &derivation, &mut outcome).await?;
+        let subjects = self.subjects(cluster, &derivation, &mut outcome).await?;
         let Applied {
             before,
             after,
             missing,
         } = self
-            .apply(&cluster, &required, &subjects, ctx, &mut outcome)
+            .apply(cluster, &required, &subjects, ctx, &mut outcome)
             .await?;
 
         let added = group_rules(&missing);
@@ -680,7 +691,7 @@ impl Action for CalicoRbac {
             None
         } else {
             let all: Vec<Triple> = uncovered(&[], &required);
-            self.verify(&cluster, &subjects, &all, &mut outcome).await
+            self.verify(cluster, &subjects, &all, &mut outcome).await
         };
 
         outcome.changed = after.is_some();
@@ -730,9 +741,7 @@ impl Action for CalicoRbac {
         }
         Ok(outcome)
     }
-}
 
-impl CalicoRbac {
     /// Reads the role, plans, writes (dry run in check mode); re-reads and re-plans on a
     /// conflict, at most [`MAX_ATTEMPTS`] times.
     async fn apply(
