@@ -15,17 +15,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kubemend::actions::stuck_pods::{StuckPods, scheduler_lease};
 use kubemend::actions::{Action as _, RunContext};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// Annotation that makes the test bed's kubelet never confirm a pod's deletion.
@@ -68,14 +66,6 @@ fn lost_scheduler() -> String {
     support::unique("no-such-scheduler")
 }
 
-async fn create<K>(api: &Api<K>, value: Value) -> K
-where
-    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(value).unwrap();
-    api.create(&PostParams::default(), &object).await.unwrap()
-}
-
 /// A ReplicaSet `name` (pods labelled `app: name`) with `spec` extras.
 async fn replicaset(client: &Client, namespace: &str, name: &str, replicas: i32, spec: &Value) {
     replicaset_labelled(client, namespace, name, replicas, &json!({}), spec).await;
@@ -94,7 +84,7 @@ async fn replicaset_labelled(
     for (key, value) in labels.as_object().unwrap() {
         pod_labels[key] = value.clone();
     }
-    create(
+    support::create(
         &Api::<ReplicaSet>::namespaced(client.clone(), namespace),
         json!({
             "metadata": {"name": name},
@@ -162,25 +152,6 @@ async fn exists(client: &Client, namespace: &str, name: &str, uid: &str) -> bool
         .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid))
 }
 
-/// Runs the module the way ansible-core does: argv[0] `AnsiballZ_stuck_pods`, argv[1] the
-/// args file.
-fn run_module(args: &Value) -> (i32, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let binary = dir.path().join("AnsiballZ_stuck_pods");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
-    let args_file = dir.path().join("args");
-    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
-    let template = support::kubemend();
-    let mut cmd = Command::new(&binary);
-    for (key, value) in template.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-    result_of(&cmd.arg(&args_file).output().unwrap())
-}
-
 /// Runs `kubemend module stuck_pods ARGS_FILE`.
 fn run_module_subcommand(args: &Value) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +162,7 @@ fn run_module_subcommand(args: &Value) -> (i32, Value) {
         .arg(&args_file)
         .output()
         .unwrap();
-    result_of(&output)
+    support::result_of(&output)
 }
 
 /// Runs `kubemend stuck-pods ARGS --output json`.
@@ -202,21 +173,7 @@ fn run_cli(args: &[&str]) -> (i32, Value) {
         .args(["--output", "json"])
         .output()
         .unwrap();
-    result_of(&output)
-}
-
-fn result_of(output: &std::process::Output) -> (i32, Value) {
-    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "one JSON line expected on stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (
-        output.status.code().unwrap(),
-        serde_json::from_str(&stdout).unwrap(),
-    )
+    support::result_of(&output)
 }
 
 /// The entries of a result list (`deleted`, `left_alone`, `seen_by_scheduler`) for a UID.
@@ -279,7 +236,7 @@ async fn node_ready(client: &Client, node: &str) -> Option<String> {
 async fn web_and_db_on_k8s03(client: &Client, namespace: &str) -> (Vec<Pod>, Pod) {
     let on_k8s03 = json!({"nodeSelector": {"kubernetes.io/hostname": "k8s03"}});
     replicaset(client, namespace, "web", 2, &on_k8s03).await;
-    create(
+    support::create(
         &Api::<StatefulSet>::namespaced(client.clone(), namespace),
         json!({
             "metadata": {"name": "db"},
@@ -328,7 +285,7 @@ async fn stuck_pods_deletes_a_replicaset_pod_terminating_on_a_stopped_node_past_
         "kinds": ["terminating"],
         "terminating_grace": "10s",
     });
-    let (code, result) = run_module(&args);
+    let (code, result) = support::run_module("stuck_pods", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert_eq!(uids(&result, "deleted"), vec![uid(old)], "{result}");
@@ -379,7 +336,7 @@ async fn stuck_pods_deletes_a_replicaset_pod_terminating_on_a_stopped_node_past_
         "label_selector": "app=db",
         "allow_statefulset": true,
     });
-    let (code, result) = run_module(&args);
+    let (code, result) = support::run_module("stuck_pods", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(uids(&result, "deleted"), vec![uid(&db)], "{result}");
     let recreated = wait_pods(&client, &namespace, "app=db", 1, |p| {
@@ -547,7 +504,7 @@ async fn stuck_pods_leaves_pods_the_scheduler_saw_alone() {
     let evented = wait_pods(&client, &namespace, "app=evented", 1, pending).await;
     let gated = wait_pods(&client, &namespace, "app=gated", 1, pending).await;
     let now = Timestamp::now().to_string();
-    create(
+    support::create(
         &Api::<Event>::namespaced(client.clone(), &namespace),
         json!({
             "metadata": {"name": format!("{}.failed", name(&evented[0]))},
@@ -564,7 +521,7 @@ async fn stuck_pods_leaves_pods_the_scheduler_saw_alone() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let args = json!({"namespaces": [namespace], "pending_age": "1s"});
-    let (code, result) = run_module(&args);
+    let (code, result) = support::run_module("stuck_pods", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(false), "{result}");
     assert_eq!(result["deleted"], json!([]), "{result}");
@@ -606,7 +563,7 @@ async fn bare_statefulset_and_system_pods(
     let backlog = json!({"annotations": {BACKLOG: "true"}});
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
     // A bare pod and a StatefulSet pod on Ready nodes whose kubelet never confirms a deletion.
-    create(
+    support::create(
         &pods,
         json!({
             "metadata": {"name": "bare", "labels": labels, "annotations": {BACKLOG: "true"}},
@@ -616,7 +573,7 @@ async fn bare_statefulset_and_system_pods(
     .await;
     let mut sts_labels = labels.clone();
     sts_labels["app"] = json!("db");
-    create(
+    support::create(
         &Api::<StatefulSet>::namespaced(client.clone(), namespace),
         json!({
             "metadata": {"name": "db"},
@@ -670,7 +627,7 @@ async fn stuck_pods_skips_statefulset_bare_and_kube_system_pods_unless_allowed()
         "terminating_grace": "1s",
         "pending_age": "1s",
     });
-    let (code, result) = run_module(&base);
+    let (code, result) = support::run_module("stuck_pods", &base);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(false), "{result}");
     assert_eq!(result["deleted"], json!([]), "{result}");
@@ -701,7 +658,7 @@ async fn stuck_pods_skips_statefulset_bare_and_kube_system_pods_unless_allowed()
     allowed["include_bare_pods"] = json!(true);
     allowed["allow_statefulset"] = json!(true);
     allowed["exclude_namespaces"] = json!([]);
-    let (code, result) = run_module(&allowed);
+    let (code, result) = support::run_module("stuck_pods", &allowed);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     let mut deleted = uids(&result, "deleted");
@@ -735,7 +692,7 @@ async fn stuck_pods_deletes_nothing_and_fails_when_more_pods_qualify_than_max_po
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let args = json!({"namespaces": [namespace], "pending_age": "1s", "max_pods": 2});
-    let (code, result) = run_module(&args);
+    let (code, result) = support::run_module("stuck_pods", &args);
     assert_eq!(code, 1, "{result}");
     assert_eq!(result["failed"], json!(true));
     let msg = result["msg"].as_str().unwrap();
@@ -758,7 +715,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
         "metadata": {"name": "same"},
         "spec": pod_spec(&json!({"schedulerName": lost_scheduler()})),
     });
-    let first = create(&pods, manifest.clone()).await;
+    let first = support::create(&pods, manifest.clone()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let options = serde_json::from_value(json!({
@@ -783,7 +740,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
         pods.get_opt("same").await.unwrap().is_none().then_some(())
     })
     .await;
-    let second = create(&pods, manifest).await;
+    let second = support::create(&pods, manifest).await;
     assert_ne!(uid(&second), uid(&first));
 
     let outcome = action
@@ -806,7 +763,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
 async fn stuck_pods_reports_finalizers_and_removes_them_only_when_asked_and_then_stays_unchanged() {
     let (client, namespace) = setup("stuck-fin").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
-    let held = create(
+    let held = support::create(
         &pods,
         json!({
             "metadata": {"name": "held", "finalizers": ["kubemend.test/hold"]},
@@ -820,7 +777,7 @@ async fn stuck_pods_reports_finalizers_and_removes_them_only_when_asked_and_then
         "pending_age": "1s",
         "include_bare_pods": true,
     });
-    let (code, result) = run_module(&args);
+    let (code, result) = support::run_module("stuck_pods", &args);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(false), "{result}");
     let report = entry(&result, "left_alone", &uid(&held)).expect("the held pod reported");
@@ -835,7 +792,7 @@ async fn stuck_pods_reports_finalizers_and_removes_them_only_when_asked_and_then
 
     let mut remove = args.clone();
     remove["remove_finalizers"] = json!(true);
-    let (code, result) = run_module(&remove);
+    let (code, result) = support::run_module("stuck_pods", &remove);
     assert_eq!(code, 0, "{result}");
     assert_eq!(uids(&result, "deleted"), vec![uid(&held)], "{result}");
     let deleted = entry(&result, "deleted", &uid(&held)).unwrap();
@@ -844,7 +801,7 @@ async fn stuck_pods_reports_finalizers_and_removes_them_only_when_asked_and_then
     assert!(!exists(&client, &namespace, "held", &uid(&held)).await);
 
     // A bare pod is not replaced: the next run finds nothing to do.
-    let (code, again) = run_module(&remove);
+    let (code, again) = support::run_module("stuck_pods", &remove);
     assert_eq!(code, 0, "{again}");
     assert_eq!(again["changed"], json!(false), "{again}");
     cleanup(&client, &namespace).await;
@@ -868,7 +825,7 @@ async fn stuck_pods_refuses_bad_input_naming_the_option_without_calling_the_api(
     ];
     for (mut args, option) in cases {
         args["host"] = json!(unreachable);
-        let (code, result) = run_module(&args);
+        let (code, result) = support::run_module("stuck_pods", &args);
         assert_eq!(code, 1, "{args}: {result}");
         assert_eq!(result["failed"], json!(true));
         let msg = result["msg"].as_str().unwrap();
@@ -876,7 +833,7 @@ async fn stuck_pods_refuses_bad_input_naming_the_option_without_calling_the_api(
         assert!(!msg.contains("cannot reach"), "{args}: {msg}");
     }
     // The control: valid input does try the API, and says so.
-    let (code, result) = run_module(&json!({"host": unreachable}));
+    let (code, result) = support::run_module("stuck_pods", &json!({"host": unreachable}));
     assert_eq!(code, 1, "{result}");
     assert!(
         result["msg"].as_str().unwrap().contains("cannot reach"),
