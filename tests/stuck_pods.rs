@@ -143,6 +143,22 @@ fn pending(pod: &Pod) -> bool {
     phase(pod) == "Pending" && pod.metadata.deletion_timestamp.is_none()
 }
 
+/// A plain (graceful) delete, retried while the API is briefly unavailable (the VIP moving off
+/// a node whose kubelite just stopped).
+async fn delete(pods: &Api<Pod>, name: &str) {
+    support::wait_until(
+        &format!("pod {name} deleted"),
+        Duration::from_secs(30),
+        || async {
+            match pods.delete(name, &DeleteParams::default()).await {
+                Err(kube::Error::Api(status)) if status.code == 404 => Some(()),
+                result => result.ok().map(|_| ()),
+            }
+        },
+    )
+    .await;
+}
+
 /// Whether a pod with this name and UID still exists.
 async fn exists(client: &Client, namespace: &str, name: &str, uid: &str) -> bool {
     Api::<Pod>::namespaced(client.clone(), namespace)
@@ -223,6 +239,26 @@ async fn cleanup(client: &Client, namespace: &str) {
         .await;
 }
 
+fn stop_kubelite(node: &str) {
+    support::ssh_ok(node, "sudo -n snap stop microk8s.daemon-kubelite");
+}
+
+/// Waits until the node is not Ready (20 s node-monitor grace). `testcluster up`, which every
+/// test binary runs when it starts, brings a stopped node back: stop it again when that happens.
+async fn wait_not_ready(client: &Client, node: &str) {
+    support::wait_until(
+        &format!("{node} not Ready"),
+        Duration::from_secs(180),
+        || async {
+            if support::unit_property(node, "ActiveState") != "inactive" {
+                stop_kubelite(node);
+            }
+            node_ready(client, node).await.filter(|s| s != "True")
+        },
+    )
+    .await;
+}
+
 async fn node_ready(client: &Client, node: &str) -> Option<String> {
     let node = Api::<Node>::all(client.clone()).get(node).await.ok()?;
     node.status?
@@ -262,23 +298,14 @@ async fn stuck_pods_deletes_a_replicaset_pod_terminating_on_a_stopped_node_past_
     let (web, db) = web_and_db_on_k8s03(&client, &namespace).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
 
-    support::ssh_ok("k8s03", "sudo -n snap stop microk8s.daemon-kubelite");
+    stop_kubelite("k8s03");
     // Deleted while the node is down: nobody confirms, they stay Terminating.
     let (old, recent) = (&web[0], &web[1]);
-    pods.delete(&name(old), &DeleteParams::default())
-        .await
-        .unwrap();
-    pods.delete(&name(&db), &DeleteParams::default())
-        .await
-        .unwrap();
-    support::wait_until("k8s03 not Ready", Duration::from_secs(120), || async {
-        node_ready(&client, "k8s03").await.filter(|s| s != "True")
-    })
-    .await;
+    delete(&pods, &name(old)).await;
+    delete(&pods, &name(&db)).await;
+    wait_not_ready(&client, "k8s03").await;
     // Deleted just now: inside a 10 s grace.
-    pods.delete(&name(recent), &DeleteParams::default())
-        .await
-        .unwrap();
+    delete(&pods, &name(recent)).await;
 
     let args = json!({
         "namespaces": [namespace],
@@ -603,9 +630,7 @@ async fn bare_statefulset_and_system_pods(
     let running_pods = wait_pods(client, namespace, &selector, 2, running).await;
     let mut system = wait_pods(client, "kube-system", &selector, 1, pending).await;
     for pod in &running_pods {
-        pods.delete(&name(pod), &DeleteParams::default())
-            .await
-            .unwrap();
+        delete(&pods, &name(pod)).await;
     }
     let by_name = |n: &str| running_pods.iter().find(|p| name(p) == n).unwrap().clone();
     (by_name("bare"), by_name("db-0"), system.remove(0))

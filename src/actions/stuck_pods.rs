@@ -876,6 +876,38 @@ impl SchedulerLease {
         }
     }
 
+    /// What the operator should know about a scheduler that left pods unseen.
+    #[must_use]
+    pub fn warning(&self) -> String {
+        let (name, count) = (&self.name, self.stuck_pods);
+        if !self.held {
+            return format!(
+                "no scheduler named {name:?} holds a lease ({}): the scheduler, not the pods, \
+                 is the likely cause, and replacements of deleted pods will stay Pending too",
+                self.text()
+            );
+        }
+        let mut text = format!(
+            "{count} pod(s) were never seen by scheduler {name:?} although it runs ({}): its \
+             pod informer may have lost a watch event",
+            self.text()
+        );
+        if name == DEFAULT_SCHEDULER {
+            // microk8s runs kube-scheduler inside kubelite; the holder is `<node>_<uuid>`.
+            let node = self
+                .holder
+                .as_deref()
+                .and_then(|h| h.split('_').next())
+                .unwrap_or("the node it runs on");
+            let _ = write!(
+                text,
+                "; if new pods stay Pending too, restart kubelite on {node} \
+                 (snap restart microk8s.daemon-kubelite)"
+            );
+        }
+        text
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "name": self.name,
@@ -1459,28 +1491,7 @@ impl StuckPods {
                 stuck_pods: count,
                 ..lease
             };
-            if lease.held {
-                if name == DEFAULT_SCHEDULER {
-                    let node = lease
-                        .holder
-                        .as_deref()
-                        .and_then(|h| h.split('_').next())
-                        .unwrap_or("its node");
-                    plan.warnings.push(format!(
-                        "{count} pod(s) were never seen by scheduler {name:?} although it runs \
-                         ({}): its pod informer may have lost a watch event; if new pods stay \
-                         Pending too, restart kubelite on {node}",
-                        lease.text()
-                    ));
-                }
-            } else {
-                plan.warnings.push(format!(
-                    "no scheduler named {name:?} holds a lease ({}): the scheduler, not the \
-                     pods, is the likely cause, and replacements of deleted pods will stay \
-                     Pending too",
-                    lease.text()
-                ));
-            }
+            plan.warnings.push(lease.warning());
             plan.schedulers.push(lease);
         }
         Ok(())
@@ -1531,6 +1542,16 @@ impl StuckPods {
             }
         }
         let mut left_alone = plan.left_alone.clone();
+        // Left-alone Pending pods were reported before the leases were read.
+        for report in &mut left_alone.items {
+            if let Some(lease) = plan
+                .schedulers
+                .iter()
+                .find(|l| report["scheduler"].as_str() == Some(l.name.as_str()))
+            {
+                report["scheduler_lease"] = json!(lease.text());
+            }
+        }
         let mut done: Vec<(Candidate, Option<PathBuf>)> = Vec::new();
         for (candidate, backup) in plan.candidates.iter().zip(backups) {
             let deletion = self
@@ -1593,7 +1614,10 @@ impl StuckPods {
                 .map(SchedulerLease::to_json)
                 .collect::<Vec<_>>(),
         );
-        outcome.set("counts", plan.counts());
+        let mut counts = plan.counts();
+        // Pods found gone or re-created at delete time are left alone too.
+        counts["left_alone"] = json!(left_alone.total);
+        outcome.set("counts", counts);
         outcome.set("verified", gone.map(|g| g.iter().all(|gone| *gone)));
         Ok(outcome)
     }
@@ -2337,6 +2361,29 @@ mod tests {
         assert!(!lease_held(&spec(Some(""), "2026-05-15T07:39:59Z"), now));
         assert!(!lease_held(&spec(None, "2026-05-15T07:39:59Z"), now));
         assert!(!lease_held(&LeaseSpec::default(), now));
+    }
+
+    #[test]
+    fn scheduler_warning_blames_a_missing_scheduler_or_a_stale_informer() {
+        let lease = |name: &str, held: bool| SchedulerLease {
+            name: name.into(),
+            lease: Some("kube-system/kube-scheduler".into()),
+            holder: Some("k8s03_0f1e".into()),
+            renewed_ago: Some(2),
+            held,
+            stuck_pods: 2,
+        };
+        let missing = lease("lost-watch-scheduler", false).warning();
+        assert!(
+            missing.starts_with("no scheduler named \"lost-watch-scheduler\" holds a lease"),
+            "{missing}"
+        );
+        let stale = lease(DEFAULT_SCHEDULER, true).warning();
+        assert!(stale.contains("2 pod(s) were never seen"), "{stale}");
+        assert!(stale.contains("held by k8s03_0f1e"), "{stale}");
+        assert!(stale.contains("restart kubelite on k8s03"), "{stale}");
+        let custom = lease("batch-scheduler", true).warning();
+        assert!(!custom.contains("kubelite"), "{custom}");
     }
 
     #[test]
