@@ -164,7 +164,9 @@ def seed_stuck(bins, env, ns):
          "spec": {"replicas": half, "selector": {"matchLabels": {"app": "backlog"}},
                   "template": {"metadata": {"labels": {"app": "backlog"}, "annotations": {
                       "testbed.kubemend.io/kubelet-backlog": "true"}},
-                      "spec": {"containers": [{"name": "a", "image": "r/a:1"}]}}}}]}
+                      # A 1 s grace: the deletion time is passed a second after the scale-down.
+                      "spec": {"terminationGracePeriodSeconds": 1,
+                               "containers": [{"name": "a", "image": "r/a:1"}]}}}}]}
     kubectl(bins, env, "apply", "-f", "-", input=json.dumps(manifest), text=True,
             stdout=subprocess.DEVNULL)
 
@@ -263,6 +265,7 @@ def bench_stuck(bins, env):
 def table(rows):
     lines = ["| command | median | min | max | peak RSS |", "|---|---:|---:|---:|---:|"]
     for name, m in rows:
+        name = name.replace("|", "\\|")  # a pipe inside a table cell must be escaped
         lines.append(f"| `{name}` | {m['median_ms']:.0f} ms | {m['min_ms']:.0f} ms | "
                      f"{m['max_ms']:.0f} ms | {m['peak_rss_mib']:.1f} MiB |")
     return "\n".join(lines)
