@@ -417,3 +417,28 @@ fn testcluster_rejects_unknown_verbs_nodes_and_faults_with_usage() {
         );
     }
 }
+
+#[test]
+fn testcluster_reports_a_port_in_use_before_it_writes_or_starts_anything() {
+    // A second test bed in another state directory finds every port taken
+    // by the running one: it must say which, and leave its directory empty.
+    support::cluster();
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::testcluster_path())
+        .arg("up")
+        .env("KUBEMEND_TESTCLUSTER_RUN", state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("port 127.0.0.1:12379 for etcd client is already in use"),
+        "{err}"
+    );
+    assert!(err.contains("testcluster down"), "says what to do: {err}");
+    assert_eq!(
+        std::fs::read_dir(state.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
