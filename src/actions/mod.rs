@@ -223,6 +223,18 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// Validates the `backup_dir` option: absent is fine, blank is an error, `~/` is expanded.
+pub fn backup_dir(option: Option<String>) -> Result<Option<std::path::PathBuf>> {
+    match option {
+        Some(dir) if dir.trim().is_empty() => Err(Error::InvalidOption {
+            option: "backup_dir".into(),
+            problem: "must not be empty".into(),
+        }),
+        Some(dir) => Ok(Some(crate::client::expand_home(&dir))),
+        None => Ok(None),
+    }
+}
+
 /// Kubernetes names: RFC 1123 DNS subdomain (ClusterRoles, webhook configurations,
 /// deployments) — lower-case alphanumerics, `-` and `.`, starting and ending alphanumeric, at
 /// most 253 characters.

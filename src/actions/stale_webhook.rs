@@ -43,9 +43,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Action, RunContext, check_subdomain};
-use crate::client::{Cluster, ClusterArgs, connect, expand_home};
+use crate::client::{Cluster, ClusterArgs, connect};
 use crate::error::{Error, Result};
-use crate::outcome::{Diff, Outcome, strip_server_fields, to_yaml};
+use crate::outcome::{Diff, Outcome};
 
 /// Delete admission webhook configurations (mutating and validating) whose backend is gone, on
 /// evidence only, with a UID precondition and a restorable backup.
@@ -343,16 +343,7 @@ impl Action for StaleWebhook {
                 }
             }
         };
-        let backup_dir = match options.backup_dir {
-            Some(dir) if dir.trim().is_empty() => {
-                return Err(Error::InvalidOption {
-                    option: "backup_dir".into(),
-                    problem: "must not be empty".into(),
-                });
-            }
-            Some(dir) => Some(expand_home(&dir)),
-            None => None,
-        };
+        let backup_dir = super::backup_dir(options.backup_dir)?;
         let kinds = match options.kind {
             KindFilter::Both => vec![Kind::Mutating, Kind::Validating],
             KindFilter::Mutating => vec![Kind::Mutating],
@@ -598,31 +589,17 @@ fn target_of(config: &WebhookClientConfig) -> String {
 fn write_backup(dir: &Path, configuration: &Configuration) -> Result<PathBuf> {
     let stamp = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
     let uid_prefix: String = configuration.uid.chars().take(8).collect();
-    let file = dir.join(format!(
+    let file_name = format!(
         "{}-{}-{stamp}-{uid_prefix}.yaml",
         configuration.kind.lower(),
         configuration.name
-    ));
-    let mut manifest = configuration.object.clone();
-    strip_server_fields(&mut manifest);
-    let text = format!(
-        "# Backup of {} taken before kubemend deleted it (uid {}).\n# Restore: kubectl apply -f {}\n{}",
+    );
+    let header = format!(
+        "# Backup of {} taken before kubemend deleted it (uid {}).\n# Restore: kubectl apply -f {file_name}\n",
         configuration.label(),
         configuration.uid,
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default(),
-        to_yaml(&manifest)
     );
-    let tmp = file.with_extension("yaml.tmp");
-    let io = |source| Error::WriteBackup {
-        path: file.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &file).map_err(io)?;
-    Ok(file)
+    crate::outcome::write_backup(dir, &file_name, &header, &configuration.object)
 }
 
 /// Reads Services and EndpointSlices once per Service and judges webhooks.

@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Action, RunContext, check_label, check_subdomain};
-use crate::client::{Cluster, ClusterArgs, connect, expand_home};
+use crate::client::{Cluster, ClusterArgs, connect};
 use crate::error::{Error, Result};
 use crate::outcome::{self, Diff, Outcome};
 
@@ -1081,16 +1081,7 @@ impl Action for StuckPods {
             }
             _ => None,
         };
-        let backup_dir = match options.backup_dir {
-            Some(dir) if dir.trim().is_empty() => {
-                return Err(Error::InvalidOption {
-                    option: "backup_dir".into(),
-                    problem: "must not be empty".into(),
-                });
-            }
-            Some(dir) => Some(expand_home(&dir)),
-            None => None,
-        };
+        let backup_dir = super::backup_dir(options.backup_dir)?;
         Ok(Self {
             cluster: options.cluster,
             terminating: options
