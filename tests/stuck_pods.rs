@@ -644,14 +644,29 @@ async fn stuck_pods_skips_statefulset_bare_and_kube_system_pods_unless_allowed()
     let system_rs = support::unique("kubemend-test-lost");
     let (bare_pod, db, system) =
         bare_statefulset_and_system_pods(&client, &namespace, &case, &system_rs).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // past deadline + grace, and pending_age
-
     let base = json!({
         "namespaces": [namespace, "kube-system"],
         "label_selector": selector,
         "terminating_grace": "1s",
         "pending_age": "1s",
     });
+    // Until all three count as stuck (deletion time plus grace, pending_age
+    // passed), asked in check mode: a fixed sleep raced a loaded cluster.
+    let wanted = [uid(&bare_pod), uid(&db), uid(&system)];
+    let mut probe = base.clone();
+    probe["_ansible_check_mode"] = json!(true);
+    support::wait_until(
+        "the three pods to count as stuck",
+        Duration::from_secs(60),
+        || {
+            let (_, result) = support::run_module("stuck_pods", &probe);
+            let all = wanted
+                .iter()
+                .all(|u| entry(&result, "left_alone", u).is_some());
+            async move { all.then_some(()) }
+        },
+    )
+    .await;
     let (code, result) = support::run_module("stuck_pods", &base);
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(false), "{result}");
