@@ -4,9 +4,10 @@
 CARGO ?= cargo
 TESTCLUSTER := tests/cluster/testcluster
 VENV := .venv
+BENCH_VENV := .venv-bench
 FUZZ_SECONDS ?= 60
 
-.PHONY: help test lint fmt clippy ansible-lint fuzz cluster venv schemas bench release down
+.PHONY: help test lint fmt clippy ansible-lint fuzz cluster venv schemas bench bench-venv release down
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,8 +46,14 @@ schemas: ## Regenerate the committed JSON schemas and module docs.
 release: ## Build the optimized binary (LTO, stripped).
 	$(CARGO) build --locked --release
 
-bench: release cluster ## Run the benchmarks and write BENCHMARKS.md.
+bench: release cluster bench-venv ## Run the benchmarks and write BENCHMARKS.md.
 	python3 bench/run.py
+
+bench-venv: $(BENCH_VENV)/.installed ## The benchmarks' virtualenv: pinned ansible (with kubernetes.core) and kubernetes.
+
+$(BENCH_VENV)/.installed: bench/requirements.txt bench/venv.sh
+	bench/venv.sh
+	touch $@
 
 down: ## Stop the test bed.
 	$(TESTCLUSTER) down

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """kubemend benchmarks: each action against the tool an operator would
-otherwise use, in one run, on the test bed. Writes BENCHMARKS.md.
+otherwise use (kubectl on the command line, kubernetes.core under Ansible),
+in one run, on the test bed. Writes BENCHMARKS.md.
 
-Run it with `make bench` (it builds the release binary and starts the test
-bed first). Every command runs RUNS times after WARMUP runs; the table gives
-the median wall time and the peak resident set of the largest process
-(ru_maxrss from wait4, so for a shell pipeline it is its largest member).
-No number here is asserted anywhere: they are measured, reported, compared.
+Run it with `make bench` (it builds the release binary, starts the test bed
+and creates .venv-bench/ with bench/venv.sh first); `bench/run.py calico
+stuck ansible` picks sections, all by default. Every command runs RUNS times
+after WARMUP runs; the table gives the median wall time and the peak
+resident set of the largest process (ru_maxrss from wait4, so for a shell
+pipeline it is its largest member, for ansible-playbook the largest process
+of the play). No number here is asserted anywhere: they are measured,
+reported, compared.
 """
 
 import datetime
@@ -27,10 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTCLUSTER = ROOT / "tests" / "cluster" / "testcluster"
 KUBEMEND = ROOT / "target" / "release" / "kubemend"
+BENCH_VENV = ROOT / ".venv-bench"  # bench/venv.sh: ansible with kubernetes.core, kubernetes
 RUNS = int(os.environ.get("BENCH_RUNS", "15"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 POD_SCALES = [int(x) for x in os.environ.get("BENCH_POD_SCALES", "2000,20000").split(",")]
 STUCK = 50
+PLAY_SCALE_RUNS = int(os.environ.get("BENCH_PLAY_SCALE_RUNS", "3"))
 GNU_TIME = "/usr/bin/time"
 
 
@@ -220,7 +226,6 @@ JQ_STUCK = (
 
 
 def bench_calico(bins, env):
-    sh(str(TESTCLUSTER), "seed", "incident", stdout=subprocess.DEVNULL)
     rows = [
         ("kubemend calico-rbac --check", [str(KUBEMEND), "calico-rbac", "--check"], (2,)),
         ("kubectl get clusterrole calico-kube-controllers -o json",
@@ -229,7 +234,10 @@ def bench_calico(bins, env):
     return [(name, measure(argv, env, ok)) for name, argv, ok in rows]
 
 
-def bench_stuck(bins, env):
+def pod_scales(bins, env):
+    """Seeds the stuck fixtures in a namespace of their own, then yields each of POD_SCALES
+    once that many pods are there (all Running but the stuck ones); deletes the namespace
+    after the last."""
     if shutil.which("jq") is None:
         raise SystemExit("bench: jq is needed (apt-get install jq)")
     api = Api(env)
@@ -240,7 +248,6 @@ def bench_stuck(bins, env):
     kubectl(bins, env, "wait", "--for=jsonpath={.metadata.name}=default", "-n", ns,
             "serviceaccount/default", "--timeout=60s", stdout=subprocess.DEVNULL)
     seed_stuck(bins, env, ns)
-    results = {}
     have = 0
     for scale in POD_SCALES:
         t0 = time.time()
@@ -248,16 +255,125 @@ def bench_stuck(bins, env):
         wait_running(bins, env, ns, scale - STUCK // 2 if scale > STUCK else scale)
         have = scale
         print(f"bench: {scale} pods ready in {time.time() - t0:.0f}s", file=sys.stderr)
-        km = [str(KUBEMEND), "stuck-pods", "--check", "--terminating-grace", "0s",
-              "--pending-age", "0s", "--max-pods", "1000", "--exclude-namespaces", "kube-system"]
-        pipeline = f"{bins / 'kubectl'} get pods -A -o json | jq -c '{JQ_STUCK}'"
-        results[scale] = [
-            ("kubemend stuck-pods --check", measure(km, env, (0, 2), runs=max(5, RUNS // 3))),
-            ("kubectl get pods -A -o json | jq", measure(["sh", "-c", pipeline], env,
-                                                          runs=max(5, RUNS // 3))),
-        ]
+        yield scale
     kubectl(bins, env, "delete", "namespace", ns, "--wait=false", stdout=subprocess.DEVNULL)
-    return results
+
+
+def bench_stuck(bins, env):
+    km = [str(KUBEMEND), "stuck-pods", "--check", "--terminating-grace", "0s",
+          "--pending-age", "0s", "--max-pods", "1000", "--exclude-namespaces", "kube-system"]
+    pipeline = f"{bins / 'kubectl'} get pods -A -o json | jq -c '{JQ_STUCK}'"
+    return [
+        ("kubemend stuck-pods --check", measure(km, env, (0, 2), runs=max(5, RUNS // 3))),
+        ("kubectl get pods -A -o json | jq", measure(["sh", "-c", pipeline], env,
+                                                      runs=max(5, RUNS // 3))),
+    ]
+
+
+class Plays:
+    """ansible-playbook from the bench venv, one play of one task on localhost (connection
+    local, no facts), for kubemend.microk8s and kubernetes.core alike: the same ansible-core,
+    interpreter, kubeconfig and settings, isolated from the machine's Ansible (ANSIBLE_HOME
+    and temp dirs of its own, no ansible.cfg; a TMPDIR of its own, where kubernetes.core
+    caches API discovery). kubemend.microk8s is built into `work` with the release binary;
+    kubernetes.core is the one the ansible package bundles."""
+
+    def __init__(self, env, work):
+        playbook = BENCH_VENV / "bin" / "ansible-playbook"
+        if not playbook.exists():
+            raise SystemExit(f"bench: {playbook} is missing: run bench/venv.sh (make bench does)")
+        self.work = work
+        collections = work / "collections"
+        sh(str(ROOT / "ansible" / "kubemend" / "build.sh"), "--binary", str(KUBEMEND),
+           "--into", str(collections), stdout=subprocess.DEVNULL)
+        self.env = {k: v for k, v in env.items() if not k.startswith(("ANSIBLE_", "K8S_AUTH_"))}
+        (work / "tmp").mkdir()
+        self.env.update({
+            "PATH": f"{playbook.parent}:{env['PATH']}",
+            "TMPDIR": str(work / "tmp"),
+            "ANSIBLE_HOME": str(work / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(work / "ansible-local-tmp"),
+            "ANSIBLE_REMOTE_TEMP": str(work / "ansible-remote-tmp"),
+            "ANSIBLE_COLLECTIONS_PATH": str(collections),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "false",
+            "ANSIBLE_STDOUT_CALLBACK": "default",
+        })
+        self.playbook = str(playbook)
+        self.kubeconfig = env["KUBECONFIG"]
+        self.count = 0
+
+    def argv(self, module, args, check=False):
+        """The ansible-playbook command line of a play running `module` with `args`."""
+        task = {"name": module, module: {"kubeconfig": self.kubeconfig, **args},
+                "register": "result"}
+        if check:
+            task["check_mode"] = True
+        play = [{"name": module, "hosts": "localhost", "connection": "local",
+                 "gather_facts": False,
+                 "vars": {"ansible_python_interpreter": str(BENCH_VENV / "bin" / "python")},
+                 "tasks": [task]}]
+        self.count += 1
+        path = self.work / f"play-{self.count}.yml"
+        path.write_text(json.dumps(play, indent=2))  # JSON is YAML
+        return [self.playbook, "-i", "localhost,", str(path)]
+
+    def result(self, argv):
+        """Runs a play once with the JSON callback: the task's result, which must not fail."""
+        env = dict(self.env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+        p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            result = json.loads(p.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        except (ValueError, KeyError, IndexError):
+            result = {"failed": True}
+        if p.returncode != 0 or result.get("failed"):
+            err = p.stderr.decode(errors="replace")[-2000:]
+            raise SystemExit(f"bench: {' '.join(argv)} failed ({p.returncode}): "
+                             f"{result.get('msg', '')}\n{err}")
+        return result
+
+    def measure(self, argv, **kw):
+        return measure(argv, self.env, **kw)
+
+
+def bench_plays_calico(plays):
+    """calico_rbac in check mode against kubernetes.core reading the ClusterRole, and
+    patching it (check mode) with the rules calico_rbac reports missing."""
+    km = plays.argv("kubemend.microk8s.calico_rbac", {}, check=True)
+    info = plays.argv("kubernetes.core.k8s_info", {
+        "api_version": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "name": "calico-kube-controllers"})
+    missing = plays.result(km)["added_rules"]
+    role = plays.result(info)["resources"]
+    if not missing or len(role) != 1:
+        raise SystemExit("bench: the seeded incident's ClusterRole is not as expected")
+    # A merge patch replaces `rules` whole: the definition carries every rule the role has
+    # plus the missing ones, as a user would have to write them.
+    rules = role[0]["rules"] + [{"apiGroups": r["api_groups"], "resources": r["resources"],
+                                 "verbs": r["verbs"]} for r in missing]
+    patch = plays.argv("kubernetes.core.k8s", {
+        "state": "patched", "definition": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "calico-kube-controllers"}, "rules": rules}}, check=True)
+    if not plays.result(patch)["changed"]:
+        raise SystemExit("bench: kubernetes.core.k8s reported no change to the ClusterRole")
+    return [("kubemend.microk8s.calico_rbac (check mode)", plays.measure(km)),
+            ("kubernetes.core.k8s_info (the ClusterRole)", plays.measure(info)),
+            ("kubernetes.core.k8s state: patched (check mode)", plays.measure(patch))]
+
+
+def bench_plays_stuck(plays):
+    """stuck_pods in check mode against kubernetes.core listing every pod, PLAY_SCALE_RUNS
+    runs after one warm-up."""
+    km = plays.argv("kubemend.microk8s.stuck_pods", {
+        "terminating_grace": "0s", "pending_age": "0s", "max_pods": 1000,
+        "exclude_namespaces": ["kube-system"]}, check=True)
+    info = plays.argv("kubernetes.core.k8s_info", {"api_version": "v1", "kind": "Pod"})
+    if not plays.result(km)["changed"]:
+        raise SystemExit("bench: stuck_pods found no stuck pod")
+    runs = {"runs": PLAY_SCALE_RUNS, "warmup": 1}
+    return [("kubemend.microk8s.stuck_pods (check mode)", plays.measure(km, **runs)),
+            ("kubernetes.core.k8s_info (every Pod)", plays.measure(info, **runs))]
 
 
 # ---------------------------------------------------------------- report
@@ -275,6 +391,89 @@ def ratio(a, b):
     return a["median_ms"] / b["median_ms"] if b["median_ms"] else float("nan")
 
 
+def calico_section(rows):
+    return ["", "## calico_rbac: check the incident's ClusterRole", "",
+            "`kubemend calico-rbac --check` reads the calico-kube-controllers Deployment "
+            "and ClusterRole, derives the rules v3.13.2 with the workloadendpoint "
+            "controller needs, and reports what is missing (exit 2). kubectl only "
+            "fetches the ClusterRole; the comparison is to its cheapest useful call.", "",
+            table(rows), "",
+            f"kubemend takes {ratio(rows[0][1], rows[1][1]):.2f}x kubectl's median time."]
+
+
+def stuck_section(res):
+    lines = ["", "## stuck_pods: find stuck pods at cluster scale", "",
+             f"{STUCK} stuck pods (half Pending unseen by any scheduler, half Terminating "
+             "on a node that never confirms) among N Running pods. kubemend pages "
+             "through pods 500 at a time and evaluates them as they stream; kubectl "
+             "loads every pod as one JSON document and jq filters it with the same "
+             "rules (without the event check, which would need another call).", ""]
+    for scale, rows in res.items():
+        lines += [f"### {scale:,} pods", "", table(rows), "",
+                  f"kubemend takes {ratio(rows[0][1], rows[1][1]):.2f}x the pipeline's "
+                  "median time.", ""]
+    if len(res) >= 2:
+        (s1, r1), (s2, r2) = list(res.items())[0], list(res.items())[-1]
+        lines += [f"Growth from {s1:,} to {s2:,} pods: kubemend "
+                  f"{r2[0][1]['median_ms'] / r1[0][1]['median_ms']:.1f}x time, "
+                  f"{r2[0][1]['peak_rss_mib'] / r1[0][1]['peak_rss_mib']:.1f}x memory; "
+                  f"kubectl | jq {r2[1][1]['median_ms'] / r1[1][1]['median_ms']:.1f}x time, "
+                  f"{r2[1][1]['peak_rss_mib'] / r1[1][1]['peak_rss_mib']:.1f}x memory."]
+    return lines
+
+
+def plays_section(calico, stuck):
+    lines = ["", "## Ansible: kubemend.microk8s against kubernetes.core", "",
+             f"Each row is a whole `ansible-playbook` run ({ansible_versions()}) of one play "
+             "with one task on localhost (connection local, no facts), both collections under "
+             "the same ansible-core, Python interpreter, kubeconfig and settings. The time is "
+             "the whole run, start-up included; peak RSS is the largest process of the whole "
+             "play (the controller, a forked worker, or the module), not the module alone: "
+             "with kubemend's modules (under 20 MiB, as above) it is ansible-playbook's own. "
+             "kubemend's modules are its compiled binary; kubernetes.core's modules run in "
+             "Python with the `kubernetes` client library.", "",
+             "### calico_rbac", "",
+             "`kubemend.microk8s.calico_rbac` in check mode derives the rules from the "
+             "Deployment and reports the missing ones, as the CLI above does. kubernetes.core "
+             "has no such module: `k8s_info` only reads the ClusterRole, and `k8s` with "
+             "`state: patched` (check mode, a server-side dry run) sends a definition whose "
+             "rules a user has to write by hand. Its strategic-merge (or merge) patch "
+             "replaces the `rules` list whole, so the definition carries every rule the role "
+             "has plus the ones calico_rbac reported missing; run again later, it drops any "
+             "rule added to the role since, and nothing in it says which rules the running "
+             "Calico needs.", "",
+             table(calico), "",
+             f"calico_rbac takes {ratio(calico[0][1], calico[1][1]):.2f}x k8s_info's and "
+             f"{ratio(calico[0][1], calico[2][1]):.2f}x the patch's median time."]
+    if stuck:
+        lines += ["", "### stuck_pods", "",
+                  "The pods of the stuck_pods section above, each row "
+                  f"{PLAY_SCALE_RUNS} runs after one warm-up (a play listing every pod is slow). "
+                  "`kubemend.microk8s.stuck_pods` in check mode finds the stuck pods as the CLI "
+                  "does; `kubernetes.core.k8s_info` with `kind: Pod` and no namespace only lists "
+                  "every pod into the task result (registered), before any filter a user would "
+                  "still have to write."]
+    for scale, rows in stuck.items():
+        lines += ["", f"#### {scale:,} pods", "", table(rows), "",
+                  f"stuck_pods takes {ratio(rows[0][1], rows[1][1]):.2f}x k8s_info's median "
+                  "time."]
+    return lines
+
+
+def ansible_versions():
+    """ansible-core, kubernetes.core and the `kubernetes` library of the bench venv."""
+    def run(*argv):
+        return sh(*argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+
+    venv = BENCH_VENV / "bin"
+    core = run(str(venv / "ansible-playbook"), "--version").split("[core ", 1)[1].split("]")[0]
+    listed = run(str(venv / "ansible-galaxy"), "collection", "list", "kubernetes.core")
+    collection = next(" ".join(line.split()[:2]) for line in listed.splitlines()
+                      if line.startswith("kubernetes.core "))
+    client = run(str(venv / "python"), "-c", "import kubernetes; print(kubernetes.__version__)")
+    return f"ansible-core {core}, {collection}, Python `kubernetes` {client.strip()}"
+
+
 def main():
     env = cluster_env()
     bins = bin_dir()
@@ -282,8 +481,7 @@ def main():
         raise SystemExit("bench: build the release binary first (make release)")
     if not Path(GNU_TIME).exists():
         raise SystemExit("bench: GNU time is needed for peak memory (apt-get install time)")
-    only = set(sys.argv[1:]) or {"calico", "stuck"}
-    sections = []
+    only = set(sys.argv[1:]) or {"calico", "stuck", "ansible"}
     cpu = platform.processor() or platform.machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [
@@ -298,34 +496,23 @@ def main():
         f"kubemend: {KUBEMEND.stat().st_size / 1e6:.1f} MB release binary (LTO, stripped). "
         f"kubectl: v1.34.4 built from the same sources as the cluster.",
     ]
-    if "calico" in only:
-        rows = bench_calico(bins, env)
-        sections += ["", "## calico_rbac: check the incident's ClusterRole", "",
-                     "`kubemend calico-rbac --check` reads the calico-kube-controllers Deployment "
-                     "and ClusterRole, derives the rules v3.13.2 with the workloadendpoint "
-                     "controller needs, and reports what is missing (exit 2). kubectl only "
-                     "fetches the ClusterRole; the comparison is to its cheapest useful call.", "",
-                     table(rows), "",
-                     f"kubemend takes {ratio(rows[0][1], rows[1][1]):.2f}x kubectl's median time."]
-    if "stuck" in only:
-        res = bench_stuck(bins, env)
-        sections += ["", "## stuck_pods: find stuck pods at cluster scale", "",
-                     f"{STUCK} stuck pods (half Pending unseen by any scheduler, half Terminating "
-                     "on a node that never confirms) among N Running pods. kubemend pages "
-                     "through pods 500 at a time and evaluates them as they stream; kubectl "
-                     "loads every pod as one JSON document and jq filters it with the same "
-                     "rules (without the event check, which would need another call).", ""]
-        for scale, rows in res.items():
-            sections += [f"### {scale:,} pods", "", table(rows), "",
-                         f"kubemend takes {ratio(rows[0][1], rows[1][1]):.2f}x the pipeline's "
-                         "median time.", ""]
-        if len(res) >= 2:
-            (s1, r1), (s2, r2) = list(res.items())[0], list(res.items())[-1]
-            sections += [f"Growth from {s1:,} to {s2:,} pods: kubemend "
-                         f"{r2[0][1]['median_ms'] / r1[0][1]['median_ms']:.1f}x time, "
-                         f"{r2[0][1]['peak_rss_mib'] / r1[0][1]['peak_rss_mib']:.1f}x memory; "
-                         f"kubectl | jq {r2[1][1]['median_ms'] / r1[1][1]['median_ms']:.1f}x time, "
-                         f"{r2[1][1]['peak_rss_mib'] / r1[1][1]['peak_rss_mib']:.1f}x memory."]
+    with tempfile.TemporaryDirectory(prefix="kubemend-bench-") as work:
+        plays = Plays(env, Path(work)) if "ansible" in only else None
+        sections, plays_calico, plays_stuck = [], [], {}
+        sh(str(TESTCLUSTER), "seed", "incident", stdout=subprocess.DEVNULL)
+        if "calico" in only:
+            sections += calico_section(bench_calico(bins, env))
+        if plays:
+            plays_calico = bench_plays_calico(plays)
+        if "stuck" in only:
+            stuck = {}
+            for scale in pod_scales(bins, env):
+                stuck[scale] = bench_stuck(bins, env)
+                if plays:
+                    plays_stuck[scale] = bench_plays_stuck(plays)
+            sections += stuck_section(stuck)
+        if plays:
+            sections += plays_section(plays_calico, plays_stuck)
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(head + sections).rstrip() + "\n")
     print(f"bench: wrote {out}", file=sys.stderr)
