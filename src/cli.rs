@@ -150,6 +150,25 @@ fn action_command(spec: &ModuleSpec) -> clap::Command {
             return arg;
         }
         let arg = arg.required(false);
+        // One validator: clap hands every option value over as text and the schema validates
+        // it, so a bad value gets the same message as in module mode, and `--output json`
+        // still prints one JSON object. The possible values stay in --help.
+        let arg = if arg.get_action().takes_values() {
+            let possible: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .map(|v| v.get_name().to_owned())
+                .collect();
+            let arg = arg.value_parser(clap::builder::ValueParser::os_string());
+            if possible.is_empty() {
+                arg
+            } else {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [possible values: {}]", possible.join(", ")))
+            }
+        } else {
+            arg
+        };
         match properties.get(&id).and_then(|p| p.get("default")) {
             Some(Value::String(s)) => arg.default_value(s.clone()),
             Some(Value::Number(n)) => arg.default_value(n.to_string()),
@@ -302,33 +321,35 @@ fn print_text(report: &Report, show_diff: bool) {
         protocol::mask(&mut value, &report.secrets);
         value.as_str().unwrap_or_default().to_owned()
     };
-    match &report.result {
-        Ok(outcome) => {
-            if show_diff {
-                for diff in &outcome.diff {
-                    let text = mask(&diff.unified());
-                    for line in text.lines() {
-                        let painted = match line.chars().next() {
-                            Some('+') if color && !line.starts_with("+++") => {
-                                format!("\x1b[32m{line}\x1b[0m")
-                            }
-                            Some('-') if color && !line.starts_with("---") => {
-                                format!("\x1b[31m{line}\x1b[0m")
-                            }
-                            _ => line.to_owned(),
-                        };
-                        let _ = writeln!(stdout, "{painted}");
-                    }
+    if let Some(outcome) = &report.outcome {
+        if show_diff {
+            for diff in &outcome.diff {
+                let text = mask(&diff.unified());
+                for line in text.lines() {
+                    let painted = match line.chars().next() {
+                        Some('+') if color && !line.starts_with("+++") => {
+                            format!("\x1b[32m{line}\x1b[0m")
+                        }
+                        Some('-') if color && !line.starts_with("---") => {
+                            format!("\x1b[31m{line}\x1b[0m")
+                        }
+                        _ => line.to_owned(),
+                    };
+                    let _ = writeln!(stdout, "{painted}");
                 }
             }
-            for warning in &outcome.warnings {
-                let _ = writeln!(stderr, "warning: {}", mask(warning));
-            }
-            let status = match (outcome.changed, report.flags.check_mode) {
-                (true, true) => "would change",
-                (true, false) => "changed",
-                (false, _) => "ok",
-            };
+        }
+        for warning in &outcome.warnings {
+            let _ = writeln!(stderr, "warning: {}", mask(warning));
+        }
+    }
+    let status = match (report.changed(), report.flags.check_mode) {
+        (true, true) => "would change",
+        (true, false) => "changed",
+        (false, _) => "ok",
+    };
+    match (&report.failure, &report.outcome) {
+        (None, Some(outcome)) => {
             let _ = writeln!(
                 stdout,
                 "{}: {status}: {}",
@@ -336,10 +357,20 @@ fn print_text(report: &Report, show_diff: bool) {
                 mask(&outcome.msg)
             );
         }
-        Err(error) => {
+        (None, None) => {}
+        (Some((step, error)), outcome) => {
+            // What was done before the failure is not lost: say it first.
+            if let Some(outcome) = outcome.as_ref().filter(|o| o.changed) {
+                let _ = writeln!(
+                    stdout,
+                    "{}: {status} before failing: {}",
+                    report.module,
+                    mask(&outcome.msg)
+                );
+            }
             let _ = writeln!(
                 stderr,
-                "{}: failed: {}",
+                "{}: failed ({step}): {}",
                 report.module,
                 mask(&error.message_with_causes())
             );

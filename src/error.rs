@@ -23,6 +23,8 @@ pub enum Error {
     UnknownModule {
         /// The name given.
         name: String,
+        /// The module names kubemend answers to, joined for the hint.
+        known: String,
     },
 
     /// The args file (module mode) or params file (CLI) could not be read.
@@ -237,6 +239,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// The action acted, but its check afterwards did not find the effect.
+    #[error("the change could not be verified: {what}")]
+    NotVerified {
+        /// What was found instead of the effect.
+        what: String,
+        /// Where to look.
+        hint: String,
+    },
+
     /// Something about the observed cluster state prevents planning.
     #[error("cannot plan {action}: {problem}")]
     CannotPlan {
@@ -347,10 +358,7 @@ impl Error {
                 "run as an Ansible module, or `kubemend module NAME ARGS_FILE`; see `kubemend --help`"
                     .into(),
             ),
-            Self::UnknownModule { .. } => Some(format!(
-                "known modules: {}",
-                crate::actions::MODULE_NAMES.join(", ")
-            )),
+            Self::UnknownModule { known, .. } => Some(format!("known modules: {known}")),
             Self::InputTooLarge { .. } => {
                 Some("module options are small; check that the right file was passed".into())
             }
@@ -382,7 +390,9 @@ impl Error {
                 "put the missing rules in a separate ClusterRole whose labels match the \
                  aggregation selectors ({selectors}), or point option name at a non-aggregated role"
             )),
-            Self::NotFound { hint, .. } | Self::CannotPlan { hint, .. } => Some(hint.clone()),
+            Self::NotFound { hint, .. }
+            | Self::CannotPlan { hint, .. }
+            | Self::NotVerified { hint, .. } => Some(hint.clone()),
             Self::WriteBackup { .. } => Some(
                 "check that backup_dir is writable; nothing was deleted because the backup failed"
                     .into(),

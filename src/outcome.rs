@@ -6,9 +6,12 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The result of a successful action run.
+/// What an action run found and did: the protocol's keys plus the action's typed report.
+///
+/// Filled step by step by the pipeline's plan, apply and verify, so that on a failure it still
+/// holds everything already done.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
+pub struct Outcome<R = Map<String, Value>> {
     /// Whether something was changed (in check mode: would be changed).
     pub changed: bool,
     /// One sentence for people, e.g. `added 2 rules to clusterrole "calico-kube-controllers"`.
@@ -17,23 +20,36 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// Before/after of every object touched (or that would be touched).
     pub diff: Vec<Diff>,
-    /// Action-specific result keys (snake_case), merged into the module result.
-    pub data: Map<String, Value>,
+    /// The action's result keys (snake_case), merged into the module result.
+    pub report: R,
     /// Set when the action declined to run (Ansible shows the task as skipped).
     pub skipped: Option<bool>,
 }
 
-impl Outcome {
-    /// Adds an action-specific result key.
-    pub fn set(&mut self, key: &str, value: impl Serialize) {
-        // Serializing plain data (strings, maps, k8s objects) to a Value cannot fail.
-        let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.data.insert(key.to_owned(), value);
-    }
-
+impl<R> Outcome<R> {
     /// Adds a warning.
     pub fn warn(&mut self, warning: impl Into<String>) {
         self.warnings.push(warning.into());
+    }
+
+    /// The same outcome with the report turned into its JSON keys.
+    #[must_use]
+    pub fn into_json(self) -> Outcome
+    where
+        R: Serialize,
+    {
+        let report = match serde_json::to_value(&self.report) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        Outcome {
+            changed: self.changed,
+            msg: self.msg,
+            warnings: self.warnings,
+            diff: self.diff,
+            report,
+            skipped: self.skipped,
+        }
     }
 }
 

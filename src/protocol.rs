@@ -39,6 +39,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "failed",
     "msg",
     "hint",
+    "failed_step",
     "warnings",
     "diff",
     "invocation",
@@ -49,7 +50,7 @@ pub const RESERVED_KEYS: &[&str] = &[
 ];
 
 /// What ansible-core tells the module through `_ansible_*` keys, as far as kubemend cares.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags {
     /// `_ansible_check_mode`: report what would change, change nothing.
     pub check_mode: bool,
@@ -720,33 +721,60 @@ pub struct Report {
     pub module_args: Map<String, Value>,
     /// Values to mask.
     pub secrets: Vec<String>,
-    /// What happened.
-    pub result: Result<Outcome>,
+    /// What the action found and did; `None` when it never started (bad input).
+    pub outcome: Option<Outcome>,
+    /// The step that failed and why.
+    pub failure: Option<(&'static str, Error)>,
 }
 
 impl Report {
+    /// A report for a run about to start.
+    #[must_use]
+    pub fn new(
+        module: &str,
+        flags: Flags,
+        module_args: Map<String, Value>,
+        secrets: Vec<String>,
+    ) -> Self {
+        Self {
+            module: module.to_owned(),
+            flags,
+            module_args,
+            secrets,
+            outcome: None,
+            failure: None,
+        }
+    }
+
     /// A report for a failure before any options could be read.
     #[must_use]
     pub fn early_failure(module: &str, error: Error) -> Self {
-        Self {
-            module: module.to_owned(),
-            flags: Flags::default(),
-            module_args: Map::new(),
-            secrets: env_secrets(),
-            result: Err(error),
-        }
+        let mut report = Self::new(module, Flags::default(), Map::new(), env_secrets());
+        report.fail("validate", error);
+        report
+    }
+
+    /// Records the outcome of the run, its typed report turned into result keys.
+    pub fn set_outcome<R: serde::Serialize>(&mut self, outcome: Outcome<R>) {
+        self.outcome = Some(outcome.into_json());
+    }
+
+    /// Records the failure of `step`.
+    pub fn fail(&mut self, step: &'static str, error: Error) {
+        self.failure = Some((step, error));
     }
 
     /// Whether the run failed.
     #[must_use]
     pub fn failed(&self) -> bool {
-        self.result.is_err()
+        self.failure.is_some()
     }
 
-    /// Whether the run changed (or, in check mode, would change) something.
+    /// Whether the run changed (or, in check mode, would change) something, also when it
+    /// failed after a change.
     #[must_use]
     pub fn changed(&self) -> bool {
-        self.result.as_ref().is_ok_and(|o| o.changed)
+        self.outcome.as_ref().is_some_and(|o| o.changed)
     }
 }
 
@@ -760,52 +788,21 @@ pub fn env_secrets() -> Vec<String> {
         .collect()
 }
 
-/// The module result: one JSON object with `changed`, `failed`, `msg` (always on failure),
-/// the action's data keys, `warnings`, `diff` (in diff mode), `invocation.module_args`, all
-/// masked.
+/// The module result: one JSON object with `changed`, `failed`, `msg` (on failure the error,
+/// with `hint` and `failed_step`), the action's report keys (also on failure, as far as the run
+/// got), `warnings`, `diff` (in diff mode), `invocation.module_args`, all masked.
 #[must_use]
 pub fn module_result(report: &Report) -> Value {
     let mut out = Map::new();
-    match &report.result {
-        Ok(outcome) => {
-            out.insert("changed".into(), Value::Bool(outcome.changed));
-            out.insert("failed".into(), Value::Bool(false));
+    out.insert("changed".into(), Value::Bool(report.changed()));
+    out.insert("failed".into(), Value::Bool(report.failed()));
+    let empty = Outcome::default();
+    let outcome = report.outcome.as_ref().unwrap_or(&empty);
+    match &report.failure {
+        None => {
             out.insert("msg".into(), Value::String(outcome.msg.clone()));
-            if let Some(skipped) = outcome.skipped {
-                out.insert("skipped".into(), Value::Bool(skipped));
-            }
-            for (key, value) in &outcome.data {
-                if !RESERVED_KEYS.contains(&key.as_str()) && !key.starts_with("_ansible_") {
-                    out.insert(key.clone(), value.clone());
-                }
-            }
-            out.insert(
-                "warnings".into(),
-                Value::Array(
-                    outcome
-                        .warnings
-                        .iter()
-                        .cloned()
-                        .map(Value::String)
-                        .collect(),
-                ),
-            );
-            if report.flags.diff && !outcome.diff.is_empty() {
-                let diffs: Vec<Value> = outcome
-                    .diff
-                    .iter()
-                    .map(crate::outcome::Diff::to_json)
-                    .collect();
-                let diff = match <[Value; 1]>::try_from(diffs) {
-                    Ok([single]) => single,
-                    Err(many) => Value::Array(many),
-                };
-                out.insert("diff".into(), diff);
-            }
         }
-        Err(error) => {
-            out.insert("changed".into(), Value::Bool(false));
-            out.insert("failed".into(), Value::Bool(true));
+        Some((step, error)) => {
             let hint = error.hint();
             let mut msg = error.message_with_causes();
             if let Some(hint) = &hint {
@@ -815,7 +812,41 @@ pub fn module_result(report: &Report) -> Value {
             if let Some(hint) = hint {
                 out.insert("hint".into(), Value::String(hint));
             }
+            out.insert("failed_step".into(), Value::String((*step).to_owned()));
         }
+    }
+    if let Some(skipped) = outcome.skipped {
+        out.insert("skipped".into(), Value::Bool(skipped));
+    }
+    for (key, value) in &outcome.report {
+        if !RESERVED_KEYS.contains(&key.as_str()) && !key.starts_with("_ansible_") {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    if report.outcome.is_some() {
+        out.insert(
+            "warnings".into(),
+            Value::Array(
+                outcome
+                    .warnings
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+    }
+    if report.flags.diff && !outcome.diff.is_empty() {
+        let diffs: Vec<Value> = outcome
+            .diff
+            .iter()
+            .map(crate::outcome::Diff::to_json)
+            .collect();
+        let diff = match <[Value; 1]>::try_from(diffs) {
+            Ok([single]) => single,
+            Err(many) => Value::Array(many),
+        };
+        out.insert("diff".into(), diff);
     }
     let mut args = report.module_args.clone();
     args.retain(|key, _| !key.starts_with("_ansible_"));
@@ -825,30 +856,6 @@ pub fn module_result(report: &Report) -> Value {
     let mut value = Value::Object(out);
     mask(&mut value, &report.secrets);
     value
-}
-
-/// The whole args path on arbitrary bytes, for fuzzing: parse, split, and validate against
-/// every module. Returns how many modules accepted the options. Never panics, never does I/O.
-#[must_use]
-pub fn fuzz_args(bytes: &[u8], path: &Path) -> usize {
-    let Ok(args) = parse_args_bytes(bytes, path) else {
-        return 0;
-    };
-    let secrets: Vec<String> = args.keys().take(2).cloned().collect();
-    let Ok((options, _flags)) = split_internal(args) else {
-        return 0;
-    };
-    let mut accepted = 0;
-    for spec in crate::actions::modules() {
-        let schema = (spec.schema)();
-        let mut value = Value::Object(options.clone());
-        mask(&mut value, &no_log_values(&schema, &options));
-        mask(&mut value, &secrets);
-        if (spec.validate)(options.clone()).is_ok() {
-            accepted += 1;
-        }
-    }
-    accepted
 }
 
 #[cfg(test)]
@@ -1049,17 +1056,12 @@ mod tests {
         let raw = obj(json!({"name": "a", "api_key": "s3cret-token"}));
         let secrets = no_log_values(&schema(), &raw);
         assert_eq!(secrets, vec!["s3cret-token".to_owned()]);
-        let report = Report {
-            module: "probe".into(),
-            flags: Flags::default(),
-            module_args: raw,
-            secrets,
-            result: Ok(Outcome {
-                msg: "token s3cret-token was used".into(),
-                warnings: vec!["s3cret-token".into()],
-                ..Outcome::default()
-            }),
-        };
+        let mut report = Report::new("probe", Flags::default(), raw, secrets);
+        report.set_outcome(Outcome::<Map<String, Value>> {
+            msg: "token s3cret-token was used".into(),
+            warnings: vec!["s3cret-token".into()],
+            ..Outcome::default()
+        });
         let result = module_result(&report);
         let text = result.to_string();
         assert!(!text.contains("s3cret-token"), "{text}");
@@ -1075,15 +1077,16 @@ mod tests {
 
     #[test]
     fn failure_result_has_msg_and_no_internal_keys() {
-        let report = Report {
-            module: "probe".into(),
-            flags: Flags::default(),
-            module_args: obj(json!({"name": "a", "_ansible_debug": true})),
-            secrets: Vec::new(),
-            result: Err(Error::ModuleUsage),
-        };
+        let mut report = Report::new(
+            "probe",
+            Flags::default(),
+            obj(json!({"name": "a", "_ansible_debug": true})),
+            Vec::new(),
+        );
+        report.fail("validate", Error::ModuleUsage);
         let result = module_result(&report);
         assert_eq!(result["failed"], json!(true));
+        assert_eq!(result["failed_step"], json!("validate"));
         assert!(
             result["msg"]
                 .as_str()
@@ -1091,5 +1094,27 @@ mod tests {
                 .starts_with("expected exactly one argument")
         );
         assert!(!result.to_string().contains("_ansible_"));
+    }
+
+    #[test]
+    fn a_failure_after_a_change_reports_changed_and_what_was_done() {
+        let mut report = Report::new("probe", Flags::default(), Map::new(), Vec::new());
+        let mut data = Map::new();
+        data.insert(
+            "deleted".into(),
+            json!([{"name": "a", "manifest": {"kind": "Pod"}}]),
+        );
+        report.set_outcome(Outcome {
+            changed: true,
+            msg: "force-deleted 1 stuck pod(s): ns/a".into(),
+            report: data,
+            ..Outcome::default()
+        });
+        report.fail("apply", Error::ModuleUsage);
+        let result = module_result(&report);
+        assert_eq!(result["failed"], json!(true));
+        assert_eq!(result["changed"], json!(true));
+        assert_eq!(result["failed_step"], json!("apply"));
+        assert_eq!(result["deleted"][0]["manifest"]["kind"], json!("Pod"));
     }
 }

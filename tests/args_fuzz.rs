@@ -92,7 +92,7 @@ fn args_parser_never_panics_on_mutated_input() {
         let seed = SEEDS[round % SEEDS.len()].as_bytes();
         let input = mutate(&mut rng, seed);
         let result =
-            std::panic::catch_unwind(|| kubemend::protocol::fuzz_args(&input, Path::new("args")));
+            std::panic::catch_unwind(|| kubemend::actions::fuzz_args(&input, Path::new("args")));
         let Ok(n) = result else {
             panic!("panic on input {:?}", String::from_utf8_lossy(&input));
         };
@@ -106,7 +106,7 @@ fn args_parser_never_panics_on_mutated_input() {
 fn seeds_are_accepted_by_some_module() {
     for seed in SEEDS {
         assert!(
-            kubemend::protocol::fuzz_args(seed.as_bytes(), Path::new("args")) > 0,
+            kubemend::actions::fuzz_args(seed.as_bytes(), Path::new("args")) > 0,
             "{seed}"
         );
     }

@@ -2,7 +2,7 @@
 //!
 //! Each test builds its own ClusterRole, ServiceAccount, ClusterRoleBinding and Deployment with
 //! unique names; one test works on the seeded incident objects under the incident lock. The
-//! conflict test drives the library (`CalicoRbac::run_on`) through a client layer that lets
+//! conflict test drives the library (`actions::run`) through a client layer that lets
 //! another writer change the role between kubemend's read and its update.
 
 #![allow(
@@ -21,7 +21,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kubemend::actions::calico_rbac::{CalicoRbac, Options};
-use kubemend::actions::{Action as _, RunContext};
+use kubemend::actions::{Action as _, Context};
 use serde_json::{Value, json};
 
 /// v3.13.2's five rules, exactly as the incident's role had them.
@@ -352,18 +352,23 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
                         "verbs": ["get", "list", "watch"]});
     let (cluster, log) = cluster_with_another_writer(&fixture.name, theirs.clone()).await;
     let options: Options = serde_json::from_value(fixture.args()).unwrap();
-    let outcome = CalicoRbac::validate(options)
-        .unwrap()
-        .run_on(&cluster, RunContext::default())
-        .await
-        .unwrap();
+    let action = CalicoRbac::validate(options).unwrap();
+    let cx = Context {
+        cluster,
+        check_mode: false,
+        diff: false,
+    };
+    let run = kubemend::actions::run(&action, &cx).await;
+    assert!(run.failure.is_none(), "{:?}", run.failure);
+    let outcome = run.outcome;
+    let report = serde_json::to_value(&outcome.report).unwrap();
 
     let requests = log.lock().unwrap().clone();
     let expected = [("GET", 200), ("PUT", 409), ("GET", 200), ("PUT", 200)];
     let expected: Vec<(String, u16)> = expected.iter().map(|(m, s)| ((*m).into(), *s)).collect();
     assert_eq!(requests, expected, "read, conflict, read again, update");
     assert!(outcome.changed);
-    assert_eq!(outcome.data["verified"], json!(true), "{:?}", outcome.data);
+    assert_eq!(report["verified"], json!(true), "{report}");
     // Planned against the role as read the second time: what the other writer granted is
     // neither missing nor added again.
     let added = json!([
@@ -371,8 +376,8 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
         {"api_groups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
          "verbs": ["create", "update", "delete"]}
     ]);
-    assert_eq!(outcome.data["missing_before"], added);
-    assert_eq!(outcome.data["added_rules"], added);
+    assert_eq!(report["missing_before"], added);
+    assert_eq!(report["added_rules"], added);
 
     let role = fixture.role().await;
     let annotations = role.metadata.annotations.unwrap_or_default();

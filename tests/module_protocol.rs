@@ -225,3 +225,42 @@ fn cli_bad_flag_value_fails_with_exit_1_not_2() {
     assert_eq!(result["failed"], json!(true));
     assert!(result["msg"].as_str().unwrap().contains("\"name\""));
 }
+
+/// One validator for both faces: a bad flag value of any kind (enum, integer, duration,
+/// selector, boolean, name) is refused by the options schema, not by the flag parser, so
+/// `--output json` prints exactly one JSON object with `failed: true` that names the option,
+/// and no write or API call happens (the API address is unreachable on purpose).
+#[test]
+fn cli_bad_flag_values_give_one_json_failure_naming_the_option() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["stale-webhook", "--kind", "sideways"], "kind"),
+        (&["stuck-pods", "--max-pods", "abc"], "max_pods"),
+        (&["stuck-pods", "--max-pods", "0"], "max_pods"),
+        (&["stuck-pods", "--pending-age", "5x"], "pending_age"),
+        (&["stuck-pods", "--kinds", "pending,stale"], "kinds"),
+        (
+            &["stuck-pods", "--label-selector", "a in ("],
+            "label_selector",
+        ),
+        (
+            &["calico-rbac", "--validate-certs", "maybe"],
+            "validate_certs",
+        ),
+    ];
+    for (args, option) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_kubemend"))
+            .args(args)
+            .args(["--output", "json"])
+            .env("K8S_AUTH_HOST", "https://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(stdout.lines().count(), 1, "{args:?}: one line: {stdout}");
+        let result: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(result["failed"], json!(true), "{args:?}");
+        assert_eq!(result["failed_step"], json!("validate"), "{args:?}");
+        let msg = result["msg"].as_str().unwrap();
+        assert!(msg.contains(&format!("\"{option}")), "{args:?}: {msg}");
+    }
+}

@@ -292,3 +292,46 @@ async fn stale_webhook_deletes_the_seeded_newrelic_configuration() {
     let (_, again) = support::run_module("stale_webhook", &json!({"name": name}));
     assert_eq!(again["changed"], json!(false), "{again}");
 }
+
+/// Verification after the delete: a finalizer keeps the configuration (deleting, but there).
+/// The run fails in its verify step, and still returns the configuration whole with
+/// `changed: true`; without the finalizer the same delete verifies.
+#[tokio::test]
+async fn stale_webhook_fails_verification_when_a_finalizer_keeps_the_configuration() {
+    let reaper = support::Reaper::new("webhook-verify");
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let held = support::unique("held-webhook");
+    let plain = support::unique("plain-webhook");
+    for (name, finalizers) in [(&held, json!(["kubemend.test/hold"])), (&plain, json!([]))] {
+        let object: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": reaper.labels(), "finalizers": finalizers},
+            "webhooks": [webhook("held", &namespace, "no-such-service")],
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let args = |name: &str| json!({"kubeconfig": support::cluster().kubeconfig, "name": name});
+
+    let (code, result) = support::run_module("stale_webhook", &args(&plain));
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+
+    let (code, result) = support::run_module("stale_webhook", &args(&held));
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true), "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["failed_step"], json!("verify"), "{result}");
+    assert_eq!(result["verified"], json!(false), "{result}");
+    assert!(
+        result["msg"].as_str().unwrap().contains(held.as_str()),
+        "{result}"
+    );
+    assert_eq!(
+        result["deleted"][0]["object"]["metadata"]["name"],
+        json!(held)
+    );
+    let still = api.get_opt(&held).await.unwrap().unwrap();
+    assert!(still.metadata.deletion_timestamp.is_some());
+}

@@ -23,7 +23,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kubemend::actions::stuck_pods::{StuckPods, scheduler_lease};
-use kubemend::actions::{Action as _, RunContext};
+use kubemend::actions::{Action as _, Context};
+use kubemend::outcome::Outcome;
 use serde_json::{Value, json};
 
 /// Annotation that makes the test bed's kubelet never confirm a pod's deletion.
@@ -783,18 +784,21 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
     let second = support::create(&pods, manifest).await;
     assert_ne!(uid(&second), uid(&first));
 
-    let outcome = action
-        .apply(&cluster, plan, RunContext::default())
-        .await
-        .unwrap();
+    let cx = Context {
+        cluster,
+        check_mode: false,
+        diff: false,
+    };
+    let mut outcome = Outcome::default();
+    action.apply(&cx, plan, &mut outcome).await.unwrap();
     assert!(!outcome.changed, "{outcome:?}");
     assert!(
         outcome.warnings.iter().any(|w| w.contains("re-created")),
         "{:?}",
         outcome.warnings
     );
-    let left_alone = &outcome.data["left_alone"][0];
-    assert_eq!(left_alone["uid"], json!(uid(&first)));
+    let left_alone = &outcome.report.left_alone[0];
+    assert_eq!(left_alone.pod.uid, uid(&first));
     assert!(exists(&client, &namespace, "same", &uid(&second)).await);
     cleanup(&client, &namespace).await;
 }
@@ -889,4 +893,131 @@ async fn stuck_pods_refuses_bad_input_naming_the_option_without_calling_the_api(
             .contains("terminating_grace"),
         "{result}"
     );
+}
+
+/// A real refusal in the middle of a run: a ValidatingAdmissionPolicy denies deleting the last
+/// of three stuck pods. The run fails at that pod, yet its result says what it already did:
+/// `changed: true` and the two pods deleted before it, each with its whole manifest.
+#[tokio::test]
+async fn stuck_pods_failing_midway_reports_changed_and_every_pod_already_deleted() {
+    let reaper = support::Reaper::new("stuck-midway");
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+    let scheduler = lost_scheduler();
+    for (name, refuse) in [("a-first", false), ("b-second", false), ("c-refused", true)] {
+        let mut labels = json!({"app": "midway"});
+        if refuse {
+            labels["kubemend.test/refuse-delete"] = json!("true");
+        }
+        support::create(
+            &pods,
+            json!({"metadata": {"name": name, "labels": labels},
+                   "spec": pod_spec(&json!({"schedulerName": scheduler}))}),
+        )
+        .await;
+    }
+    refuse_deleting(&client, &reaper, &namespace, "c-refused").await;
+    let args = json!({
+        "kubeconfig": support::cluster().kubeconfig,
+        "namespaces": [namespace],
+        "kinds": ["pending"],
+        "pending_age": "1s",
+        "include_bare_pods": true,
+    });
+    let mut check = args.clone();
+    check["_ansible_check_mode"] = json!(true);
+    support::wait_until(
+        "the three pods to count as stuck",
+        Duration::from_secs(30),
+        || async {
+            let (_, result) = support::run_module("stuck_pods", &check);
+            (result["counts"]["qualifying"] == json!(3)).then_some(())
+        },
+    )
+    .await;
+
+    let (code, result) = support::run_module("stuck_pods", &args);
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true), "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["failed_step"], json!("apply"), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(msg.contains("c-refused"), "{msg}");
+    let deleted = result["deleted"].as_array().unwrap();
+    let names: Vec<&str> = deleted
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a-first", "b-second"], "{result}");
+    for entry in deleted {
+        let manifest = &entry["manifest"];
+        assert_eq!(manifest["metadata"]["name"], entry["name"]);
+        assert_eq!(manifest["metadata"]["uid"], entry["uid"]);
+        assert_eq!(manifest["spec"]["schedulerName"], json!(scheduler));
+    }
+    for gone in ["a-first", "b-second"] {
+        support::wait_until(&format!("{gone} gone"), Duration::from_secs(30), || async {
+            pods.get_opt(gone).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
+    assert!(pods.get_opt("c-refused").await.unwrap().is_some());
+}
+
+/// A ValidatingAdmissionPolicy (in `reaper`'s care) that makes the API server refuse deleting
+/// pods labelled `kubemend.test/refuse-delete` in `namespace`; returns once it refuses `probe`.
+async fn refuse_deleting(client: &Client, reaper: &support::Reaper, namespace: &str, probe: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let policy = support::unique("refuse-pod-delete");
+    support::create(
+        &Api::<ValidatingAdmissionPolicy>::all(client.clone()),
+        json!({
+            "metadata": {"name": policy, "labels": reaper.labels()},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"],
+                    "resources": ["pods"]}]},
+                "validations": [{
+                    "expression": "!has(oldObject.metadata.labels) || \
+                                   !('kubemend.test/refuse-delete' in oldObject.metadata.labels)",
+                    "message": "this test refuses to delete the pod"}],
+            },
+        }),
+    )
+    .await;
+    support::create(
+        &Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": policy, "labels": reaper.labels()},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+            },
+        }),
+    )
+    .await;
+    // The policy takes effect once the API server has loaded it: wait until it refuses a
+    // server-side dry run of the delete.
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    support::wait_until(
+        &format!("the policy to refuse deleting {probe}"),
+        Duration::from_secs(60),
+        || async {
+            match pods.delete(probe, &dry_run).await {
+                Err(kube::Error::Api(status)) if status.code != 404 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
 }

@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    kubemend::protocol::fuzz_args(data, Path::new("args"));
+    kubemend::actions::fuzz_args(data, Path::new("args"));
 });

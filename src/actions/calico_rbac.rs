@@ -15,7 +15,7 @@
 //!
 //! # Concurrency
 //! The update carries the resourceVersion that was read; on a conflict the role is read again
-//! and the plan recomputed, at most [`MAX_ATTEMPTS`] times. A missing role is created.
+//! and the plan recomputed, at most [`MAX_ATTEMPTS`](crate::k8s::retry::MAX_ATTEMPTS) times. A missing role is created.
 //!
 //! # Check mode
 //! Same observation and plan; the write is sent as a server-side dry run (nothing stored, the
@@ -52,16 +52,14 @@ use kube::api::{Api, ListParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, RunContext, check_label, check_subdomain};
-use crate::client::{Cluster, ClusterArgs, connect};
+use super::{Action, Context};
+use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
+use crate::k8s::FIELD_MANAGER;
+use crate::k8s::delete::dry_run_refused;
+use crate::k8s::names::{check_label, check_subdomain};
+use crate::k8s::retry::{Attempt, on_conflict};
 use crate::outcome::{Diff, Outcome};
-
-/// How many read-plan-write rounds before giving up on a role that keeps changing.
-pub const MAX_ATTEMPTS: u32 = 5;
-
-/// Field manager recorded on writes.
-const FIELD_MANAGER: &str = "kubemend";
 
 /// API group of Calico's CRDs in the Kubernetes datastore.
 const CRD: &str = "crd.projectcalico.org";
@@ -565,15 +563,63 @@ struct Derivation {
     warnings: Vec<String>,
 }
 
-/// What [`CalicoRbac::apply`] found and did.
+/// What the plan found: the required rules, the role as read and what it lacks.
 #[derive(Debug, Clone)]
-struct Applied {
-    /// The role as read last (None: absent).
-    before: Option<ClusterRole>,
-    /// The role as written (None: nothing to write).
-    after: Option<ClusterRole>,
-    /// The permissions it lacked.
+pub struct Plan {
+    required: Vec<RuleSpec>,
+    current: Option<ClusterRole>,
     missing: Vec<Triple>,
+}
+
+/// The result keys.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Report {
+    /// Name of the ClusterRole checked.
+    #[schemars(extend("x-sample" = "calico-kube-controllers"))]
+    pub clusterrole: String,
+    /// The Calico version the rules were derived for, from O(calico_version) or the
+    /// Deployment's image tag.
+    ///
+    /// V(null) when O(rules) replaces the derivation.
+    #[schemars(extend("x-sample" = "v3.13.2"))]
+    pub calico_version: Option<String>,
+    /// The controllers the rules were derived for, from O(enabled_controllers), the
+    /// Deployment's ENABLED_CONTROLLERS or the version's defaults.
+    ///
+    /// Empty when O(rules) replaces the derivation.
+    #[schemars(extend("x-sample" = ["node", "workloadendpoint"]))]
+    pub enabled_controllers: Vec<String>,
+    /// Every rule the role must grant, derived ones and O(extra_rules).
+    pub required_rules: Vec<RuleSpec>,
+    /// The required permissions the role did not grant when it was read, grouped into rules.
+    ///
+    /// Empty when the role already grants everything.
+    pub missing_before: Vec<RuleSpec>,
+    /// The rules appended to the role (in check mode, that would be appended). Existing rules
+    /// are never changed.
+    ///
+    /// Empty when nothing was missing.
+    pub added_rules: Vec<RuleSpec>,
+    /// Whether the ClusterRole did not exist and was (in check mode, would be) created.
+    #[schemars(extend("x-sample" = false))]
+    pub created: bool,
+    /// The ServiceAccounts, as C(namespace/name), whose permissions were checked with
+    /// SubjectAccessReviews (O(service_account), else the Deployment's, else those bound to
+    /// the role).
+    #[schemars(extend("x-sample" = ["kube-system/calico-kube-controllers"]))]
+    pub service_accounts: Vec<String>,
+    /// Whether a SubjectAccessReview allowed every required permission to every ServiceAccount
+    /// after the change.
+    ///
+    /// V(null) when no review was made, in check mode with a change pending, with no
+    /// ServiceAccount to review, or when the reviews failed (a warning says why).
+    #[schemars(extend("x-sample" = true))]
+    pub verified: Option<bool>,
+    /// The permissions still denied after the change, as C(namespace/name: verb
+    /// resource.group).
+    ///
+    /// Empty unless RV(verified) is V(false).
+    pub denied: Vec<String>,
 }
 
 /// A reviewed (ServiceAccount, permission) pair.
@@ -591,6 +637,8 @@ impl Action for CalicoRbac {
     const ABOUT: &'static str =
         "Ensure the calico-kube-controllers ClusterRole grants what the running Calico needs";
     type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
 
     fn validate(options: Options) -> Result<Self> {
         check_subdomain("name", &options.name)?;
@@ -658,184 +706,169 @@ impl Action for CalicoRbac {
         })
     }
 
-    async fn run(self, ctx: RunContext) -> Result<Outcome> {
-        let cluster = connect(&self.cluster).await?;
-        self.run_on(&cluster, ctx).await
+    fn cluster_args(&self) -> &ClusterArgs {
+        &self.cluster
+    }
+
+    /// Derives the required rules, finds who runs the controllers, reads the role and what it
+    /// lacks. With nothing missing, verifies right away (the reviews only read).
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        let cluster = &cx.cluster;
+        let derivation = self.derive(cluster).await?;
+        out.warnings.extend(derivation.warnings.iter().cloned());
+        let mut required = derivation.rules.clone();
+        required.extend(self.extra_rules.iter().cloned());
+        out.report.clusterrole.clone_from(&self.name);
+        out.report.calico_version = derivation.version.map(|v| v.to_string());
+        out.report
+            .enabled_controllers
+            .clone_from(&derivation.controllers);
+        out.report.required_rules.clone_from(&required);
+
+        let subjects = self.subjects(cluster, &derivation, out).await?;
+        out.report.service_accounts = subjects.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        let current = self.read_role(cluster).await?;
+        let missing = uncovered(&rules_of(current.as_ref()), &required);
+        out.report.missing_before = group_rules(&missing);
+        if missing.is_empty() {
+            self.verify_reviews(cluster, &subjects, &required, out)
+                .await;
+        } else {
+            // Before the role grants them: is what it lacks allowed anyway?
+            self.check_enforcement(cluster, &subjects, &missing, out)
+                .await;
+        }
+        out.msg = self.message(cx.check_mode, &out.report);
+        Ok(Plan {
+            required,
+            current,
+            missing,
+        })
+    }
+
+    /// Appends what is missing (a dry run in check mode). The update carries the
+    /// resourceVersion read; on a conflict the role is read and the plan recomputed.
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        if plan.missing.is_empty() {
+            return Ok(());
+        }
+        let cluster = &cx.cluster;
+        let roles: Api<ClusterRole> = Api::all(cluster.client.clone());
+        let role_label = format!("clusterrole {:?}", self.name);
+        let mut first = Some((plan.current.clone(), plan.missing.clone()));
+        let written = on_conflict(&role_label, |_| {
+            let first = first.take();
+            let (roles, role_label, required) = (&roles, &role_label, &plan.required);
+            async move {
+                let (current, missing) = match first {
+                    Some(read) => read,
+                    None => {
+                        let current = self.read_role(cluster).await?;
+                        let missing = uncovered(&rules_of(current.as_ref()), required);
+                        (current, missing)
+                    }
+                };
+                if missing.is_empty() {
+                    return Ok(Attempt::Done(None));
+                }
+                let desired = self.desired(current.as_ref(), &missing);
+                let params = PostParams {
+                    dry_run: cx.check_mode,
+                    field_manager: Some(FIELD_MANAGER.into()),
+                };
+                let verb = if current.is_some() {
+                    "update"
+                } else {
+                    "create"
+                };
+                let result = match &current {
+                    Some(_) => roles.replace(&self.name, &params, &desired).await,
+                    None => roles.create(&params, &desired).await,
+                };
+                match result {
+                    Ok(_) => Ok(Attempt::Done(Some((current, desired, missing, None)))),
+                    // Conflict (stale resourceVersion) or AlreadyExists (created meanwhile).
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
+                    Err(err) if cx.check_mode => {
+                        let err = cluster.error(verb, role_label.clone())(err);
+                        let warning = dry_run_refused("change", &err);
+                        Ok(Attempt::Done(Some((
+                            current,
+                            desired,
+                            missing,
+                            Some(warning),
+                        ))))
+                    }
+                    Err(err) => Err(cluster.error(verb, role_label.clone())(err)),
+                }
+            }
+        })
+        .await?;
+        let Some((before, after, missing, warning)) = written else {
+            // Someone else added the rules meanwhile.
+            out.report.missing_before = Vec::new();
+            return Ok(());
+        };
+        out.warnings.extend(warning);
+        out.changed = true;
+        out.report.missing_before = group_rules(&missing);
+        out.report.added_rules = group_rules(&missing);
+        out.report.created = before.is_none();
+        out.diff.push(Diff::of(
+            &format!("clusterrole/{}", self.name),
+            before.as_ref(),
+            Some(&after),
+        ));
+        // To be verified after the change; in check mode there is nothing to verify yet.
+        out.report.verified = None;
+        out.report.denied = Vec::new();
+        out.msg = self.message(cx.check_mode, &out.report);
+        Ok(())
+    }
+
+    /// After a change, SubjectAccessReviews for every required permission (without a change
+    /// they already ran in plan). A denial is reported (`verified: false`, `denied`, a
+    /// warning), not failed: it usually means the binding is missing, which the warning names.
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        if !out.changed {
+            return Ok(());
+        }
+        let subjects: Vec<(String, String)> = out
+            .report
+            .service_accounts
+            .iter()
+            .filter_map(|sa| sa.split_once('/'))
+            .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+            .collect();
+        let required = out.report.required_rules.clone();
+        self.verify_reviews(&cx.cluster, &subjects, &required, out)
+            .await;
+        out.msg = self.message(cx.check_mode, &out.report);
+        Ok(())
     }
 }
 
+/// The rules of a role as read (none when absent).
+fn rules_of(role: Option<&ClusterRole>) -> Vec<PolicyRule> {
+    role.and_then(|r| r.rules.clone()).unwrap_or_default()
+}
+
 impl CalicoRbac {
-    /// Observes, plans, applies unless `ctx.check_mode`, verifies, on a cluster already
-    /// connected to: [`Action::run`] is [`connect`] and then this. For callers that build the
-    /// client themselves, e.g. with a tower layer around it, as the conflict test in
-    /// tests/calico_rbac.rs does to change the role between this action's read and its update.
-    /// The cluster-access options are not used.
-    pub async fn run_on(&self, cluster: &Cluster, ctx: RunContext) -> Result<Outcome> {
-        let mut outcome = Outcome::default();
-        let derivation = self.derive(cluster).await?;
-        outcome.warnings.extend(derivation.warnings.iter().cloned());
-        let mut required = derivation.rules.clone();
-        required.extend(self.extra_rules.iter().cloned());
-
-        let subjects = self.subjects(cluster, &derivation, &mut outcome).await?;
-        let Applied {
-            before,
-            after,
-            missing,
-        } = self
-            .apply(cluster, &required, &subjects, ctx, &mut outcome)
-            .await?;
-
-        let added = group_rules(&missing);
-        let verification = if ctx.check_mode && after.is_some() {
-            None
-        } else {
-            let all: Vec<Triple> = uncovered(&[], &required);
-            self.verify(cluster, &subjects, &all, &mut outcome).await
-        };
-
-        outcome.changed = after.is_some();
-        outcome.msg = self.message(
-            &derivation,
-            &added,
-            before.is_none(),
-            ctx.check_mode,
-            verification.as_ref(),
-        );
-        if let Some(after) = &after {
-            outcome.diff.push(Diff::of(
-                &format!("clusterrole/{}", self.name),
-                before.as_ref(),
-                Some(after),
-            ));
-        }
-        outcome.set("clusterrole", &self.name);
-        outcome.set("calico_version", derivation.version.map(|v| v.to_string()));
-        outcome.set("enabled_controllers", &derivation.controllers);
-        outcome.set("required_rules", &required);
-        outcome.set("missing_before", group_rules(&missing));
-        outcome.set(
-            "added_rules",
-            if after.is_some() { added } else { Vec::new() },
-        );
-        outcome.set("created", after.is_some() && before.is_none());
-        outcome.set(
-            "service_accounts",
-            subjects
-                .iter()
-                .map(|(ns, n)| format!("{ns}/{n}"))
-                .collect::<Vec<_>>(),
-        );
-        match verification {
-            Some(denied) => {
-                outcome.set("verified", denied.is_empty());
-                outcome.set(
-                    "denied",
-                    denied.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                );
-            }
-            None => {
-                outcome.set("verified", None::<bool>);
-                outcome.set("denied", Vec::<String>::new());
-            }
-        }
-        Ok(outcome)
-    }
-
-    /// Reads the role, plans, writes (dry run in check mode); re-reads and re-plans on a
-    /// conflict, at most [`MAX_ATTEMPTS`] times.
-    async fn apply(
-        &self,
-        cluster: &Cluster,
-        required: &[RuleSpec],
-        subjects: &[(String, String)],
-        ctx: RunContext,
-        outcome: &mut Outcome,
-    ) -> Result<Applied> {
+    /// Reads the role; an aggregated one is refused (its controller would overwrite the rules).
+    async fn read_role(&self, cluster: &Cluster) -> Result<Option<ClusterRole>> {
         let roles: Api<ClusterRole> = Api::all(cluster.client.clone());
-        let role_label = format!("clusterrole {:?}", self.name);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if attempt > MAX_ATTEMPTS {
-                return Err(Error::ConflictRetriesExhausted {
-                    object: role_label,
-                    attempts: MAX_ATTEMPTS,
-                });
-            }
-            let current = roles
-                .get_opt(&self.name)
-                .await
-                .map_err(cluster.error("get", role_label.clone()))?;
-            if let Some(aggregation) = current.as_ref().and_then(|r| r.aggregation_rule.as_ref()) {
-                return Err(Error::AggregatedClusterRole {
-                    name: self.name.clone(),
-                    selectors: serde_json::to_string(&aggregation.cluster_role_selectors)
-                        .unwrap_or_default(),
-                });
-            }
-            let existing = current
-                .as_ref()
-                .and_then(|r| r.rules.clone())
-                .unwrap_or_default();
-            let missing = uncovered(&existing, required);
-            if missing.is_empty() {
-                return Ok(Applied {
-                    before: current,
-                    after: None,
-                    missing,
-                });
-            }
-            if attempt == 1 {
-                // Before the role grants them: is what it lacks allowed anyway?
-                self.check_enforcement(cluster, subjects, &missing, outcome)
-                    .await;
-            }
-            let desired = self.desired(current.as_ref(), &missing);
-            let params = PostParams {
-                dry_run: ctx.check_mode,
-                field_manager: Some(FIELD_MANAGER.into()),
-            };
-            let verb = if current.is_some() {
-                "update"
-            } else {
-                "create"
-            };
-            let written = match &current {
-                Some(_) => roles.replace(&self.name, &params, &desired).await,
-                None => roles.create(&params, &desired).await,
-            };
-            match written {
-                Ok(_) => {
-                    return Ok(Applied {
-                        before: current,
-                        after: Some(desired),
-                        missing,
-                    });
-                }
-                // Conflict (stale resourceVersion) or AlreadyExists (created meanwhile).
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    tracing::info!(
-                        attempt,
-                        "clusterrole changed or appeared meanwhile, re-planning"
-                    );
-                }
-                Err(err) if ctx.check_mode => {
-                    let err = cluster.error(verb, role_label.clone())(err);
-                    outcome.warn(format!(
-                        "a server-side dry run of the change was refused, so the real run may \
-                         fail: {}",
-                        err.message_with_causes()
-                    ));
-                    return Ok(Applied {
-                        before: current,
-                        after: Some(desired),
-                        missing,
-                    });
-                }
-                Err(err) => return Err(cluster.error(verb, role_label)(err)),
-            }
+        let current = roles
+            .get_opt(&self.name)
+            .await
+            .map_err(cluster.error("get", format!("clusterrole {:?}", self.name)))?;
+        if let Some(aggregation) = current.as_ref().and_then(|r| r.aggregation_rule.as_ref()) {
+            return Err(Error::AggregatedClusterRole {
+                name: self.name.clone(),
+                selectors: serde_json::to_string(&aggregation.cluster_role_selectors)
+                    .unwrap_or_default(),
+            });
         }
+        Ok(current)
     }
 
     /// The required rules and what they came from; reads the Deployment when needed.
@@ -1048,7 +1081,7 @@ impl CalicoRbac {
         &self,
         cluster: &Cluster,
         derivation: &Derivation,
-        outcome: &mut Outcome,
+        outcome: &mut Outcome<Report>,
     ) -> Result<Vec<(String, String)>> {
         let bindings: Api<ClusterRoleBinding> = Api::all(cluster.client.clone());
         let bound: Vec<(String, String)> = match bindings.list(&ListParams::default()).await {
@@ -1177,7 +1210,7 @@ impl CalicoRbac {
         cluster: &Cluster,
         subjects: &[(String, String)],
         missing: &[Triple],
-        outcome: &mut Outcome,
+        outcome: &mut Outcome<Report>,
     ) {
         let reviews = match Self::review_all(cluster, subjects, missing).await {
             Ok(reviews) => reviews,
@@ -1219,19 +1252,20 @@ impl CalicoRbac {
         }
     }
 
-    /// Reviews every required permission; returns what is still denied, or `None` when no
-    /// review could be made.
-    async fn verify(
+    /// Reviews every required permission and records `verified` and `denied`; both stay
+    /// unset when no review could be made (a warning says why).
+    async fn verify_reviews(
         &self,
         cluster: &Cluster,
         subjects: &[(String, String)],
-        required: &[Triple],
-        outcome: &mut Outcome,
-    ) -> Option<Vec<String>> {
+        required: &[RuleSpec],
+        outcome: &mut Outcome<Report>,
+    ) {
         if subjects.is_empty() {
-            return None;
+            return;
         }
-        match Self::review_all(cluster, subjects, required).await {
+        let required: Vec<Triple> = uncovered(&[], required);
+        match Self::review_all(cluster, subjects, &required).await {
             Ok(reviews) => {
                 let denied: Vec<String> = reviews
                     .iter()
@@ -1244,40 +1278,38 @@ impl CalicoRbac {
                         denied.join(", ")
                     ));
                 }
-                Some(denied)
+                outcome.report.verified = Some(denied.is_empty());
+                outcome.report.denied = denied;
             }
             Err(err) => {
                 outcome.warn(format!(
                     "could not verify with SubjectAccessReview: {}",
                     err.message_with_causes()
                 ));
-                None
             }
         }
     }
 
-    fn message(
-        &self,
-        derivation: &Derivation,
-        added: &[RuleSpec],
-        created: bool,
-        check_mode: bool,
-        denied: Option<&Vec<String>>,
-    ) -> String {
-        let source = match derivation.version {
+    fn message(&self, check_mode: bool, report: &Report) -> String {
+        let source = match &report.calico_version {
             Some(v) => format!(
                 "calico-kube-controllers {v} ({})",
-                derivation.controllers.join(", ")
+                report.enabled_controllers.join(", ")
             ),
             None => "the given rules".into(),
         };
+        let (added, created) = (&report.added_rules, report.created);
         if added.is_empty() {
             let mut msg = format!(
                 "clusterrole {:?} already grants what {source} needs",
                 self.name
             );
-            if let Some(denied) = denied.filter(|d| !d.is_empty()) {
-                let _ = write!(msg, "; yet SubjectAccessReview denies {}", denied.len());
+            if !report.denied.is_empty() {
+                let _ = write!(
+                    msg,
+                    "; yet SubjectAccessReview denies {}",
+                    report.denied.len()
+                );
             }
             return msg;
         }

@@ -1,14 +1,17 @@
 //! The remediation actions and the one pipeline they all run through.
 //!
-//! An action is a type implementing [`Action`]: an options struct (serde + schemars + clap, one
-//! doc comment per field, which become the JSON schema, the module docs and `--help`), a
-//! `validate` step that turns options into the action without touching the cluster, and a `run`
-//! step that observes, plans, applies unless in check mode, and verifies. [`execute`] drives it
-//! from raw options to a [`Report`], the same way for the Ansible module and the CLI.
+//! An action is a type implementing [`Action`], laid out in one file (or folder) in this order:
+//! its contract (a `//!` comment with `# Idempotency`, `# Check mode`, `# Errors`), `Options`
+//! (serde + schemars + clap; each field's doc comment is its `--help`, schema and module doc),
+//! `Report` (serde + schemars; each field's doc comment is its RETURN doc), the `Plan`, then
+//! `validate` (options → action, no I/O), `plan` (read-only), `apply` (dry runs in check mode)
+//! and `verify`, then its unit tests. [`execute`] drives it from raw options to a
+//! [`Report`](crate::protocol::Report), the same way for the Ansible module and the CLI;
+//! [`run`] is the pipeline on a connected cluster, for callers that build their own client.
 //!
 //! Adding an action: write `src/actions/<name>.rs`, add it to [`modules`], remove its name from
-//! [`PLANNED`], write its EXAMPLES and RETURN in `src/module_docs/`, and run `make schemas` to
-//! write `schemas/<name>.json` and the module's docs.
+//! [`PLANNED`], write its EXAMPLES in `src/module_docs/`, and run `make schemas` to write
+//! `schemas/<name>.json` and the module's docs (RETURN comes from the Report).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -20,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::client::{Cluster, ClusterArgs, connect};
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::protocol::{self, Flags, Report};
@@ -40,16 +44,74 @@ pub const MODULE_NAMES: &[&str] = &[
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
 pub const PLANNED: &[&str] = &["kubelite_restart", "diagnose"];
 
-/// How the action is being run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunContext {
-    /// Report what would change, change nothing (no API write, no file written).
+/// How the action is being run, and the cluster it runs against.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The connected client.
+    pub cluster: Cluster,
+    /// Report what would change, change nothing: every write is sent as a server-side dry run
+    /// and no file is written.
     pub check_mode: bool,
-    /// The caller wants diffs (actions may compute them regardless; they are cheap).
+    /// The caller wants diffs (actions compute them regardless; they are cheap).
     pub diff: bool,
 }
 
-/// One remediation action.
+/// The stage of the pipeline an action was in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Checking the options (no I/O).
+    Validate,
+    /// Building the client and reaching the API server.
+    Connect,
+    /// Reading the cluster and deciding what to do (read-only).
+    Plan,
+    /// Making the changes (dry runs in check mode).
+    Apply,
+    /// Proving the effect after a real run.
+    Verify,
+}
+
+impl Step {
+    /// The name in results (`failed_step`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::Connect => "connect",
+            Self::Plan => "plan",
+            Self::Apply => "apply",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+/// A failed run: the step, the error, and (in [`Run::outcome`]) everything done before it.
+#[derive(Debug)]
+pub struct Failure {
+    /// Where it failed.
+    pub step: Step,
+    /// Why.
+    pub error: Error,
+}
+
+/// What a run produced: the outcome (complete on success, partial on failure) and the failure.
+#[derive(Debug)]
+pub struct Run<R> {
+    /// What was found and done, up to the failure if there is one.
+    pub outcome: Outcome<R>,
+    /// Set when a step failed.
+    pub failure: Option<Failure>,
+}
+
+/// One remediation action: options, a read-only plan, an apply step and a verification.
+///
+/// The pipeline ([`run`]) is validate → connect → plan → apply → verify, the same for the
+/// module and the CLI. `plan` only reads, so check mode and the real run share it and cannot
+/// disagree, and other actions (diagnose) can call it on its own. `apply` runs in both modes:
+/// in check mode every write it sends is a server-side dry run. `verify` runs after a real
+/// apply. Each step records into the one [`Outcome`] as it goes, so that a failure still
+/// carries what was already done (objects deleted, with their manifests, and `changed`).
 pub trait Action: Sized {
     /// Module name (snake_case); the CLI subcommand is the kebab-case form.
     const NAME: &'static str;
@@ -60,11 +122,88 @@ pub trait Action: Sized {
     /// Options as the user gives them. Field doc comments are the documentation.
     type Options: DeserializeOwned + Serialize + JsonSchema + Args;
 
+    /// What `plan` found and decided; `apply` carries it out.
+    type Plan;
+
+    /// The action's result keys. Field doc comments become the module's RETURN docs.
+    type Report: Serialize + JsonSchema + Default;
+
     /// Checks the options and builds the action. Must not contact the cluster.
     fn validate(options: Self::Options) -> Result<Self>;
 
-    /// Observes, plans, applies unless `ctx.check_mode`, verifies.
-    fn run(self, ctx: RunContext) -> impl Future<Output = Result<Outcome>>;
+    /// The cluster-access options.
+    fn cluster_args(&self) -> &ClusterArgs;
+
+    /// Reads the cluster and decides; never writes. May fill the report and warnings.
+    fn plan(
+        &self,
+        cx: &Context,
+        out: &mut Outcome<Self::Report>,
+    ) -> impl Future<Output = Result<Self::Plan>>;
+
+    /// Carries the plan out (dry runs in check mode), recording each change as it is made.
+    fn apply(
+        &self,
+        cx: &Context,
+        plan: Self::Plan,
+        out: &mut Outcome<Self::Report>,
+    ) -> impl Future<Output = Result<()>>;
+
+    /// Proves the effect of a real run (not called in check mode).
+    fn verify(
+        &self,
+        cx: &Context,
+        out: &mut Outcome<Self::Report>,
+    ) -> impl Future<Output = Result<()>>;
+}
+
+/// Runs plan, apply and verify on a connected cluster. The outcome is kept on failure.
+pub async fn run<A: Action>(action: &A, cx: &Context) -> Run<A::Report> {
+    let mut outcome = Outcome::default();
+    let mut step = Step::Plan;
+    let result = steps(action, cx, &mut outcome, &mut step).await;
+    Run {
+        outcome,
+        failure: result.err().map(|error| Failure { step, error }),
+    }
+}
+
+async fn steps<A: Action>(
+    action: &A,
+    cx: &Context,
+    out: &mut Outcome<A::Report>,
+    step: &mut Step,
+) -> Result<()> {
+    *step = Step::Plan;
+    let plan = action.plan(cx, out).await?;
+    *step = Step::Apply;
+    action.apply(cx, plan, out).await?;
+    if !cx.check_mode {
+        *step = Step::Verify;
+        action.verify(cx, out).await?;
+    }
+    Ok(())
+}
+
+/// Connects with the action's cluster options, then [`run`]s it.
+pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Report> {
+    match connect(action.cluster_args()).await {
+        Ok(cluster) => {
+            let cx = Context {
+                cluster,
+                check_mode: flags.check_mode,
+                diff: flags.diff,
+            };
+            run(action, &cx).await
+        }
+        Err(error) => Run {
+            outcome: Outcome::default(),
+            failure: Some(Failure {
+                step: Step::Connect,
+                error,
+            }),
+        },
+    }
 }
 
 /// Type-erased description of an action, for dispatch, the CLI and the schema generator.
@@ -76,7 +215,12 @@ pub struct ModuleSpec {
     pub about: &'static str,
     /// The options' JSON schema.
     pub schema: fn() -> Value,
-    /// Adds the options as flags to a clap command.
+    /// The result keys' JSON schema (the Report), for the RETURN docs.
+    pub report_schema: fn() -> Value,
+    /// An empty Report as JSON: the keys every result of the action has.
+    pub default_report: fn() -> Value,
+    /// Adds the options as flags to a clap command (for `--help`; values are validated by the
+    /// schema, not by clap).
     pub augment_args: fn(clap::Command) -> clap::Command,
     /// Runs it from raw options.
     pub execute: fn(Map<String, Value>, Flags) -> Report,
@@ -90,6 +234,8 @@ impl ModuleSpec {
             name: A::NAME,
             about: A::ABOUT,
             schema: schema::<A>,
+            report_schema: report_schema::<A>,
+            default_report: || serde_json::to_value(A::Report::default()).unwrap_or_default(),
             augment_args: <A::Options as Args>::augment_args,
             execute: execute::<A>,
             validate: validate::<A>,
@@ -115,6 +261,13 @@ pub fn modules() -> Vec<ModuleSpec> {
 
 /// Finds an implemented action by module name.
 pub fn find(name: &str) -> Result<ModuleSpec> {
+    let available = || {
+        modules()
+            .iter()
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     modules()
         .into_iter()
         .find(|spec| spec.name == name)
@@ -123,18 +276,12 @@ pub fn find(name: &str) -> Result<ModuleSpec> {
                 Error::CannotPlan {
                     action: "module dispatch",
                     problem: format!("module {name} is not available in this version of kubemend"),
-                    hint: format!(
-                        "available modules: {}",
-                        modules()
-                            .iter()
-                            .map(|m| m.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    hint: format!("available modules: {}", available()),
                 }
             } else {
                 Error::UnknownModule {
                     name: name.to_owned(),
+                    known: MODULE_NAMES.join(", "),
                 }
             }
         })
@@ -153,6 +300,12 @@ pub fn schema<A: Action>() -> Value {
     schema
 }
 
+/// The JSON schema of an action's result keys (its Report).
+#[must_use]
+pub fn report_schema<A: Action>() -> Value {
+    serde_json::to_value(schemars::schema_for!(A::Report)).unwrap_or_default()
+}
+
 /// Raw options → validated action, without running it.
 pub fn validate<A: Action>(raw: Map<String, Value>) -> Result<()> {
     let schema = schema::<A>();
@@ -160,24 +313,12 @@ pub fn validate<A: Action>(raw: Map<String, Value>) -> Result<()> {
     A::validate(protocol::deserialize_options::<A::Options>(options)?).map(drop)
 }
 
-/// Raw options → validated options → action → outcome, never panicking.
+/// Raw options → validated options → action → run, never panicking.
 pub fn execute<A: Action>(raw: Map<String, Value>, flags: Flags) -> Report {
     let schema = schema::<A>();
     let mut secrets = protocol::no_log_values(&schema, &raw);
     secrets.extend(protocol::env_secrets());
-    let ctx = RunContext {
-        check_mode: flags.check_mode,
-        diff: flags.diff,
-    };
-    let mut report = Report {
-        module: A::NAME.to_owned(),
-        flags,
-        module_args: raw.clone(),
-        secrets,
-        result: Err(Error::Internal {
-            message: "action did not run".into(),
-        }),
-    };
+    let mut report = Report::new(A::NAME, flags, raw.clone(), secrets);
     let prepared = protocol::validate_options(A::NAME, &schema, raw)
         .and_then(protocol::deserialize_options::<A::Options>)
         .and_then(|options| {
@@ -189,11 +330,20 @@ pub fn execute<A: Action>(raw: Map<String, Value>, flags: Flags) -> Report {
     let action = match prepared {
         Ok(action) => action,
         Err(error) => {
-            report.result = Err(error);
+            report.fail(Step::Validate.name(), error);
             return report;
         }
     };
-    report.result = block_on(action.run(ctx));
+    let run = block_on(async { Ok(connect_and_run(&action, &flags).await) });
+    match run {
+        Ok(run) => {
+            report.set_outcome(run.outcome);
+            if let Some(failure) = run.failure {
+                report.fail(failure.step.name(), failure.error);
+            }
+        }
+        Err(error) => report.fail(Step::Apply.name(), error),
+    }
     report
 }
 
@@ -235,63 +385,33 @@ pub fn backup_dir(option: Option<String>) -> Result<Option<std::path::PathBuf>> 
     }
 }
 
-/// Kubernetes names: RFC 1123 DNS subdomain (ClusterRoles, webhook configurations,
-/// deployments) — lower-case alphanumerics, `-` and `.`, starting and ending alphanumeric, at
-/// most 253 characters.
-pub fn check_subdomain(option: &str, value: &str) -> Result<()> {
-    let valid = !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidOption {
-            option: option.to_owned(),
-            problem: format!(
-                "{value:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit, at most 253 characters)"
-            ),
-        })
+/// The whole args path on arbitrary bytes, for fuzzing: parse, split, and validate against
+/// every module. Returns how many modules accepted the options. Never panics, never does I/O.
+#[must_use]
+pub fn fuzz_args(bytes: &[u8], path: &std::path::Path) -> usize {
+    let Ok(args) = protocol::parse_args_bytes(bytes, path) else {
+        return 0;
+    };
+    let secrets: Vec<String> = args.keys().take(2).cloned().collect();
+    let Ok((options, _flags)) = protocol::split_internal(args) else {
+        return 0;
+    };
+    let mut accepted = 0;
+    for spec in modules() {
+        let schema = (spec.schema)();
+        let mut value = Value::Object(options.clone());
+        protocol::mask(&mut value, &protocol::no_log_values(&schema, &options));
+        protocol::mask(&mut value, &secrets);
+        if (spec.validate)(options.clone()).is_ok() {
+            accepted += 1;
+        }
     }
-}
-
-/// Kubernetes namespace and ServiceAccount-style names: RFC 1123 label, at most 63 characters.
-pub fn check_label(option: &str, value: &str) -> Result<()> {
-    if value.len() <= 63 && !value.contains('.') && check_subdomain(option, value).is_ok() {
-        Ok(())
-    } else {
-        Err(Error::InvalidOption {
-            option: option.to_owned(),
-            problem: format!(
-                "{value:?} is not a valid Kubernetes name (lower-case letters, digits and '-', \
-                 starting and ending with a letter or digit, at most 63 characters)"
-            ),
-        })
-    }
+    accepted
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kubernetes_names_are_checked() {
-        assert!(check_subdomain("name", "calico-kube-controllers").is_ok());
-        assert!(check_subdomain("name", "a.b-c.d").is_ok());
-        for bad in ["", "Upper", "-x", "x-", "a..b", "a_b", &"x".repeat(254)] {
-            assert!(check_subdomain("name", bad).is_err(), "{bad:?}");
-        }
-        assert!(check_label("namespace", "kube-system").is_ok());
-        assert!(check_label("namespace", "a.b").is_err());
-        assert!(check_label("namespace", &"x".repeat(64)).is_err());
-    }
 
     #[test]
     fn every_module_name_is_implemented_or_planned() {

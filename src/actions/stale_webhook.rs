@@ -37,14 +37,16 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::api::{Api, ListParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{Action, RunContext, check_subdomain};
-use crate::client::{Cluster, ClusterArgs, connect};
+use super::{Action, Context};
+use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
+use crate::k8s::delete::{BackupOf, DeleteOptions, Deletion, backup, delete_uid};
+use crate::k8s::names::check_subdomain;
 use crate::outcome::{Diff, Outcome};
 
 /// Delete admission webhook configurations (mutating and validating) whose backend is gone, on
@@ -286,6 +288,80 @@ pub fn ready_endpoints(slices: &[EndpointSlice], port_name: Option<&str>) -> usi
         .count()
 }
 
+/// The result keys.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Report {
+    /// The webhook configurations deleted (in check mode, that would be deleted), each whole,
+    /// so that it can be restored.
+    ///
+    /// Empty when nothing was deleted. On a failure, those deleted before it.
+    pub deleted: Vec<Deleted>,
+    /// Every configuration considered, with the verdict on each of its webhooks and what was
+    /// done.
+    pub configurations: Vec<ConfigurationReport>,
+    /// Whether every deleted configuration was gone (or replaced by a new UID) afterwards.
+    ///
+    /// V(null) in check mode and when nothing was deleted.
+    #[schemars(extend("x-sample" = true))]
+    pub verified: Option<bool>,
+}
+
+/// A deleted configuration.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deleted {
+    /// C(MutatingWebhookConfiguration) or C(ValidatingWebhookConfiguration).
+    #[schemars(extend("x-sample" = "MutatingWebhookConfiguration"))]
+    pub kind: String,
+    /// Name of the configuration.
+    #[schemars(extend("x-sample" = "newrelic-bundle-nri-metadata-injection"))]
+    pub name: String,
+    /// UID of the configuration; the delete was made on the condition that it still matched.
+    pub uid: String,
+    /// The backup written before the delete; restore it with C(kubectl apply -f).
+    ///
+    /// V(null) without O(backup_dir) and in check mode.
+    pub backup_file: Option<String>,
+    /// The configuration as it was read, complete.
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    pub object: Value,
+}
+
+/// One configuration considered.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ConfigurationReport {
+    /// C(MutatingWebhookConfiguration) or C(ValidatingWebhookConfiguration).
+    pub kind: String,
+    /// Name of the configuration.
+    pub name: String,
+    /// UID of the configuration.
+    pub uid: String,
+    /// Whether every webhook of the configuration is stale.
+    pub stale: bool,
+    /// One entry per webhook of the configuration.
+    pub webhooks: Vec<WebhookReport>,
+    /// What was done: C(deleted), C(would delete), or C(kept) with the reason for keeping it.
+    #[schemars(extend(
+        "x-sample" = "kept: some webhooks are live or cannot be judged (force: true deletes it anyway)"
+    ))]
+    pub action: String,
+}
+
+/// The verdict on one webhook.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WebhookReport {
+    /// Name of the webhook.
+    pub name: String,
+    /// Where the API server calls it, C(service namespace/name:port/path) or C(url URL).
+    #[schemars(extend("x-sample" = "service newrelic/nri-metadata-injection:443/mutate"))]
+    pub target: String,
+    /// The webhook's failurePolicy (V(Fail) when unset).
+    pub failure_policy: String,
+    /// C(stale), C(live) or C(not judged) (URL webhooks, ExternalName Services).
+    pub verdict: String,
+    /// The evidence for the verdict, e.g. the Service missing or no ready endpoint.
+    pub reason: String,
+}
+
 /// The validated action.
 #[derive(Debug, Clone)]
 pub struct StaleWebhook {
@@ -302,11 +378,30 @@ enum Target {
     Detect { exclude: Vec<String> },
 }
 
+/// What the plan found: every configuration in scope, judged, and which to delete.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The configurations in scope with their verdicts.
+    pub judged: Vec<(Configuration, Vec<Verdict>)>,
+}
+
+impl Plan {
+    /// The configurations to delete, with `force` as given.
+    pub fn to_delete(&self, force: bool) -> impl Iterator<Item = &Configuration> {
+        self.judged
+            .iter()
+            .filter(move |(_, verdicts)| should_delete(verdicts, force))
+            .map(|(c, _)| c)
+    }
+}
+
 impl Action for StaleWebhook {
     const NAME: &'static str = "stale_webhook";
     const ABOUT: &'static str =
         "Delete admission webhook configurations whose backend is gone, on evidence only";
     type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
 
     fn validate(options: Options) -> Result<Self> {
         let target = match (options.name, options.detect) {
@@ -358,52 +453,27 @@ impl Action for StaleWebhook {
         })
     }
 
-    async fn run(self, ctx: RunContext) -> Result<Outcome> {
-        let cluster = connect(&self.cluster).await?;
-        let configurations = self.observe(&cluster).await?;
-        let mut outcome = Outcome::default();
-        let mut evidence_cache = Evidence::new(&cluster);
-        let mut reports = Vec::new();
-        let mut deleted = Vec::new();
+    fn cluster_args(&self) -> &ClusterArgs {
+        &self.cluster
+    }
+
+    /// Reads the configurations in scope and judges each webhook on evidence.
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        let cluster = &cx.cluster;
+        let configurations = self.observe(cluster).await?;
+        let mut evidence = Evidence::new(cluster);
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        for configuration in &configurations {
+        let mut plan = Plan::default();
+        for configuration in configurations {
             let mut verdicts = Vec::new();
             for webhook in &configuration.webhooks {
-                verdicts.push(evidence_cache.judge(webhook, now).await?);
+                verdicts.push(evidence.judge(webhook, now).await?);
             }
-            let delete = should_delete(&verdicts, self.force);
-            let mut report = json!({
-                "kind": configuration.kind.name(),
-                "name": configuration.name,
-                "uid": configuration.uid,
-                "stale": !verdicts.is_empty()
-                    && verdicts.iter().all(|v| matches!(v, Verdict::Stale(_))),
-                "webhooks": configuration.webhooks.iter().zip(&verdicts).map(|(w, v)| json!({
-                    "name": w.name,
-                    "target": target_of(&w.client_config),
-                    "failure_policy": w.failure_policy,
-                    "verdict": v.label(),
-                    "reason": v.reason(),
-                })).collect::<Vec<_>>(),
-            });
-            let reason = if delete {
-                let applied = self
-                    .delete(&cluster, configuration, ctx, &mut outcome)
-                    .await?;
-                if let Some(entry) = applied {
-                    deleted.push(entry);
-                    outcome.diff.push(Diff::of(
-                        &format!("{}/{}", configuration.kind.lower(), configuration.name),
-                        Some(&configuration.object),
-                        None,
-                    ));
-                    if ctx.check_mode {
-                        "would delete"
-                    } else {
-                        "deleted"
-                    }
+            let action = if should_delete(&verdicts, self.force) {
+                if cx.check_mode {
+                    "would delete"
                 } else {
-                    "gone or replaced meanwhile; left alone"
+                    "deleted"
                 }
             } else if verdicts.is_empty() {
                 "kept: it has no webhooks, so there is no evidence"
@@ -412,14 +482,114 @@ impl Action for StaleWebhook {
             } else {
                 "kept: no stale webhook"
             };
-            report["action"] = Value::String(reason.into());
-            reports.push(report);
+            out.report
+                .configurations
+                .push(configuration_report(&configuration, &verdicts, action));
+            plan.judged.push((configuration, verdicts));
         }
-        outcome.changed = !deleted.is_empty();
-        outcome.msg = self.message(&configurations, &deleted, ctx.check_mode);
-        outcome.set("deleted", &deleted);
-        outcome.set("configurations", &reports);
-        Ok(outcome)
+        out.msg = self.message(plan.judged.len(), &[], cx.check_mode);
+        Ok(plan)
+    }
+
+    /// Backs up and deletes each configuration to delete (dry runs in check mode), recording
+    /// each delete as it is made.
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        for configuration in plan.to_delete(self.force) {
+            let deleted = self.delete(cx, configuration, &mut out.warnings).await?;
+            let Some(deleted) = deleted else {
+                if let Some(entry) = out
+                    .report
+                    .configurations
+                    .iter_mut()
+                    .find(|c| c.uid == configuration.uid)
+                {
+                    "gone or replaced meanwhile; left alone".clone_into(&mut entry.action);
+                }
+                continue;
+            };
+            out.report.deleted.push(deleted);
+            out.changed = true;
+            out.diff.push(Diff::of(
+                &format!("{}/{}", configuration.kind.lower(), configuration.name),
+                Some(&configuration.object),
+                None,
+            ));
+        }
+        out.msg = self.message(plan.judged.len(), &out.report.deleted, cx.check_mode);
+        Ok(())
+    }
+
+    /// Reads each deleted configuration back: gone, or replaced by one with a new UID.
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        if out.report.deleted.is_empty() {
+            return Ok(());
+        }
+        let mut still = Vec::new();
+        for deleted in &out.report.deleted {
+            let kind = if deleted.kind == Kind::Mutating.name() {
+                Kind::Mutating
+            } else {
+                Kind::Validating
+            };
+            let label = format!("{} {:?}", kind.lower(), deleted.name);
+            let found = match kind {
+                Kind::Mutating => {
+                    let api: Api<MutatingWebhookConfiguration> =
+                        Api::all(cx.cluster.client.clone());
+                    api.get_opt(&deleted.name)
+                        .await
+                        .map(|o| o.and_then(|o| o.metadata.uid))
+                }
+                Kind::Validating => {
+                    let api: Api<ValidatingWebhookConfiguration> =
+                        Api::all(cx.cluster.client.clone());
+                    api.get_opt(&deleted.name)
+                        .await
+                        .map(|o| o.and_then(|o| o.metadata.uid))
+                }
+            }
+            .map_err(cx.cluster.error("get", label.clone()))?;
+            if found.as_deref() == Some(deleted.uid.as_str()) {
+                still.push(label);
+            }
+        }
+        out.report.verified = Some(still.is_empty());
+        if still.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotVerified {
+                what: format!("{} still there after the delete", still.join(", ")),
+                hint: "a finalizer or an admission controller keeps it; check \
+                       metadata.finalizers and metadata.deletionTimestamp"
+                    .into(),
+            })
+        }
+    }
+}
+
+fn configuration_report(
+    configuration: &Configuration,
+    verdicts: &[Verdict],
+    action: &str,
+) -> ConfigurationReport {
+    ConfigurationReport {
+        kind: configuration.kind.name().into(),
+        name: configuration.name.clone(),
+        uid: configuration.uid.clone(),
+        stale: !verdicts.is_empty() && verdicts.iter().all(|v| matches!(v, Verdict::Stale(_))),
+        webhooks: configuration
+            .webhooks
+            .iter()
+            .zip(verdicts)
+            .map(|(w, v)| WebhookReport {
+                name: w.name.clone(),
+                target: target_of(&w.client_config),
+                failure_policy: w.failure_policy.clone(),
+                verdict: v.label().into(),
+                reason: v.reason(),
+            })
+            .collect(),
+        action: action.into(),
     }
 }
 
@@ -483,85 +653,65 @@ impl StaleWebhook {
     /// or was replaced meanwhile.
     async fn delete(
         &self,
-        cluster: &Cluster,
+        cx: &Context,
         configuration: &Configuration,
-        ctx: RunContext,
-        outcome: &mut Outcome,
-    ) -> Result<Option<Value>> {
-        let backup_file = match (&self.backup_dir, ctx.check_mode) {
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Deleted>> {
+        let backup_file = match (&self.backup_dir, cx.check_mode) {
             (Some(dir), false) => Some(write_backup(dir, configuration)?),
             _ => None,
         };
-        let params = DeleteParams {
-            dry_run: ctx.check_mode,
-            preconditions: Some(Preconditions {
-                uid: Some(configuration.uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
         let label = configuration.label();
-        let result = match configuration.kind {
+        let options = DeleteOptions {
+            dry_run: cx.check_mode,
+            grace_period_seconds: None,
+        };
+        let (name, uid) = (&configuration.name, &configuration.uid);
+        let client = cx.cluster.client.clone();
+        let deletion = match configuration.kind {
             Kind::Mutating => {
-                let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
-                api.delete(&configuration.name, &params).await.map(|_| ())
+                let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+                delete_uid(&api, name, uid, options, warnings, &cx.cluster, &label).await
             }
             Kind::Validating => {
-                let api: Api<ValidatingWebhookConfiguration> = Api::all(cluster.client.clone());
-                api.delete(&configuration.name, &params).await.map(|_| ())
+                let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+                delete_uid(&api, name, uid, options, warnings, &cx.cluster, &label).await
             }
-        };
-        match result {
-            Ok(()) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                outcome.warn(format!("{label} was deleted by someone else meanwhile"));
-                return Ok(None);
+        }
+        .map_err(cx.cluster.error("delete", label.clone()))?;
+        match deletion {
+            Deletion::Done => Ok(Some(Deleted {
+                kind: configuration.kind.name().into(),
+                name: configuration.name.clone(),
+                uid: configuration.uid.clone(),
+                backup_file: backup_file.map(|p| p.display().to_string()),
+                object: configuration.object.clone(),
+            })),
+            Deletion::Gone => {
+                warnings.push(format!("{label} was deleted by someone else meanwhile"));
+                Ok(None)
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                outcome.warn(format!(
+            Deletion::Replaced => {
+                warnings.push(format!(
                     "{label} was re-created (new UID) meanwhile; the new one was left alone"
                 ));
-                return Ok(None);
+                Ok(None)
             }
-            Err(err) if ctx.check_mode => {
-                let err = cluster.error("delete", label.clone())(err);
-                outcome.warn(format!(
-                    "a server-side dry run of the delete was refused, so the real run may fail: {}",
-                    err.message_with_causes()
-                ));
-            }
-            Err(err) => return Err(cluster.error("delete", label)(err)),
         }
-        Ok(Some(json!({
-            "kind": configuration.kind.name(),
-            "name": configuration.name,
-            "uid": configuration.uid,
-            "backup_file": backup_file.map(|p| p.display().to_string()),
-            "object": configuration.object,
-        })))
     }
 
-    fn message(&self, configurations: &[Configuration], deleted: &[Value], check: bool) -> String {
+    fn message(&self, considered: usize, deleted: &[Deleted], check: bool) -> String {
         if let Target::Name(name) = &self.target
-            && configurations.is_empty()
+            && considered == 0
         {
             return format!("no webhook configuration named {name:?} (nothing to do)");
         }
         if deleted.is_empty() {
-            return format!(
-                "nothing stale: left {} webhook configuration(s) alone",
-                configurations.len()
-            );
+            return format!("nothing stale: left {considered} webhook configuration(s) alone");
         }
         let names: Vec<String> = deleted
             .iter()
-            .map(|d| {
-                format!(
-                    "{} {}",
-                    d["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
-                    d["name"]
-                )
-            })
+            .map(|d| format!("{} {:?}", d.kind.to_ascii_lowercase(), d.name))
             .collect();
         format!(
             "{} {}",
@@ -585,21 +735,19 @@ fn target_of(config: &WebhookClientConfig) -> String {
     }
 }
 
-/// Writes the backup YAML (atomically: temp file, then rename) and returns its path.
+/// Writes the backup YAML and returns its path.
 fn write_backup(dir: &Path, configuration: &Configuration) -> Result<PathBuf> {
-    let stamp = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
-    let uid_prefix: String = configuration.uid.chars().take(8).collect();
-    let file_name = format!(
-        "{}-{}-{stamp}-{uid_prefix}.yaml",
-        configuration.kind.lower(),
-        configuration.name
-    );
-    let header = format!(
-        "# Backup of {} taken before kubemend deleted it (uid {}).\n# Restore: kubectl apply -f {file_name}\n",
-        configuration.label(),
-        configuration.uid,
-    );
-    crate::outcome::write_backup(dir, &file_name, &header, &configuration.object)
+    backup(
+        dir,
+        BackupOf {
+            kind: configuration.kind.lower(),
+            namespace: None,
+            name: &configuration.name,
+            uid: &configuration.uid,
+            verb: "deleted",
+        },
+        &configuration.object,
+    )
 }
 
 /// Reads Services and EndpointSlices once per Service and judges webhooks.
@@ -697,6 +845,7 @@ impl<'a> Evidence<'a> {
 mod tests {
     use super::*;
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+    use serde_json::json;
 
     fn validate(value: Value) -> Result<StaleWebhook> {
         StaleWebhook::validate(serde_json::from_value(value).unwrap())

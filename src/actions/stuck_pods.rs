@@ -55,41 +55,41 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration as StdDuration, Instant};
 
 use clap::{Args, ValueEnum};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
-};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Action, RunContext, check_label, check_subdomain};
-use crate::client::{Cluster, ClusterArgs, connect};
+use super::{Action, Context};
+use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
-use crate::outcome::{self, Diff, Outcome};
-
-/// Pods per page of a list call.
-pub const PAGE_SIZE: u32 = 500;
+use crate::k8s::FIELD_MANAGER;
+use crate::k8s::delete::{BackupOf, DeleteOptions, Deletion, backup, delete_uid, dry_run_refused};
+use crate::k8s::duration::{Duration, format_duration, seconds_since};
+use crate::k8s::lease::lease_held;
+use crate::k8s::names::check_label;
+use crate::k8s::nodes::{NODE_LEASE_NAMESPACE, NodeInfo, NodeReport, NodeState, read_nodes};
+use crate::k8s::paging::Pages;
+use crate::k8s::selector::{check_label_selector, escape_field_value};
+use crate::outcome::{Diff, Outcome};
 
 /// At most this many entries in each of the `left_alone` and `seen_by_scheduler` lists; the rest
 /// are counted.
 pub const REPORT_LIMIT: usize = 100;
 
 /// How long to wait for deleted pods to disappear.
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
+const VERIFY_TIMEOUT: StdDuration = StdDuration::from_secs(15);
 
 /// The scheduler a pod without schedulerName gets, and the Lease its leader holds.
 const DEFAULT_SCHEDULER: &str = "default-scheduler";
 const DEFAULT_SCHEDULER_LEASE: (&str, &str) = ("kube-system", "kube-scheduler");
-
-/// Namespace of the node heartbeat Leases.
-const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// Force-delete pods stuck Terminating or stuck Pending (never seen by the scheduler), on
 /// evidence, with a UID precondition, a cap per run and a restorable backup of each.
@@ -110,13 +110,13 @@ pub struct Options {
     /// count as stuck, e.g. 90s, 10m, 1h.
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_terminating_grace")]
-    pub terminating_grace: String,
+    pub terminating_grace: Duration,
 
     /// How old a Pending pod that the scheduler never saw must be to count as stuck, e.g. 90s,
     /// 10m, 1h.
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_pending_age")]
-    pub pending_age: String,
+    pub pending_age: Duration,
 
     /// Only look in these namespaces (default: all).
     #[arg(long, value_name = "NAMESPACE", value_delimiter = ',')]
@@ -171,12 +171,12 @@ fn default_kinds() -> Vec<StuckKind> {
     vec![StuckKind::Terminating, StuckKind::Pending]
 }
 
-fn default_terminating_grace() -> String {
-    "5m".into()
+fn default_terminating_grace() -> Duration {
+    Duration::from_secs(300)
 }
 
-fn default_pending_age() -> String {
-    "10m".into()
+fn default_pending_age() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_exclude_namespaces() -> Vec<String> {
@@ -209,268 +209,9 @@ pub enum StuckKind {
     Pending,
 }
 
-impl StuckKind {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Terminating => "terminating",
-            Self::Pending => "pending",
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Durations and label selectors (validation, no cluster)
 // ---------------------------------------------------------------------------------------------
-
-/// Parses a duration option: one or more `<digits><unit>` parts with unit `s`, `m`, `h` or `d`,
-/// e.g. `90s`, `10m`, `1h`, `1h30m`. Returns seconds.
-pub fn parse_duration(option: &str, text: &str) -> Result<i64> {
-    let invalid = |problem: String| Error::InvalidOption {
-        option: option.to_owned(),
-        problem,
-    };
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(invalid(
-            "must not be empty: write a duration like 90s, 10m or 1h".into(),
-        ));
-    }
-    if trimmed.starts_with('-') {
-        return Err(invalid(format!(
-            "{text:?} is negative: write a duration like 90s, 10m or 1h"
-        )));
-    }
-    let malformed = || {
-        invalid(format!(
-            "{text:?} is not a duration: write digits and a unit (s, m, h or d), like 90s, 10m, \
-             1h or 1h30m"
-        ))
-    };
-    let mut total: i64 = 0;
-    let mut digits = String::new();
-    for c in trimmed.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: i64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(malformed()),
-        };
-        if digits.is_empty() {
-            return Err(malformed());
-        }
-        let part = digits
-            .parse::<i64>()
-            .ok()
-            .and_then(|n| n.checked_mul(unit))
-            .and_then(|s| total.checked_add(s))
-            // A century is plenty, and keeps timestamp arithmetic far from overflowing.
-            .filter(|s| *s <= 100 * 365 * 86_400)
-            .ok_or_else(|| invalid(format!("{text:?} is too long a duration")))?;
-        total = part;
-        digits.clear();
-    }
-    if !digits.is_empty() {
-        return Err(invalid(format!(
-            "{text:?} has no unit: write {digits}s, {digits}m or {digits}h"
-        )));
-    }
-    Ok(total)
-}
-
-/// Seconds for people: `45s`, `5m3s`, `2h5m`, `3d4h`.
-#[must_use]
-pub fn format_duration(seconds: i64) -> String {
-    if seconds < 0 {
-        return format!("-{}", format_duration(seconds.saturating_neg()));
-    }
-    let (d, h, m, s) = (
-        seconds / 86_400,
-        seconds % 86_400 / 3600,
-        seconds % 3600 / 60,
-        seconds % 60,
-    );
-    let mut out = String::new();
-    for (value, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s")] {
-        // Two units are precise enough for an age.
-        if value > 0 && out.matches(char::is_alphabetic).count() < 2 {
-            let _ = write!(out, "{value}{unit}");
-        } else if !out.is_empty() {
-            break;
-        }
-    }
-    if out.is_empty() { "0s".into() } else { out }
-}
-
-/// Token of a label selector, as the API server's parser (apimachinery `labels.Parse`) sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Word(String),
-    Equals,
-    NotEquals,
-    Not,
-    Greater,
-    Less,
-    Open,
-    Close,
-    Comma,
-}
-
-fn tokenize(text: &str) -> Vec<Token> {
-    let mut tokens = Vec::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        let token = match c {
-            c if c.is_whitespace() => continue,
-            '=' => {
-                if chars.peek() == Some(&'=') {
-                    chars.next();
-                }
-                Token::Equals
-            }
-            '!' => {
-                if chars.peek() == Some(&'=') {
-                    chars.next();
-                    Token::NotEquals
-                } else {
-                    Token::Not
-                }
-            }
-            '>' => Token::Greater,
-            '<' => Token::Less,
-            '(' => Token::Open,
-            ')' => Token::Close,
-            ',' => Token::Comma,
-            _ => {
-                let mut word = String::from(c);
-                while let Some(&next) = chars.peek() {
-                    if next.is_whitespace() || "=!<>(),".contains(next) {
-                        break;
-                    }
-                    word.push(next);
-                    chars.next();
-                }
-                Token::Word(word)
-            }
-        };
-        tokens.push(token);
-    }
-    tokens
-}
-
-/// A label value: empty, or at most 63 characters of alphanumerics, `-`, `_`, `.`, starting and
-/// ending alphanumeric.
-fn is_label_value(value: &str) -> bool {
-    value.is_empty()
-        || (value.len() <= 63
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
-}
-
-/// A label key: an optional DNS-subdomain prefix and `/`, then a non-empty label-value name.
-fn is_label_key(key: &str) -> bool {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    prefix.is_none_or(|p| check_subdomain("", p).is_ok())
-        && !name.is_empty()
-        && is_label_value(name)
-}
-
-/// Checks a label selector the way the API server parses it (`a=b`, `a==b`, `a!=b`, `a`, `!a`,
-/// `a in (b,c)`, `a notin (b)`, `a>1`, `a<1`, joined by commas).
-pub fn check_label_selector(option: &str, text: &str) -> Result<()> {
-    let invalid = |problem: String| Error::InvalidOption {
-        option: option.to_owned(),
-        problem: format!("{text:?} is not a valid label selector: {problem}"),
-    };
-    let tokens = tokenize(text);
-    let mut i = 0;
-    let key_at = |i: usize| -> Result<&str> {
-        match tokens.get(i) {
-            Some(Token::Word(key)) if is_label_key(key) => Ok(key),
-            Some(Token::Word(key)) => Err(invalid(format!("{key:?} is not a valid label key"))),
-            _ => Err(invalid("expected a label key".into())),
-        }
-    };
-    let value_ok = |value: &str| -> Result<()> {
-        if is_label_value(value) {
-            Ok(())
-        } else {
-            Err(invalid(format!("{value:?} is not a valid label value")))
-        }
-    };
-    if tokens.is_empty() {
-        return Ok(());
-    }
-    loop {
-        if tokens.get(i) == Some(&Token::Not) {
-            key_at(i + 1)?;
-            i += 2;
-        } else {
-            key_at(i)?;
-            i += 1;
-            match tokens.get(i) {
-                None | Some(Token::Comma) => {}
-                Some(Token::Equals | Token::NotEquals) => {
-                    i += 1;
-                    if let Some(Token::Word(value)) = tokens.get(i) {
-                        value_ok(value)?;
-                        i += 1;
-                    }
-                }
-                Some(Token::Greater | Token::Less) => {
-                    i += 1;
-                    match tokens.get(i) {
-                        Some(Token::Word(n)) if n.parse::<i64>().is_ok() => i += 1,
-                        _ => return Err(invalid("'>' and '<' need an integer".into())),
-                    }
-                }
-                Some(Token::Word(op)) if op == "in" || op == "notin" => {
-                    i += 1;
-                    if tokens.get(i) != Some(&Token::Open) {
-                        return Err(invalid(format!("expected '(' after {op}")));
-                    }
-                    i += 1;
-                    loop {
-                        if let Some(Token::Word(value)) = tokens.get(i) {
-                            value_ok(value)?;
-                            i += 1;
-                        }
-                        match tokens.get(i) {
-                            Some(Token::Comma) => i += 1,
-                            Some(Token::Close) => {
-                                i += 1;
-                                break;
-                            }
-                            _ => return Err(invalid(format!("unclosed value list after {op}"))),
-                        }
-                    }
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        "expected an operator (=, ==, !=, in, notin, >, <) or ',' after a key"
-                            .into(),
-                    ));
-                }
-            }
-        }
-        match tokens.get(i) {
-            None => return Ok(()),
-            Some(Token::Comma) if i + 1 < tokens.len() => i += 1,
-            Some(Token::Comma) => return Err(invalid("nothing after the last ','".into())),
-            Some(_) => return Err(invalid("expected ',' between requirements".into())),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Classification (pure)
@@ -513,116 +254,6 @@ impl Owner {
             Self::Controller { kind, name } => Some(format!("{kind}/{name}")),
             Self::Bare => None,
         }
-    }
-}
-
-/// The state of the node a pod is bound to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeState {
-    /// The pod was never scheduled to a node.
-    Unassigned,
-    /// Ready=True.
-    Ready,
-    /// Ready=False (`NotReady`), Unknown (`Unknown`: the node stopped reporting), or no Ready
-    /// condition at all (`NoReadyCondition`).
-    NotReady(&'static str),
-    /// No Node object of that name.
-    Gone,
-}
-
-impl NodeState {
-    /// The short name in reports.
-    #[must_use]
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Unassigned => "none",
-            Self::Ready => "Ready",
-            Self::NotReady(state) => state,
-            Self::Gone => "gone",
-        }
-    }
-}
-
-/// What is known about one Node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    /// Status of its Ready condition, if it has one.
-    pub ready: Option<String>,
-    /// When its Lease in kube-node-lease was last renewed.
-    pub lease_renewed: Option<Timestamp>,
-    /// The Lease's duration in seconds.
-    pub lease_duration: Option<i64>,
-}
-
-/// A node's state and Lease age, as reported with each pod on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeReport {
-    /// Node name (spec.nodeName), if the pod has one.
-    pub name: Option<String>,
-    /// Its state.
-    pub state: NodeState,
-    /// Seconds since its Lease was renewed.
-    pub lease_age: Option<i64>,
-    /// Whether the Lease has expired (renewed longer ago than its duration).
-    pub lease_expired: bool,
-}
-
-impl NodeReport {
-    /// The state of `name` among `nodes` at `now`.
-    #[must_use]
-    pub fn of(nodes: &BTreeMap<String, NodeInfo>, name: Option<&str>, now: Timestamp) -> Self {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Self {
-                name: None,
-                state: NodeState::Unassigned,
-                lease_age: None,
-                lease_expired: false,
-            };
-        };
-        let Some(info) = nodes.get(name) else {
-            return Self {
-                name: Some(name.to_owned()),
-                state: NodeState::Gone,
-                lease_age: None,
-                lease_expired: false,
-            };
-        };
-        let state = match info.ready.as_deref() {
-            Some("True") => NodeState::Ready,
-            Some("False") => NodeState::NotReady("NotReady"),
-            Some(_) => NodeState::NotReady("Unknown"),
-            None => NodeState::NotReady("NoReadyCondition"),
-        };
-        let lease_age = info.lease_renewed.map(|t| seconds_since(t, now));
-        let lease_expired = match (lease_age, info.lease_duration) {
-            (Some(age), Some(duration)) => age > duration,
-            _ => false,
-        };
-        Self {
-            name: Some(name.to_owned()),
-            state,
-            lease_age,
-            lease_expired,
-        }
-    }
-
-    /// One line for people: `k8s03 (Unknown, lease renewed 5m12s ago)`.
-    #[must_use]
-    pub fn text(&self) -> String {
-        let Some(name) = &self.name else {
-            return "no node (never scheduled)".into();
-        };
-        if self.state == NodeState::Gone {
-            return format!("{name} (gone: no such Node)");
-        }
-        let lease = match self.lease_age {
-            Some(age) if self.lease_expired => {
-                format!("lease expired, renewed {} ago", format_duration(age))
-            }
-            Some(age) => format!("lease renewed {} ago", format_duration(age)),
-            None => "no lease".into(),
-        };
-        format!("{name} ({}, {lease})", self.state.label())
     }
 }
 
@@ -711,12 +342,6 @@ pub fn node_verdict(owner: &Owner, node: &NodeReport) -> Verdict {
     Verdict::Delete
 }
 
-/// Seconds from `then` to `now` (negative when `then` is in the future).
-#[must_use]
-pub fn seconds_since(then: Timestamp, now: Timestamp) -> i64 {
-    now.as_second() - then.as_second()
-}
-
 /// Evidence, from the pod itself, that the scheduler has looked at it: scheduling gates or any
 /// PodScheduled condition.
 #[must_use]
@@ -776,32 +401,6 @@ pub fn event_evidence(events: &[Event]) -> Option<String> {
             .or(first.reporting_component.as_deref())
             .unwrap_or("an unnamed component")
     ))
-}
-
-/// Whether a Lease is held: it has a holder and was renewed within its duration.
-#[must_use]
-pub fn lease_held(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let holder = spec
-        .holder_identity
-        .as_deref()
-        .is_some_and(|h| !h.is_empty());
-    let fresh = match (&spec.renew_time, spec.lease_duration_seconds) {
-        (Some(renewed), Some(duration)) => seconds_since(renewed.0, now) <= i64::from(duration),
-        _ => false,
-    };
-    holder && fresh
-}
-
-/// Escapes a value for a field selector (`\`, `,` and `=` are special).
-fn escape_field_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '\\' | ',' | '=') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -908,27 +507,36 @@ impl SchedulerLease {
         text
     }
 
-    fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "lease": self.lease,
-            "holder": self.holder,
-            "renewed_seconds_ago": self.renewed_ago,
-            "holds_lease": self.held,
-            "stuck_pods": self.stuck_pods,
-        })
+    fn report(&self) -> SchedulerReport {
+        SchedulerReport {
+            name: self.name.clone(),
+            lease: self.lease.clone(),
+            holder: self.holder.clone(),
+            renewed_seconds_ago: self.renewed_ago,
+            holds_lease: self.held,
+            stuck_pods: self.stuck_pods,
+        }
     }
 }
 
 /// A list of reports capped at [`REPORT_LIMIT`], counting what did not fit.
-#[derive(Debug, Clone, Default)]
-struct Capped {
-    items: Vec<Value>,
+#[derive(Debug, Clone)]
+struct Capped<T> {
+    items: Vec<T>,
     total: usize,
 }
 
-impl Capped {
-    fn push(&mut self, item: Value) {
+impl<T> Default for Capped<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl<T> Capped<T> {
+    fn push(&mut self, item: T) {
         self.total += 1;
         if self.items.len() < REPORT_LIMIT {
             self.items.push(item);
@@ -951,8 +559,8 @@ pub struct Plan {
     pub candidates: Vec<Candidate>,
     /// How many pods qualify (more than `candidates` only when over `max_pods`).
     pub qualifying: usize,
-    left_alone: Capped,
-    seen: Capped,
+    left_alone: Capped<LeftAlonePod>,
+    seen: Capped<SeenPod>,
     /// Qualifying pods by what they have in common (node, scheduler), for the max_pods message.
     groups: BTreeMap<String, usize>,
     /// Stuck Pending pods per schedulerName.
@@ -996,30 +604,205 @@ impl Plan {
         match verdict {
             Verdict::Delete => self.qualify(group, Some(candidate), max_pods),
             Verdict::Skip(why) => {
-                self.left_alone
-                    .push(left_alone_report(&candidate, &[], now, &why));
+                self.left_alone.push(candidate.left_alone(&[], now, &why));
             }
         }
     }
 
     /// Whether the run already has more qualifying pods than it may delete, so that further
     /// ones are only counted.
-    fn over(&self, max_pods: usize) -> bool {
+    #[must_use]
+    pub fn over(&self, max_pods: usize) -> bool {
         self.qualifying > max_pods
     }
 
-    fn counts(&self) -> Value {
-        json!({
-            "scanned": self.scanned,
-            "terminating_stuck": self.terminating_stuck,
-            "terminating_within_grace": self.terminating_within_grace,
-            "pending_stuck": self.pending_stuck,
-            "pending_within_age": self.pending_within_age,
-            "seen_by_scheduler": self.seen.total,
-            "qualifying": self.qualifying,
-            "left_alone": self.left_alone.total,
-        })
+    fn counts(&self) -> Counts {
+        Counts {
+            scanned: self.scanned,
+            terminating_stuck: self.terminating_stuck,
+            terminating_within_grace: self.terminating_within_grace,
+            pending_stuck: self.pending_stuck,
+            pending_within_age: self.pending_within_age,
+            seen_by_scheduler: self.seen.total,
+            qualifying: self.qualifying,
+            left_alone: self.left_alone.total,
+        }
     }
+
+    /// Puts what the scan found into the report: counts, left-alone and seen pods, leases.
+    fn fill(&self, report: &mut Report) {
+        report.counts = self.counts();
+        report.left_alone.clone_from(&self.left_alone.items);
+        report.seen_by_scheduler.clone_from(&self.seen.items);
+        report.schedulers = self.schedulers.iter().map(SchedulerLease::report).collect();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------------
+
+/// The result keys.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Report {
+    /// The pods force-deleted (in check mode, that would be), each with the evidence and its
+    /// whole manifest.
+    ///
+    /// Empty when nothing was deleted. On a failure, every pod deleted before it.
+    pub deleted: Vec<DeletedPod>,
+    /// Stuck pods that were not deleted, with why (bare pod, StatefulSet pod on a live node,
+    /// excluded namespace, finalizers, re-created meanwhile, ...).
+    ///
+    /// At most 100 entries; a warning gives the total.
+    pub left_alone: Vec<LeftAlonePod>,
+    /// Pending pods the scheduler did look at (PodScheduled condition, a FailedScheduling
+    /// event, scheduling gates). They are not stuck and are left alone.
+    ///
+    /// At most 100 entries; a warning gives the total.
+    pub seen_by_scheduler: Vec<SeenPod>,
+    /// The schedulerNames that stuck Pending pods ask for, and whether one holds its lease.
+    pub schedulers: Vec<SchedulerReport>,
+    /// What the scan found, in numbers.
+    pub counts: Counts,
+    /// Whether every deleted pod was gone afterwards (a pod of the same name with a new UID
+    /// counts as gone).
+    ///
+    /// V(null) in check mode and when nothing was deleted.
+    #[schemars(extend("x-sample" = true))]
+    pub verified: Option<bool>,
+}
+
+/// A stuck pod, as judged.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StuckPod {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Name of the pod.
+    pub name: String,
+    /// UID of the pod; a delete is made on the condition that it still matches.
+    pub uid: String,
+    /// Its controller as C(Kind/name); V(null) for a bare pod.
+    #[schemars(extend("x-sample" = "ReplicaSet/web-7d9f8"))]
+    pub owner: Option<String>,
+    /// How it was stuck, C(terminating) or C(pending).
+    pub kind: StuckKind,
+    /// The node it is bound to; V(null) when it was never scheduled.
+    pub node: Option<String>,
+    /// C(Ready), C(NotReady), C(Unknown), C(NoReadyCondition), C(gone) (no such Node) or
+    /// C(none) (never scheduled).
+    pub node_state: String,
+    /// Seconds since the node's Lease was renewed, if it has one.
+    pub node_lease_age_seconds: Option<i64>,
+    /// The node's state for people.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub node_text: String,
+    /// The schedulerName of a Pending pod.
+    pub scheduler: Option<String>,
+    /// Who holds that scheduler's lease, as text.
+    #[schemars(extend("x-sample" = "lease kube-system/kube-scheduler held by k8s01_5f0e, renewed 2s ago"))]
+    pub scheduler_lease: Option<String>,
+    /// Its age, e.g. C(2h5m).
+    pub age: Option<String>,
+    /// Its age in seconds.
+    pub age_seconds: Option<i64>,
+    /// Seconds past its deletion deadline (Terminating), or Pending.
+    pub stuck_seconds: i64,
+    /// Its finalizers.
+    pub finalizers: Vec<String>,
+    /// When it was judged (RFC 3339).
+    pub scanned_at: String,
+}
+
+/// A pod force-deleted.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeletedPod {
+    #[serde(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in StuckPod")]
+    pub pod: StuckPod,
+    /// The evidence that it is stuck.
+    pub reason: String,
+    /// The pod as it was read, complete.
+    #[schemars(with = "serde_json::Map<String, Value>")]
+    pub manifest: Value,
+    /// The manifest written before the first delete.
+    ///
+    /// V(null) without O(backup_dir) and in check mode.
+    pub backup_file: Option<String>,
+    /// Whether its finalizers were removed (O(remove_finalizers)).
+    pub finalizers_removed: bool,
+    /// Whether the pod was gone after the delete; V(null) in check mode.
+    pub gone: Option<bool>,
+}
+
+/// A stuck pod left alone.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LeftAlonePod {
+    #[serde(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in StuckPod")]
+    pub pod: StuckPod,
+    /// The evidence that it is stuck.
+    pub stuck_reason: String,
+    /// Why it was left alone.
+    pub reason: String,
+}
+
+/// A Pending pod the scheduler saw.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SeenPod {
+    /// Namespace of the pod.
+    pub namespace: String,
+    /// Name of the pod.
+    pub name: String,
+    /// UID of the pod.
+    pub uid: String,
+    /// Its controller as C(Kind/name); V(null) for a bare pod.
+    pub owner: Option<String>,
+    /// Its age, e.g. C(12m).
+    pub age: Option<String>,
+    /// Its schedulerName.
+    pub scheduler: String,
+    /// What shows that the scheduler saw it.
+    pub evidence: String,
+}
+
+/// A scheduler that stuck Pending pods ask for.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SchedulerReport {
+    /// The schedulerName.
+    #[schemars(extend("x-sample" = "default-scheduler"))]
+    pub name: String,
+    /// The Lease found, as C(namespace/name); V(null) when there is none.
+    pub lease: Option<String>,
+    /// The Lease's holder identity.
+    pub holder: Option<String>,
+    /// Seconds since the Lease was renewed.
+    pub renewed_seconds_ago: Option<i64>,
+    /// Whether a holder renewed the Lease within its duration.
+    pub holds_lease: bool,
+    /// How many stuck Pending pods ask for this scheduler.
+    pub stuck_pods: usize,
+}
+
+/// What the scan found, in numbers.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Counts {
+    /// Pods looked at.
+    pub scanned: usize,
+    /// Pods stuck Terminating past O(terminating_grace).
+    pub terminating_stuck: usize,
+    /// Terminating pods still within O(terminating_grace).
+    pub terminating_within_grace: usize,
+    /// Pending pods the scheduler never saw, older than O(pending_age).
+    pub pending_stuck: usize,
+    /// Pending pods on no node, younger than O(pending_age).
+    pub pending_within_age: usize,
+    /// Pending pods the scheduler saw.
+    pub seen_by_scheduler: usize,
+    /// Stuck pods that qualify for a force delete.
+    pub qualifying: usize,
+    /// Stuck pods left alone.
+    pub left_alone: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1047,10 +830,12 @@ impl Action for StuckPods {
     const ABOUT: &'static str =
         "Force-delete pods stuck Terminating or never seen by the scheduler, on evidence, safely";
     type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
 
     fn validate(options: Options) -> Result<Self> {
-        let terminating_grace = parse_duration("terminating_grace", &options.terminating_grace)?;
-        let pending_age = parse_duration("pending_age", &options.pending_age)?;
+        let terminating_grace = options.terminating_grace.seconds();
+        let pending_age = options.pending_age.seconds();
         if options.kinds.is_empty() {
             return Err(Error::InvalidOption {
                 option: "kinds".into(),
@@ -1105,40 +890,32 @@ impl Action for StuckPods {
         })
     }
 
-    async fn run(self, ctx: RunContext) -> Result<Outcome> {
-        let cluster = connect(&self.cluster).await?;
-        let plan = self.scan(&cluster).await?;
-        self.apply(&cluster, plan, ctx).await
+    fn cluster_args(&self) -> &ClusterArgs {
+        &self.cluster
     }
-}
 
-/// Continue-token paging of a list call, [`PAGE_SIZE`] items a page:
-/// `while let Some(params) = pages.next() { list(params); pages.advance(&list.metadata) }`.
-#[derive(Debug)]
-struct Pages {
-    params: ListParams,
-    done: bool,
-}
-
-impl Pages {
-    fn new(params: ListParams) -> Self {
-        Self {
-            params: params.limit(PAGE_SIZE),
-            done: false,
+    /// The scan ([`StuckPods::scan`]); its findings go into the report even when more than
+    /// `max_pods` qualify and the run fails.
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        let plan = self.scan(&cx.cluster).await?;
+        plan.fill(&mut out.report);
+        out.warnings.extend(plan.warnings.iter().cloned());
+        out.msg = message(&plan, &[], plan.left_alone.total, cx.check_mode);
+        if plan.over(self.max_pods) {
+            return Err(self.too_many(&plan));
         }
+        Ok(plan)
     }
 
-    /// Parameters for the next page, or `None` after the last.
-    fn next(&self) -> Option<&ListParams> {
-        (!self.done).then_some(&self.params)
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        self.apply_plan(cx, plan, out).await
     }
 
-    /// Moves on past a page that the server answered with `meta`.
-    fn advance(&mut self, meta: &ListMeta) {
-        match meta.continue_.as_deref().filter(|t| !t.is_empty()) {
-            Some(token) => self.params.continue_token = Some(token.to_owned()),
-            None => self.done = true,
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        if !out.report.deleted.is_empty() {
+            self.verify_gone(cx, out).await;
         }
+        Ok(())
     }
 }
 
@@ -1165,29 +942,23 @@ impl Facts {
         }
     }
 
-    fn report(&self, now: Timestamp) -> Value {
-        json!({
-            "namespace": self.namespace,
-            "name": self.name,
-            "uid": self.uid,
-            "owner": self.owner.label(),
-            "age": self.created.map(|c| format_duration(seconds_since(c, now))),
-        })
+    fn seen(&self, now: Timestamp, scheduler: &str, evidence: String) -> SeenPod {
+        SeenPod {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            owner: self.owner.label(),
+            age: self.created.map(|c| format_duration(seconds_since(c, now))),
+            scheduler: scheduler.to_owned(),
+            evidence,
+        }
     }
 }
 
-/// How a delete went.
-enum Deletion {
-    Done,
-    /// Already gone (404).
-    Gone,
-    /// Re-created under the same name (the UID precondition failed).
-    Replaced,
-}
-
 impl StuckPods {
-    /// Observes and plans: reads nodes, scans the pods in scope page by page, checks the
-    /// scheduler leases of stuck Pending pods, and fails when more than `max_pods` qualify.
+    /// Observes and plans, read-only: reads nodes, scans the pods in scope page by page and
+    /// checks the scheduler leases of stuck Pending pods. [`Plan::over`] then says whether
+    /// more than `max_pods` qualify.
     pub async fn scan(&self, cluster: &Cluster) -> Result<Plan> {
         let now = Timestamp::now();
         let mut plan = Plan::default();
@@ -1199,9 +970,6 @@ impl StuckPods {
         if let Some(age) = self.pending {
             self.scan_pending(cluster, age, now, &mut plan).await?;
             self.check_schedulers(cluster, now, &mut plan).await?;
-        }
-        if plan.over(self.max_pods) {
-            return Err(self.too_many(&plan));
         }
         Ok(plan)
     }
@@ -1398,10 +1166,7 @@ impl StuckPods {
             .and_then(|s| s.scheduler_name.clone())
             .unwrap_or_else(|| DEFAULT_SCHEDULER.into());
         let seen = |plan: &mut Plan, evidence: String| {
-            let mut report = facts.report(now);
-            report["scheduler"] = json!(scheduler);
-            report["evidence"] = json!(evidence);
-            plan.seen.push(report);
+            plan.seen.push(facts.seen(now, &scheduler, evidence));
         };
         if let Some(evidence) = scheduler_evidence(&pod) {
             seen(plan, evidence);
@@ -1483,6 +1248,12 @@ impl StuckPods {
                 ..lease
             };
             plan.warnings.push(lease.warning());
+            // Left-alone Pending pods were filed before the leases were read.
+            for entry in &mut plan.left_alone.items {
+                if entry.pod.scheduler.as_deref() == Some(lease.name.as_str()) {
+                    entry.pod.scheduler_lease = Some(lease.text());
+                }
+            }
             plan.schedulers.push(lease);
         }
         Ok(())
@@ -1521,36 +1292,43 @@ impl StuckPods {
         }
     }
 
-    /// Applies a plan: backups, then deletes (dry runs in check mode), then verification.
-    pub async fn apply(&self, cluster: &Cluster, plan: Plan, ctx: RunContext) -> Result<Outcome> {
+    /// Backs up every candidate (before the first delete), then force-deletes them one by one
+    /// (dry runs in check mode), recording each pod in the report as soon as it is deleted.
+    async fn apply_plan(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
         let now = Timestamp::now();
-        let mut outcome = Outcome::default();
-        outcome.warnings.extend(plan.warnings.iter().cloned());
         let mut backups: Vec<Option<PathBuf>> = vec![None; plan.candidates.len()];
-        if let (Some(dir), false) = (&self.backup_dir, ctx.check_mode) {
+        if let (Some(dir), false) = (&self.backup_dir, cx.check_mode) {
             for (slot, candidate) in backups.iter_mut().zip(&plan.candidates) {
                 *slot = Some(write_backup(dir, candidate)?);
             }
         }
-        let mut left_alone = plan.left_alone.clone();
-        // Left-alone Pending pods were reported before the leases were read.
-        for report in &mut left_alone.items {
-            if let Some(lease) = plan
-                .schedulers
-                .iter()
-                .find(|l| report["scheduler"].as_str() == Some(l.name.as_str()))
-            {
-                report["scheduler_lease"] = json!(lease.text());
-            }
-        }
-        let mut done: Vec<(Candidate, Option<PathBuf>)> = Vec::new();
+        let mut done: Vec<String> = Vec::new();
         for (candidate, backup) in plan.candidates.iter().zip(backups) {
-            let deletion = self
-                .delete(cluster, candidate, ctx, &done, &mut outcome)
-                .await?;
+            let deletion = self.delete(cx, candidate, &done, &mut out.warnings).await?;
             let why = match deletion {
                 Deletion::Done => {
-                    done.push((candidate.clone(), backup));
+                    done.push(candidate.label());
+                    out.changed = true;
+                    out.report.deleted.push(DeletedPod {
+                        pod: candidate.report(&plan.schedulers, now),
+                        reason: candidate.reason.clone(),
+                        manifest: candidate.manifest.clone(),
+                        backup_file: backup.map(|p| p.display().to_string()),
+                        finalizers_removed: self.policy.remove_finalizers
+                            && !candidate.finalizers.is_empty(),
+                        gone: None,
+                    });
+                    out.diff.push(Diff::of(
+                        &format!("pod/{}/{}", candidate.namespace, candidate.name),
+                        Some(&candidate.manifest),
+                        None,
+                    ));
+                    out.msg = message(
+                        &plan,
+                        &out.report.deleted,
+                        out.report.counts.left_alone,
+                        cx.check_mode,
+                    );
                     continue;
                 }
                 Deletion::Gone => "deleted by someone else meanwhile",
@@ -1558,107 +1336,73 @@ impl StuckPods {
                     "re-created under the same name (new UID) meanwhile; the new pod was left alone"
                 }
             };
-            outcome.warn(format!("{}: {why}", candidate.label()));
-            left_alone.push(left_alone_report(candidate, &plan.schedulers, now, why));
+            out.warn(format!("{}: {why}", candidate.label()));
+            // Pods found gone or re-created at delete time are left alone too.
+            out.report.counts.left_alone += 1;
+            if out.report.left_alone.len() < REPORT_LIMIT {
+                out.report
+                    .left_alone
+                    .push(candidate.left_alone(&plan.schedulers, now, why));
+            }
         }
-        let gone = if ctx.check_mode || done.is_empty() {
-            None
-        } else {
-            Some(self.verify(cluster, &done, &mut outcome).await)
-        };
-        let mut deleted = Vec::new();
-        for (index, (candidate, backup)) in done.iter().enumerate() {
-            let mut report = candidate_report(candidate, &plan.schedulers, now);
-            report["backup_file"] = json!(backup.as_ref().map(|p| p.display().to_string()));
-            report["finalizers_removed"] =
-                json!(self.policy.remove_finalizers && !candidate.finalizers.is_empty());
-            report["gone"] = json!(gone.as_ref().map(|g| g[index]));
-            deleted.push(report);
-            outcome.diff.push(Diff::of(
-                &format!("pod/{}/{}", candidate.namespace, candidate.name),
-                Some(&candidate.manifest),
-                None,
-            ));
-        }
-        if left_alone.total > left_alone.items.len() {
-            outcome.warn(format!(
-                "{} stuck pods were left alone; only the first {REPORT_LIMIT} are listed",
-                left_alone.total
+        let left_alone = out.report.counts.left_alone;
+        if left_alone > out.report.left_alone.len() {
+            out.warn(format!(
+                "{left_alone} stuck pods were left alone; only the first {REPORT_LIMIT} are listed"
             ));
         }
         if plan.seen.total > plan.seen.items.len() {
-            outcome.warn(format!(
+            out.warn(format!(
                 "{} Pending pods were seen by the scheduler; only the first {REPORT_LIMIT} are \
                  listed",
                 plan.seen.total
             ));
         }
-        outcome.changed = !done.is_empty();
-        outcome.msg = message(&plan, &done, left_alone.total, ctx.check_mode);
-        outcome.set("deleted", &deleted);
-        outcome.set("left_alone", &left_alone.items);
-        outcome.set("seen_by_scheduler", &plan.seen.items);
-        outcome.set(
-            "schedulers",
-            plan.schedulers
-                .iter()
-                .map(SchedulerLease::to_json)
-                .collect::<Vec<_>>(),
-        );
-        let mut counts = plan.counts();
-        // Pods found gone or re-created at delete time are left alone too.
-        counts["left_alone"] = json!(left_alone.total);
-        outcome.set("counts", counts);
-        outcome.set("verified", gone.map(|g| g.iter().all(|gone| *gone)));
-        Ok(outcome)
+        out.msg = message(&plan, &out.report.deleted, left_alone, cx.check_mode);
+        Ok(())
     }
 
     /// Force-deletes one pod (a dry run in check mode) and, if allowed, removes its finalizers.
     async fn delete(
         &self,
-        cluster: &Cluster,
+        cx: &Context,
         candidate: &Candidate,
-        ctx: RunContext,
-        done: &[(Candidate, Option<PathBuf>)],
-        outcome: &mut Outcome,
+        done: &[String],
+        warnings: &mut Vec<String>,
     ) -> Result<Deletion> {
+        let cluster = &cx.cluster;
         let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &candidate.namespace);
-        let params = DeleteParams {
-            dry_run: ctx.check_mode,
-            grace_period_seconds: Some(0),
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(Preconditions {
-                uid: Some(candidate.uid.clone()),
-                resource_version: None,
-            }),
-        };
         let failed = |verb: &'static str, source: kube::Error| Error::ForceDelete {
             verb,
             object: candidate.label(),
-            deleted: done.iter().map(|(c, _)| c.label()).collect(),
+            deleted: done.to_vec(),
             source,
         };
-        match api.delete(&candidate.name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Deletion::Gone),
-            // The UID precondition failed: a new pod has the name.
-            Err(kube::Error::Api(status)) if status.code == 409 => return Ok(Deletion::Replaced),
-            Err(err) if ctx.check_mode => {
-                let err = cluster.error("delete", candidate.label())(err);
-                outcome.warn(format!(
-                    "a server-side dry run of the delete was refused, so the real run may fail: \
-                     {}",
-                    err.message_with_causes()
-                ));
-            }
-            Err(err) => return Err(failed("delete", err)),
+        let options = DeleteOptions {
+            dry_run: cx.check_mode,
+            grace_period_seconds: Some(0),
+        };
+        let label = candidate.label();
+        let deletion = delete_uid(
+            &api,
+            &candidate.name,
+            &candidate.uid,
+            options,
+            warnings,
+            cluster,
+            &label,
+        )
+        .await
+        .map_err(|err| failed("delete", err))?;
+        if deletion != Deletion::Done {
+            return Ok(deletion);
         }
         if self.policy.remove_finalizers && !candidate.finalizers.is_empty() {
             // The uid in the patch is a precondition: the API server refuses to change it.
             let patch = json!({"metadata": {"uid": candidate.uid, "finalizers": null}});
             let params = PatchParams {
-                dry_run: ctx.check_mode,
-                field_manager: Some("kubemend".into()),
+                dry_run: cx.check_mode,
+                field_manager: Some(FIELD_MANAGER.into()),
                 ..PatchParams::default()
             };
             match api
@@ -1668,13 +1412,9 @@ impl StuckPods {
                 Ok(_) => {}
                 // Gone already, or replaced (the uid cannot change: 422).
                 Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {}
-                Err(err) if ctx.check_mode => {
-                    let err = cluster.error("patch", candidate.label())(err);
-                    outcome.warn(format!(
-                        "a server-side dry run of the finalizer removal was refused, so the real \
-                         run may fail: {}",
-                        err.message_with_causes()
-                    ));
+                Err(err) if cx.check_mode => {
+                    let err = cluster.error("patch", label.clone())(err);
+                    warnings.push(dry_run_refused("finalizer removal", &err));
                 }
                 Err(err) => return Err(failed("remove the finalizers of", err)),
             }
@@ -1682,49 +1422,43 @@ impl StuckPods {
         Ok(Deletion::Done)
     }
 
-    /// Waits until every deleted UID is gone; returns, per pod, whether it is.
-    async fn verify(
-        &self,
-        cluster: &Cluster,
-        done: &[(Candidate, Option<PathBuf>)],
-        outcome: &mut Outcome,
-    ) -> Vec<bool> {
+    /// Waits until every deleted UID is gone; records, per pod, whether it is, and `verified`.
+    async fn verify_gone(&self, cx: &Context, out: &mut Outcome<Report>) {
+        let cluster = &cx.cluster;
         let deadline = Instant::now() + VERIFY_TIMEOUT;
-        let mut gone = Vec::with_capacity(done.len());
-        for (candidate, _) in done {
-            let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &candidate.namespace);
-            loop {
-                let still = match api.get_opt(&candidate.name).await {
-                    Ok(found) => {
-                        found.filter(|p| p.metadata.uid.as_deref() == Some(&candidate.uid))
-                    }
+        let mut warnings = Vec::new();
+        for deleted in &mut out.report.deleted {
+            let pod_ref = &deleted.pod;
+            let label = format!(
+                "pod {}/{} (uid {})",
+                pod_ref.namespace, pod_ref.name, pod_ref.uid
+            );
+            let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &pod_ref.namespace);
+            let gone = loop {
+                let still = match api.get_opt(&pod_ref.name).await {
+                    Ok(found) => found.filter(|p| p.metadata.uid.as_deref() == Some(&pod_ref.uid)),
                     Err(err) => {
-                        let err = cluster.error("get", candidate.label())(err);
-                        outcome.warn(format!(
-                            "could not verify that {} is gone: {}",
-                            candidate.label(),
+                        let err = cluster.error("get", label.clone())(err);
+                        warnings.push(format!(
+                            "could not verify that {label} is gone: {}",
                             err.message_with_causes()
                         ));
-                        gone.push(false);
-                        break;
+                        break false;
                     }
                 };
                 let Some(pod) = still else {
-                    gone.push(true);
-                    break;
+                    break true;
                 };
                 if Instant::now() >= deadline {
                     let finalizers = pod.metadata.finalizers.unwrap_or_default();
-                    outcome.warn(if finalizers.is_empty() {
+                    warnings.push(if finalizers.is_empty() {
                         format!(
-                            "{} is still there {}s after its force delete",
-                            candidate.label(),
+                            "{label} is still there {}s after its force delete",
                             VERIFY_TIMEOUT.as_secs()
                         )
                     } else {
                         format!(
-                            "{} is still there, held by finalizers [{}]{}",
-                            candidate.label(),
+                            "{label} is still there, held by finalizers [{}]{}",
                             finalizers.join(", "),
                             if self.policy.remove_finalizers {
                                 " (added again after kubemend removed them?)"
@@ -1733,23 +1467,19 @@ impl StuckPods {
                             }
                         )
                     });
-                    gone.push(false);
-                    break;
+                    break false;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+                tokio::time::sleep(StdDuration::from_millis(250)).await;
+            };
+            deleted.gone = Some(gone);
         }
-        gone
+        out.warnings.extend(warnings);
+        out.report.verified = Some(out.report.deleted.iter().all(|d| d.gone == Some(true)));
     }
 }
 
 /// One sentence on what was (or would be) done.
-fn message(
-    plan: &Plan,
-    done: &[(Candidate, Option<PathBuf>)],
-    left_alone: usize,
-    check: bool,
-) -> String {
+fn message(plan: &Plan, done: &[DeletedPod], left_alone: usize, check: bool) -> String {
     let left = if left_alone > 0 {
         format!("; {left_alone} stuck pod(s) left alone (see left_alone)")
     } else {
@@ -1764,18 +1494,16 @@ fn message(
     let names: Vec<String> = done
         .iter()
         .take(5)
-        .map(|(c, _)| match c.kind {
+        .map(|d| match d.pod.kind {
             StuckKind::Terminating => format!(
                 "{}/{} (Terminating on {})",
-                c.namespace,
-                c.name,
-                c.node.text()
+                d.pod.namespace, d.pod.name, d.pod.node_text
             ),
             StuckKind::Pending => format!(
                 "{}/{} (Pending, never seen by {:?})",
-                c.namespace,
-                c.name,
-                c.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER)
+                d.pod.namespace,
+                d.pod.name,
+                d.pod.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER)
             ),
         })
         .collect();
@@ -1792,96 +1520,43 @@ fn message(
     )
 }
 
-/// The report of one candidate, manifest included.
-fn candidate_report(candidate: &Candidate, schedulers: &[SchedulerLease], now: Timestamp) -> Value {
-    let scheduler_lease = candidate.scheduler.as_ref().and_then(|name| {
-        schedulers
-            .iter()
-            .find(|l| &l.name == name)
-            .map(SchedulerLease::text)
-    });
-    json!({
-        "namespace": candidate.namespace,
-        "name": candidate.name,
-        "uid": candidate.uid,
-        "owner": candidate.owner.label(),
-        "kind": candidate.kind.label(),
-        "node": candidate.node.name,
-        "node_state": candidate.node.state.label(),
-        "node_lease_age_seconds": candidate.node.lease_age,
-        "scheduler": candidate.scheduler,
-        "scheduler_lease": scheduler_lease,
-        "reason": candidate.reason,
-        "age": candidate.age.map(format_duration),
-        "age_seconds": candidate.age,
-        "stuck_seconds": candidate.stuck_for,
-        "finalizers": candidate.finalizers,
-        "scanned_at": now.to_string(),
-        "manifest": candidate.manifest,
-    })
-}
-
-/// The report of a stuck pod left alone: its candidate report without the manifest, with why.
-fn left_alone_report(
-    candidate: &Candidate,
-    schedulers: &[SchedulerLease],
-    now: Timestamp,
-    why: &str,
-) -> Value {
-    let mut report = candidate_report(candidate, schedulers, now);
-    if let Some(object) = report.as_object_mut() {
-        object.remove("manifest");
-        let stuck = object.remove("reason").unwrap_or_default();
-        object.insert("stuck_reason".into(), stuck);
-        object.insert("reason".into(), json!(why));
-    }
-    report
-}
-
-/// Reads every Node and node Lease once.
-async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>> {
-    let mut nodes = BTreeMap::new();
-    let api: Api<Node> = Api::all(cluster.client.clone());
-    let mut pages = Pages::new(ListParams::default());
-    while let Some(params) = pages.next() {
-        let page = api
-            .list(params)
-            .await
-            .map_err(cluster.error("list", "nodes"))?;
-        pages.advance(&page.metadata);
-        for node in page.items {
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| c.status.clone());
-            nodes.insert(
-                node.metadata.name.unwrap_or_default(),
-                NodeInfo {
-                    ready,
-                    ..NodeInfo::default()
-                },
-            );
+impl Candidate {
+    /// The pod as reported, without its manifest.
+    fn report(&self, schedulers: &[SchedulerLease], now: Timestamp) -> StuckPod {
+        let scheduler_lease = self.scheduler.as_ref().and_then(|name| {
+            schedulers
+                .iter()
+                .find(|l| &l.name == name)
+                .map(SchedulerLease::text)
+        });
+        StuckPod {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            owner: self.owner.label(),
+            kind: self.kind,
+            node: self.node.name.clone(),
+            node_state: self.node.state.label().into(),
+            node_lease_age_seconds: self.node.lease_age,
+            node_text: self.node.text(),
+            scheduler: self.scheduler.clone(),
+            scheduler_lease,
+            age: self.age.map(format_duration),
+            age_seconds: self.age,
+            stuck_seconds: self.stuck_for,
+            finalizers: self.finalizers.clone(),
+            scanned_at: now.to_string(),
         }
     }
-    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE);
-    let mut pages = Pages::new(ListParams::default());
-    while let Some(params) = pages.next() {
-        let page = leases
-            .list(params)
-            .await
-            .map_err(cluster.error("list", "leases in kube-node-lease"))?;
-        pages.advance(&page.metadata);
-        for lease in page.items {
-            let name = lease.metadata.name.unwrap_or_default();
-            if let (Some(info), Some(spec)) = (nodes.get_mut(&name), lease.spec) {
-                info.lease_renewed = spec.renew_time.map(|t| t.0);
-                info.lease_duration = spec.lease_duration_seconds.map(i64::from);
-            }
+
+    /// The report of a stuck pod that is not deleted, and why.
+    fn left_alone(&self, schedulers: &[SchedulerLease], now: Timestamp, why: &str) -> LeftAlonePod {
+        LeftAlonePod {
+            pod: self.report(schedulers, now),
+            stuck_reason: self.reason.clone(),
+            reason: why.to_owned(),
         }
     }
-    Ok(nodes)
 }
 
 /// The lease of a scheduler: kube-system/kube-scheduler for the default scheduler, else a
@@ -1942,124 +1617,35 @@ pub async fn scheduler_lease(
 
 /// Writes a pod's manifest to `dir` and returns the file's path.
 fn write_backup(dir: &Path, candidate: &Candidate) -> Result<PathBuf> {
-    let stamp = Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
-    let uid_prefix: String = candidate.uid.chars().take(8).collect();
-    let file_name = format!(
-        "pod-{}-{}-{stamp}-{uid_prefix}.yaml",
-        candidate.namespace, candidate.name
-    );
-    let header = format!(
-        "# Manifest of pod {}/{} (uid {}) taken before kubemend force-deleted it.\n\
-         # Restore: kubectl apply -f {file_name}\n",
-        candidate.namespace, candidate.name, candidate.uid,
-    );
-    let mut manifest = candidate.manifest.clone();
-    if let Some(metadata) = manifest.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("deletionTimestamp");
-        metadata.remove("deletionGracePeriodSeconds");
-    }
-    outcome::write_backup(dir, &file_name, &header, &manifest)
+    backup(
+        dir,
+        BackupOf {
+            kind: "pod",
+            namespace: Some(&candidate.namespace),
+            name: &candidate.name,
+            uid: &candidate.uid,
+            verb: "force-deleted",
+        },
+        &candidate.manifest,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
+    /// Options as the pipeline reads them: deserialized (naming the option), then validated.
     fn validate(value: Value) -> Result<StuckPods> {
-        StuckPods::validate(serde_json::from_value(value).unwrap())
+        let Value::Object(options) = value else {
+            panic!("options are an object")
+        };
+        crate::protocol::deserialize_options::<Options>(options).and_then(StuckPods::validate)
     }
 
     fn option_of(result: Result<StuckPods>) -> String {
         match result {
             Err(Error::InvalidOption { option, .. }) => option,
             other => panic!("expected an invalid option, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn durations_are_written_with_units() {
-        assert_eq!(parse_duration("x", "90s").unwrap(), 90);
-        assert_eq!(parse_duration("x", "10m").unwrap(), 600);
-        assert_eq!(parse_duration("x", "1h").unwrap(), 3600);
-        assert_eq!(parse_duration("x", "1h30m").unwrap(), 5400);
-        assert_eq!(parse_duration("x", "2d").unwrap(), 172_800);
-        assert_eq!(parse_duration("x", " 0s ").unwrap(), 0);
-    }
-
-    #[test]
-    fn negative_or_malformed_durations_are_refused_naming_the_option() {
-        for bad in [
-            "-5m",
-            "",
-            "  ",
-            "10",
-            "m",
-            "10x",
-            "1.5h",
-            "10 m",
-            "5ms",
-            "1h-1m",
-            "99999999999999d",
-        ] {
-            let err = parse_duration("pending_age", bad).unwrap_err();
-            assert!(
-                matches!(&err, Error::InvalidOption { option, .. } if option == "pending_age"),
-                "{bad:?}: {err:?}"
-            );
-        }
-        let negative = parse_duration("terminating_grace", "-5m").unwrap_err();
-        assert!(negative.to_string().contains("negative"), "{negative}");
-        let unitless = parse_duration("terminating_grace", "300").unwrap_err();
-        assert!(unitless.to_string().contains("300s"), "{unitless}");
-    }
-
-    #[test]
-    fn durations_are_shown_with_two_units_at_most() {
-        assert_eq!(format_duration(0), "0s");
-        assert_eq!(format_duration(45), "45s");
-        assert_eq!(format_duration(303), "5m3s");
-        assert_eq!(format_duration(7500), "2h5m");
-        assert_eq!(format_duration(3600), "1h");
-        assert_eq!(format_duration(86_400 * 3 + 3600 * 4 + 7), "3d4h");
-        assert_eq!(format_duration(-90), "-1m30s");
-    }
-
-    #[test]
-    fn label_selectors_are_checked_like_the_api_server_parses_them() {
-        for good in [
-            "app=web",
-            "app==web,tier!=db",
-            "app",
-            "!app",
-            "app in (web, api),env notin (prod)",
-            "kubemend.io/test=x-1_2.3",
-            "app=",
-            "app in ()",
-            "n>3,n<10",
-            " app = web ",
-        ] {
-            check_label_selector("label_selector", good).unwrap_or_else(|e| panic!("{good}: {e}"));
-        }
-        for bad in [
-            "app in (web",
-            "app=web,",
-            ",app",
-            "app web",
-            "app=we b",
-            "Bad_Prefix/x=y",
-            "app=-web",
-            "app in web",
-            "n>x",
-            "=web",
-            "app=(web)",
-            &format!("app={}", "v".repeat(64)),
-        ] {
-            let err = check_label_selector("label_selector", bad).unwrap_err();
-            assert!(
-                matches!(&err, Error::InvalidOption { option, .. } if option == "label_selector"),
-                "{bad:?}: {err:?}"
-            );
         }
     }
 
@@ -2210,61 +1796,6 @@ mod tests {
         );
     }
 
-    fn ts(text: &str) -> Timestamp {
-        text.parse().unwrap()
-    }
-
-    #[test]
-    fn node_state_comes_from_the_ready_condition_and_the_lease() {
-        let now = ts("2026-05-15T07:40:00Z");
-        let mut nodes = BTreeMap::new();
-        nodes.insert(
-            "k8s01".to_owned(),
-            NodeInfo {
-                ready: Some("True".into()),
-                lease_renewed: Some(ts("2026-05-15T07:39:55Z")),
-                lease_duration: Some(40),
-            },
-        );
-        nodes.insert(
-            "k8s03".to_owned(),
-            NodeInfo {
-                ready: Some("Unknown".into()),
-                lease_renewed: Some(ts("2026-05-15T07:30:00Z")),
-                lease_duration: Some(40),
-            },
-        );
-        nodes.insert(
-            "k8s02".to_owned(),
-            NodeInfo {
-                ready: Some("False".into()),
-                ..NodeInfo::default()
-            },
-        );
-        let k8s01 = NodeReport::of(&nodes, Some("k8s01"), now);
-        assert_eq!(k8s01.state, NodeState::Ready);
-        assert_eq!(k8s01.lease_age, Some(5));
-        assert!(!k8s01.lease_expired);
-        let k8s03 = NodeReport::of(&nodes, Some("k8s03"), now);
-        assert_eq!(k8s03.state.label(), "Unknown");
-        assert!(k8s03.lease_expired);
-        assert_eq!(
-            k8s03.text(),
-            "k8s03 (Unknown, lease expired, renewed 10m ago)"
-        );
-        assert_eq!(
-            NodeReport::of(&nodes, Some("k8s02"), now).state.label(),
-            "NotReady"
-        );
-        let gone = NodeReport::of(&nodes, Some("k8s04"), now);
-        assert_eq!(gone.state, NodeState::Gone);
-        assert!(gone.text().contains("gone"));
-        assert_eq!(
-            NodeReport::of(&nodes, Some(""), now).state,
-            NodeState::Unassigned
-        );
-    }
-
     fn pod(value: Value) -> Pod {
         serde_json::from_value(value).unwrap()
     }
@@ -2333,28 +1864,6 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_held_only_by_a_holder_within_its_duration() {
-        let now = ts("2026-05-15T07:40:00Z");
-        let spec = |holder: Option<&str>, renewed: &str| LeaseSpec {
-            holder_identity: holder.map(str::to_owned),
-            renew_time: Some(MicroTime(ts(renewed))),
-            lease_duration_seconds: Some(15),
-            ..LeaseSpec::default()
-        };
-        assert!(lease_held(
-            &spec(Some("k8s02_abc"), "2026-05-15T07:39:50Z"),
-            now
-        ));
-        assert!(!lease_held(
-            &spec(Some("k8s02_abc"), "2026-05-15T07:39:00Z"),
-            now
-        ));
-        assert!(!lease_held(&spec(Some(""), "2026-05-15T07:39:59Z"), now));
-        assert!(!lease_held(&spec(None, "2026-05-15T07:39:59Z"), now));
-        assert!(!lease_held(&LeaseSpec::default(), now));
-    }
-
-    #[test]
     fn scheduler_warning_blames_a_missing_scheduler_or_a_stale_informer() {
         let lease = |name: &str, held: bool| SchedulerLease {
             name: name.into(),
@@ -2402,12 +1911,6 @@ mod tests {
             kind: kind.into(),
             name: name.into(),
         }
-    }
-
-    #[test]
-    fn field_selector_values_are_escaped() {
-        assert_eq!(escape_field_value("plain-name"), "plain-name");
-        assert_eq!(escape_field_value(r"a,b=c\d"), r"a\,b\=c\\d");
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! flag takes a PATH, DIR or FILE is `type: path`. Binary modules cannot use doc fragments, so
 //! the cluster-access options are repeated in every module.
 //!
-//! EXAMPLES and RETURN cannot be derived: they are written per module beside this file
-//! ([`calico_rbac`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know, and a
-//! unit test holds each RETURN to the keys its action's source sets with `outcome.set`.
+//! RETURN is derived the same way from the action's Report struct: each field's doc comment
+//! is the description, its type the type, `x-sample` (a schemars extension on the field) the
+//! sample, and nested structs the `contains`. So the docs cannot drift from the results.
+//!
+//! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_rbac`],
+//! [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
 //!
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
@@ -67,8 +70,6 @@ struct Written {
     version_added: &'static str,
     /// EXAMPLES: a YAML list of tasks, kept as text (ansible-doc shows it verbatim).
     examples: &'static str,
-    /// RETURN: YAML, the result keys the action sets.
-    returns: &'static str,
 }
 
 fn written(module: &str) -> Option<Written> {
@@ -76,17 +77,14 @@ fn written(module: &str) -> Option<Written> {
         "calico_rbac" => Written {
             version_added: calico_rbac::VERSION_ADDED,
             examples: calico_rbac::EXAMPLES,
-            returns: calico_rbac::RETURN,
         },
         "stale_webhook" => Written {
             version_added: stale_webhook::VERSION_ADDED,
             examples: stale_webhook::EXAMPLES,
-            returns: stale_webhook::RETURN,
         },
         "stuck_pods" => Written {
             version_added: stuck_pods::VERSION_ADDED,
             examples: stuck_pods::EXAMPLES,
-            returns: stuck_pods::RETURN,
         },
         _ => return None,
     };
@@ -100,7 +98,7 @@ pub fn file(spec: &ModuleSpec) -> (String, String) {
     let document = json!({
         "DOCUMENTATION": documentation(spec, written.map_or("", |w| w.version_added)),
         "EXAMPLES": written.map_or("", |w| w.examples),
-        "RETURN": written.map_or(Value::Null, |w| yaml(w.returns)),
+        "RETURN": returns(spec),
     });
     // Sequences indented under their key, as yamllint (ansible-lint's yaml rule) wants.
     let mut options = serde_saphyr::SerializerOptions::default();
@@ -142,9 +140,116 @@ impl serde::Serialize for Block<'_> {
     }
 }
 
-/// YAML text as a value; `Null` when it does not parse (the unit tests parse every one).
-fn yaml(text: &str) -> Value {
-    serde_saphyr::from_str(text).unwrap_or(Value::Null)
+/// When the report keys are in the result: after validation, also when a later step fails.
+const RETURNED: &str = "success, and on failure once the action has started";
+
+/// RETURN of one module, from its Report's schema.
+fn returns(spec: &ModuleSpec) -> Value {
+    let schema = (spec.report_schema)();
+    let mut out = Map::new();
+    for (name, property) in properties(&schema, &schema) {
+        let mut entry = return_entry(&property, &schema);
+        entry.insert("returned".into(), json!(RETURNED));
+        out.insert(name, Value::Object(reorder(entry)));
+    }
+    Value::Object(out)
+}
+
+/// The properties of an object schema, those of flattened structs (`allOf`) included.
+fn properties(object: &Value, root: &Value) -> Vec<(String, Value)> {
+    let object = resolve(object, root);
+    let mut out: Vec<(String, Value)> = object
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for part in object
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.extend(properties(part, root));
+    }
+    out
+}
+
+/// One RETURN entry (description, type, elements, sample, contains).
+fn return_entry(property: &Value, root: &Value) -> Map<String, Value> {
+    let mut entry = Map::new();
+    let description = property
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut description = paragraphs(description);
+    let one = description.len() == 1;
+    entry.insert(
+        "description".into(),
+        if one {
+            json!(description.remove(0))
+        } else {
+            json!(description)
+        },
+    );
+    let resolved = resolve(property, root);
+    let kind = return_type(resolved, root);
+    entry.insert("type".into(), json!(kind));
+    let object = if kind == "list" {
+        let items = resolve(resolved.get("items").unwrap_or(&Value::Null), root);
+        entry.insert("elements".into(), json!(return_type(items, root)));
+        items
+    } else {
+        resolved
+    };
+    let contains = properties(object, root);
+    if !contains.is_empty() && (kind == "dict" || kind == "list") {
+        let mut inner = Map::new();
+        for (name, property) in contains {
+            inner.insert(name, Value::Object(reorder(return_entry(&property, root))));
+        }
+        entry.insert("contains".into(), Value::Object(inner));
+    }
+    if let Some(sample) = property.get("x-sample") {
+        entry.insert("sample".into(), sample.clone());
+    }
+    entry
+}
+
+/// Ansible's type of a result value.
+fn return_type(schema: &Value, root: &Value) -> &'static str {
+    let schema = resolve(schema, root);
+    match json_type(schema) {
+        Some("string") => "str",
+        Some("boolean") => "bool",
+        Some("integer") => "int",
+        Some("number") => "float",
+        Some("array") => "list",
+        Some("object") => "dict",
+        _ if schema.get("allOf").is_some() || schema.get("properties").is_some() => "dict",
+        _ => "raw",
+    }
+}
+
+/// The entry's keys in the order Ansible's own docs use.
+fn reorder(entry: Map<String, Value>) -> Map<String, Value> {
+    let mut entry = entry;
+    let mut out = Map::new();
+    for key in [
+        "description",
+        "type",
+        "elements",
+        "returned",
+        "sample",
+        "contains",
+    ] {
+        if let Some(value) = entry.remove(key) {
+            out.insert(key.into(), value);
+        }
+    }
+    out.extend(entry);
+    out
 }
 
 /// DOCUMENTATION of one module, from its schema and its clap flags.
@@ -399,53 +504,44 @@ mod tests {
         }
     }
 
-    /// The top-level keys that each action's source sets with `outcome.set("key", ...)`.
-    fn keys_set(source: &str) -> Vec<String> {
-        let mut keys: Vec<String> = source
-            .split("outcome.set(")
-            .skip(1)
-            .filter_map(|rest| {
-                let rest = rest.trim_start().strip_prefix('"')?;
-                Some(rest[..rest.find('"')?].to_owned())
-            })
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
     #[test]
-    fn return_documents_exactly_the_keys_each_action_sets() {
-        let sources = [
-            ("calico_rbac", include_str!("../actions/calico_rbac.rs")),
-            ("stale_webhook", include_str!("../actions/stale_webhook.rs")),
-            ("stuck_pods", include_str!("../actions/stuck_pods.rs")),
-        ];
-        assert_eq!(
-            sources.len(),
-            actions::modules().len(),
-            "a module is missing here"
-        );
-        for (module, source) in sources {
-            let returns: Value = serde_saphyr::from_str(written(module).unwrap().returns)
-                .unwrap_or_else(|e| panic!("{module} RETURN: {e}"));
-            let returns = returns.as_object().unwrap();
-            let mut documented: Vec<String> = returns.keys().cloned().collect();
-            documented.sort();
-            assert_eq!(
-                documented,
-                keys_set(source),
-                "{module}: RETURN vs outcome.set"
-            );
-            for (key, value) in returns {
+    fn return_documents_exactly_the_keys_of_each_report() {
+        for spec in actions::modules() {
+            let returns = returns(&spec);
+            let documented: Vec<&String> = returns.as_object().unwrap().keys().collect();
+            let report = (spec.default_report)();
+            let produced: Vec<&String> = report.as_object().unwrap().keys().collect();
+            assert_eq!(documented, produced, "{}: RETURN vs Report", spec.name);
+            for (key, value) in returns.as_object().unwrap() {
                 for field in ["description", "type", "returned"] {
                     assert!(
                         value.get(field).is_some(),
-                        "{module} RETURN {key}: no {field}"
+                        "{} RETURN {key}: no {field}",
+                        spec.name
                     );
                 }
+                assert!(
+                    !value["description"].as_str().is_some_and(str::is_empty),
+                    "{} RETURN {key}: empty description (a doc comment on the field)",
+                    spec.name
+                );
             }
         }
+    }
+
+    #[test]
+    fn nested_report_structs_become_contains() {
+        let spec = actions::find("stuck_pods").unwrap();
+        let returns = returns(&spec);
+        let deleted = &returns["deleted"];
+        assert_eq!(deleted["type"], "list");
+        assert_eq!(deleted["elements"], "dict");
+        // Flattened StuckPod fields and DeletedPod's own.
+        assert_eq!(deleted["contains"]["namespace"]["type"], "str");
+        assert_eq!(deleted["contains"]["manifest"]["type"], "dict");
+        assert_eq!(deleted["contains"]["gone"]["type"], "bool");
+        assert_eq!(returns["counts"]["contains"]["scanned"]["type"], "int");
+        assert_eq!(returns["verified"]["sample"], true);
     }
 
     /// Every `description` under `entries` (and their suboptions or contains) is text: a string
@@ -475,7 +571,7 @@ mod tests {
             let expected = json!({
                 "DOCUMENTATION": documentation(&spec, written.version_added),
                 "EXAMPLES": written.examples,
-                "RETURN": yaml(written.returns),
+                "RETURN": returns(&spec),
             });
             let (_, text) = file(&spec);
             let read: Value = serde_saphyr::from_str(&text).unwrap();

@@ -354,3 +354,156 @@ pub async fn allowed(
         .expect("SubjectAccessReview answered without status")
         .allowed
 }
+
+/// Label on every object a [`Reaper`] cleans up; its value is the reaper's id.
+pub const REAP_LABEL: &str = "kubemend.test/reap";
+
+/// Cleans up after a test, also when it fails: when dropped (at the end of the test, or while
+/// its panic unwinds) it deletes everything labelled `REAP_LABEL=<id>`: namespaces (their pods
+/// force-deleted with finalizers cleared first), webhook configurations (finalizers cleared),
+/// ClusterRoles, ClusterRoleBindings and ValidatingAdmissionPolicies with their bindings.
+#[derive(Debug)]
+pub struct Reaper {
+    /// The label value, unique to the test.
+    pub id: String,
+}
+
+impl Reaper {
+    /// A reaper with an id unique to this test.
+    pub fn new(prefix: &str) -> Self {
+        Self { id: unique(prefix) }
+    }
+
+    /// The labels that put an object in this reaper's care, to merge into `metadata.labels`.
+    pub fn labels(&self) -> Value {
+        json!({ REAP_LABEL: self.id })
+    }
+
+    /// A fresh namespace in this reaper's care (waits for its default ServiceAccount).
+    pub async fn namespace(&self, client: &Client) -> String {
+        let name = unique(&self.id);
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": { "name": name, "labels": self.labels() }
+        }))
+        .expect("namespace object");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create namespace {name}: {e}"));
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_until(
+            &format!("serviceaccount {name}/default"),
+            Duration::from_secs(30),
+            || async { sas.get_opt("default").await.ok().flatten() },
+        )
+        .await;
+        name
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let id = self.id.clone();
+        // Drop cannot await, and the test's runtime may be unwinding: reap on a thread of its
+        // own with its own runtime, and wait for it.
+        let reaped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for the reaper")
+                .block_on(reap(&id));
+        })
+        .join();
+        if reaped.is_err() {
+            eprintln!(
+                "reaper {}: cleanup failed; objects may be left over",
+                self.id
+            );
+        }
+    }
+}
+
+async fn reap(id: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        ValidatingWebhookConfiguration,
+    };
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+
+    let client = client().await;
+    let selected = ListParams::default().labels(&format!("{REAP_LABEL}={id}"));
+    let unfinalize = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let patch = PatchParams::default();
+    let delete = DeleteParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces
+        .list(&selected)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let name = ns.metadata.name.unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
+        for pod in pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let pod_name = pod.metadata.name.unwrap_or_default();
+            if pod.metadata.finalizers.is_some() {
+                let _ = pods.patch(&pod_name, &patch, &unfinalize).await;
+            }
+            let _ = pods
+                .delete(&pod_name, &DeleteParams::default().grace_period(0))
+                .await;
+        }
+        let _ = namespaces.delete(&name, &delete).await;
+    }
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    for object in mutating
+        .list(&selected)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let _ = mutating
+            .patch(
+                &object.metadata.name.unwrap_or_default(),
+                &patch,
+                &unfinalize,
+            )
+            .await;
+    }
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    for object in validating
+        .list(&selected)
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let _ = validating
+            .patch(
+                &object.metadata.name.unwrap_or_default(),
+                &patch,
+                &unfinalize,
+            )
+            .await;
+    }
+    let _ = mutating.delete_collection(&delete, &selected).await;
+    let _ = validating.delete_collection(&delete, &selected).await;
+    let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete_collection(&delete, &selected)
+        .await;
+    let _ = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .delete_collection(&delete, &selected)
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete_collection(&delete, &selected)
+        .await;
+    let _ = Api::<ClusterRole>::all(client)
+        .delete_collection(&delete, &selected)
+        .await;
+}

@@ -1,0 +1,16 @@
+//! The Kubernetes vocabulary every action shares: names, durations, label selectors, paging,
+//! nodes, leases, safe deletes and optimistic-concurrency retries.
+//!
+//! Nothing here knows any action; actions and the runbook (diagnose) build on it.
+
+pub mod delete;
+pub mod duration;
+pub mod lease;
+pub mod names;
+pub mod nodes;
+pub mod paging;
+pub mod retry;
+pub mod selector;
+
+/// Field manager recorded on every write kubemend makes.
+pub const FIELD_MANAGER: &str = "kubemend";
