@@ -806,3 +806,847 @@ impl Table {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Triple = (String, String, String);
+
+    fn v(text: &str) -> CalicoVersion {
+        CalicoVersion::parse(text).unwrap()
+    }
+
+    fn t(group: &str, resource: &str, verb: &str) -> Triple {
+        (group.to_owned(), resource.to_owned(), verb.to_owned())
+    }
+
+    fn triples_of(rules: &[SourcedRule]) -> BTreeSet<Triple> {
+        rules.iter().flat_map(SourcedRule::triples).collect()
+    }
+
+    fn required(version: &str, datastore: Datastore, controllers: &[&str]) -> BTreeSet<Triple> {
+        triples_of(&required_rules(v(version), datastore, controllers).unwrap())
+    }
+
+    /// Rules of one controller alone, without the base rules.
+    fn needed_only_by(version: &str, datastore: Datastore, controller: &str) -> BTreeSet<Triple> {
+        let base = required(version, datastore, &[]);
+        required(version, datastore, &[controller])
+            .difference(&base)
+            .cloned()
+            .collect()
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Meta {
+        name: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PolicyRule {
+        #[serde(default)]
+        api_groups: Vec<String>,
+        #[serde(default)]
+        resources: Vec<String>,
+        verbs: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct ClusterRole {
+        kind: String,
+        metadata: Meta,
+        rules: Vec<PolicyRule>,
+    }
+
+    fn fixture_triples(path: &str) -> BTreeSet<Triple> {
+        let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&full).unwrap();
+        assert!(
+            text.starts_with("# Upstream: projectcalico/calico, "),
+            "{path} must open naming its upstream source"
+        );
+        let role: ClusterRole = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(role.kind, "ClusterRole", "{path}");
+        assert_eq!(role.metadata.name, "calico-kube-controllers", "{path}");
+        let mut out = BTreeSet::new();
+        for rule in &role.rules {
+            for group in &rule.api_groups {
+                for resource in &rule.resources {
+                    for verb in &rule.verbs {
+                        out.insert(t(group, resource, verb));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn band_triples(rules: &[Rule]) -> BTreeSet<Triple> {
+        let mut out = BTreeSet::new();
+        for rule in rules {
+            for resource in &rule.resources {
+                for verb in &rule.verbs {
+                    out.insert(t(&rule.api_group, resource, verb));
+                }
+            }
+        }
+        out
+    }
+
+    // ---- the table against the upstream fixtures --------------------------------------------
+
+    #[test]
+    fn embedded_table_parses_and_passes_its_checks() {
+        Table::get().unwrap();
+    }
+
+    #[test]
+    fn every_band_with_the_manifest_controllers_grants_exactly_its_fixture_plus_listed_extras() {
+        let table = Table::get().unwrap();
+        for band in &table.data.bands {
+            let fixture = fixture_triples(&band.fixture);
+            let controllers = manifest_controllers(band.first, band.datastore).unwrap();
+            let rules = required_rules(band.first, band.datastore, &controllers).unwrap();
+            let (extra, upstream): (Vec<_>, Vec<_>) = rules.into_iter().partition(|r| r.extra);
+            let name = format!("{} {}..{}", band.datastore, band.first, band.last);
+            let upstream = triples_of(&upstream);
+            let missing: Vec<_> = fixture.difference(&upstream).collect();
+            let surplus: Vec<_> = upstream.difference(&fixture).collect();
+            assert!(missing.is_empty(), "{name}: table misses {missing:?}");
+            assert!(
+                surplus.is_empty(),
+                "{name}: table adds unlisted {surplus:?}"
+            );
+            let extra = triples_of(&extra);
+            assert_eq!(
+                extra,
+                band_triples(&band.extra_rules),
+                "{name}: extras required"
+            );
+            assert!(
+                extra.is_disjoint(&fixture),
+                "{name}: an extra rule is already granted upstream"
+            );
+            for rule in &band.extra_rules {
+                assert!(!rule.why.is_empty(), "{name}: every extra rule says why");
+            }
+        }
+    }
+
+    #[test]
+    fn every_band_rule_set_is_its_fixture_whatever_the_controllers() {
+        let table = Table::get().unwrap();
+        for band in &table.data.bands {
+            assert_eq!(
+                band_triples(&band.rules),
+                fixture_triples(&band.fixture),
+                "{} {}",
+                band.datastore,
+                band.first
+            );
+        }
+    }
+
+    #[test]
+    fn every_band_fixture_is_named_after_its_first_release_and_datastore() {
+        let table = Table::get().unwrap();
+        for band in &table.data.bands {
+            assert_eq!(
+                band.fixture,
+                format!(
+                    "tests/fixtures/calico/{}-{}.yaml",
+                    band.first, band.datastore
+                )
+            );
+            assert_eq!(band.source.repo, "projectcalico/calico");
+        }
+    }
+
+    #[test]
+    fn every_listed_release_resolves_to_its_own_band() {
+        let table = Table::get().unwrap();
+        for band in &table.data.bands {
+            for &release in &band.releases {
+                let rules = required_rules(release, band.datastore, &[BASE; 0]).unwrap();
+                for rule in rules {
+                    assert_eq!(rule.provenance.first, band.first, "{release}");
+                    assert_eq!(rule.provenance.release, release);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bands_cover_v3_6_0_to_v3_32_1_for_both_datastores() {
+        for datastore in [Datastore::Kubernetes, Datastore::Etcdv3] {
+            assert_eq!(
+                covered_range(datastore).unwrap(),
+                (v("v3.6.0"), v("v3.32.1"))
+            );
+        }
+    }
+
+    #[test]
+    fn band_list_is_split_by_patch_release_where_upstream_changed() {
+        let table = Table::get().unwrap();
+        let firsts = |datastore| -> Vec<String> {
+            table
+                .data
+                .bands
+                .iter()
+                .filter(|b| b.datastore == datastore)
+                .map(|b| b.first.to_string())
+                .collect()
+        };
+        assert_eq!(
+            firsts(Datastore::Kubernetes),
+            [
+                "v3.6.0", "v3.14.0", "v3.18.0", "v3.20.0", "v3.21.0", "v3.23.0", "v3.28.3",
+                "v3.29.0", "v3.29.2", "v3.30.0", "v3.31.0", "v3.32.0", "v3.32.1"
+            ]
+        );
+        assert_eq!(
+            firsts(Datastore::Etcdv3),
+            [
+                "v3.6.0", "v3.13.0", "v3.30.0", "v3.30.3", "v3.31.0", "v3.32.0"
+            ]
+        );
+    }
+
+    // ---- per release ------------------------------------------------------------------------
+
+    #[test]
+    fn v3_13_2_kubernetes_datastore_node_controller_needs_pods_get_but_not_list_or_watch() {
+        let node = needed_only_by("v3.13.2", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("", "pods", "get")));
+        assert!(!node.contains(&t("", "pods", "list")));
+        assert!(!node.contains(&t("", "pods", "watch")));
+        assert!(node.contains(&t("crd.projectcalico.org", "ipamblocks", "delete")));
+        assert!(!node.contains(&t("crd.projectcalico.org", "ipamblocks", "watch")));
+    }
+
+    #[test]
+    fn v3_13_2_is_read_from_the_release_v3_13_branch_for_lack_of_a_tag() {
+        let rules = required_rules(v("v3.13.2"), Datastore::Kubernetes, &["node"]).unwrap();
+        let (commit, _) = rules[0].provenance.release_source.clone().unwrap();
+        assert!(commit.starts_with("2499bb01a2"));
+    }
+
+    #[test]
+    fn v3_13_2_kubernetes_datastore_has_no_kubecontrollersconfigurations_rules() {
+        let all = required("v3.13.2", Datastore::Kubernetes, &["node"]);
+        assert!(
+            !all.iter()
+                .any(|(_, r, _)| r == "kubecontrollersconfigurations")
+        );
+    }
+
+    #[test]
+    fn v3_14_0_kubernetes_datastore_base_needs_kubecontrollersconfigurations_without_list() {
+        let base = required("v3.14.0", Datastore::Kubernetes, &[]);
+        let g = "crd.projectcalico.org";
+        for verb in ["get", "create", "update", "watch"] {
+            assert!(
+                base.contains(&t(g, "kubecontrollersconfigurations", verb)),
+                "{verb}"
+            );
+        }
+        assert!(!base.contains(&t(g, "kubecontrollersconfigurations", "list")));
+    }
+
+    #[test]
+    fn v3_14_0_kubernetes_datastore_node_controller_needs_hostendpoints() {
+        let node = needed_only_by("v3.14.0", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("crd.projectcalico.org", "hostendpoints", "create")));
+    }
+
+    #[test]
+    fn v3_17_5_kubernetes_datastore_is_the_release_branch_role_without_pods_watch() {
+        // The v3.17.5 tag sits on a master commit with v3.20-era docs; release-v3.17 is what
+        // shipped, and it has the v3.14 rules.
+        let rules = required_rules(v("v3.17.5"), Datastore::Kubernetes, &["node"]).unwrap();
+        assert_eq!(rules[0].provenance.first, v("v3.14.0"));
+        assert!(rules[0].provenance.release_source.is_some());
+        let node = triples_of(&rules);
+        assert!(!node.contains(&t("", "pods", "watch")));
+        assert!(!node.contains(&t("crd.projectcalico.org", "ipamblocks", "watch")));
+    }
+
+    #[test]
+    fn v3_18_0_kubernetes_datastore_node_controller_needs_ipam_watch_but_not_pods_watch() {
+        let node = needed_only_by("v3.18.0", Datastore::Kubernetes, "node");
+        for resource in ["blockaffinities", "ipamblocks", "ipamhandles"] {
+            assert!(node.contains(&t("crd.projectcalico.org", resource, "watch")));
+        }
+        assert!(!node.contains(&t("", "pods", "watch")));
+        let v3_18_5 = needed_only_by("v3.18.5", Datastore::Kubernetes, "node");
+        assert_eq!(node, v3_18_5, "v3.18.5 as released is the v3.18.0 role");
+    }
+
+    #[test]
+    fn v3_20_0_kubernetes_datastore_node_controller_needs_pods_list_and_watch() {
+        let node = needed_only_by("v3.20.0", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("", "pods", "list")));
+        assert!(node.contains(&t("", "pods", "watch")));
+        assert!(!node.contains(&t("crd.projectcalico.org", "ipreservations", "list")));
+    }
+
+    #[test]
+    fn v3_21_0_kubernetes_datastore_node_controller_needs_ipreservations_list() {
+        let node = needed_only_by("v3.21.0", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("crd.projectcalico.org", "ipreservations", "list")));
+    }
+
+    #[test]
+    fn v3_23_0_kubernetes_datastore_node_controller_watches_ippools_and_clusterinformations() {
+        let node = needed_only_by("v3.23.0", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("crd.projectcalico.org", "ippools", "watch")));
+        assert!(node.contains(&t("crd.projectcalico.org", "clusterinformations", "watch")));
+    }
+
+    #[test]
+    fn kubecontrollersconfigurations_list_is_granted_from_v3_28_3_and_v3_29_2_only() {
+        let list = t(
+            "crd.projectcalico.org",
+            "kubecontrollersconfigurations",
+            "list",
+        );
+        for (release, granted) in [
+            ("v3.28.2", false),
+            ("v3.28.3", true),
+            ("v3.28.5", true),
+            ("v3.29.0", false),
+            ("v3.29.1", false),
+            ("v3.29.2", true),
+            ("v3.32.1", true),
+        ] {
+            let base = required(release, Datastore::Kubernetes, &[]);
+            assert_eq!(base.contains(&list), granted, "{release}");
+        }
+    }
+
+    #[test]
+    fn v3_29_0_kubernetes_datastore_base_needs_tiers_for_the_default_tier() {
+        let base = required("v3.29.0", Datastore::Kubernetes, &[]);
+        assert!(base.contains(&t("crd.projectcalico.org", "tiers", "create")));
+    }
+
+    #[test]
+    fn v3_30_0_kubernetes_datastore_loadbalancer_needs_services_and_ipam() {
+        let lb = needed_only_by("v3.30.0", Datastore::Kubernetes, "loadbalancer");
+        assert!(lb.contains(&t("", "services/status", "update")));
+        assert!(lb.contains(&t("crd.projectcalico.org", "ipamblocks", "create")));
+        assert!(lb.contains(&t("crd.projectcalico.org", "ipamconfigs", "get")));
+        assert!(!lb.contains(&t("", "namespaces", "watch")));
+    }
+
+    #[test]
+    fn v3_31_0_kubernetes_datastore_loadbalancer_also_watches_namespaces() {
+        let lb = needed_only_by("v3.31.0", Datastore::Kubernetes, "loadbalancer");
+        assert!(lb.contains(&t("", "namespaces", "watch")));
+        let node = needed_only_by("v3.31.0", Datastore::Kubernetes, "node");
+        assert!(!node.contains(&t("", "namespaces", "watch")));
+    }
+
+    #[test]
+    fn v3_32_0_kubernetes_datastore_needs_150_more_triples_than_v3_31_7() {
+        let manifest = |release: &str| {
+            let controllers = manifest_controllers(v(release), Datastore::Kubernetes).unwrap();
+            required(
+                release,
+                Datastore::Kubernetes,
+                &controllers.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        };
+        let old = manifest("v3.31.7");
+        let new = manifest("v3.32.0");
+        assert!(old.is_subset(&new));
+        assert_eq!(new.len() - old.len(), 150);
+        assert_eq!(new.len(), 216);
+    }
+
+    #[test]
+    fn v3_32_0_kubernetes_datastore_base_covers_projectcalico_org_and_the_migrators() {
+        let base = required("v3.32.0", Datastore::Kubernetes, &[]);
+        for triple in [
+            t("projectcalico.org", "kubecontrollersconfigurations", "get"),
+            t(
+                "crd.projectcalico.org",
+                "kubecontrollersconfigurations/status",
+                "update",
+            ),
+            t("projectcalico.org", "globalnetworkpolicies", "update"),
+            t("apps", "daemonsets", "watch"),
+            t(
+                "migration.projectcalico.org",
+                "datastoremigrations/status",
+                "patch",
+            ),
+            t(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "delete",
+            ),
+            t("apiregistration.k8s.io", "apiservices", "create"),
+            t("projectcalico.org", "*", "delete"),
+            t("crd.projectcalico.org", "*", "list"),
+        ] {
+            assert!(base.contains(&triple), "{triple:?}");
+        }
+        let node = needed_only_by("v3.32.0", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("projectcalico.org", "ipamblocks", "delete")));
+    }
+
+    #[test]
+    fn v3_32_1_kubernetes_datastore_node_controller_needs_kubevirt_informers() {
+        let node = needed_only_by("v3.32.1", Datastore::Kubernetes, "node");
+        assert!(node.contains(&t("kubevirt.io", "virtualmachineinstances", "watch")));
+        let v3_32_0 = needed_only_by("v3.32.0", Datastore::Kubernetes, "node");
+        assert!(!v3_32_0.contains(&t("kubevirt.io", "virtualmachineinstances", "watch")));
+    }
+
+    #[test]
+    fn v3_6_0_etcdv3_datastore_rules_are_per_controller_and_read_only() {
+        let e = Datastore::Etcdv3;
+        assert!(
+            required("v3.6.0", e, &[]).is_empty(),
+            "etcd keeps no base rules in v3.6"
+        );
+        assert_eq!(
+            required("v3.6.0", e, &["policy"]),
+            [
+                t("networking.k8s.io", "networkpolicies", "list"),
+                t("networking.k8s.io", "networkpolicies", "watch")
+            ]
+            .into()
+        );
+        assert_eq!(
+            required("v3.6.0", e, &["serviceaccount"]),
+            [
+                t("", "serviceaccounts", "list"),
+                t("", "serviceaccounts", "watch")
+            ]
+            .into()
+        );
+        assert_eq!(
+            required("v3.6.0", e, &["profile"]),
+            [t("", "namespaces", "list"), t("", "namespaces", "watch")].into()
+        );
+        assert!(!required("v3.6.0", e, &["node"]).contains(&t("", "pods", "list")));
+    }
+
+    #[test]
+    fn v3_13_0_etcdv3_datastore_adds_get_and_the_node_controller_reads_pods() {
+        let node = required("v3.13.0", Datastore::Etcdv3, &["node"]);
+        assert!(node.contains(&t("", "nodes", "get")));
+        assert!(node.contains(&t("", "pods", "get")));
+    }
+
+    #[test]
+    fn etcdv3_datastore_has_no_calico_crd_rules_before_v3_32_0() {
+        for release in ["v3.6.0", "v3.13.0", "v3.29.7", "v3.30.3", "v3.31.7"] {
+            let controllers = manifest_controllers(v(release), Datastore::Etcdv3).unwrap();
+            let all =
+                triples_of(&required_rules(v(release), Datastore::Etcdv3, &controllers).unwrap());
+            assert!(
+                all.iter()
+                    .all(|(g, _, _)| g.is_empty() || g == "networking.k8s.io"),
+                "{release}"
+            );
+        }
+    }
+
+    #[test]
+    fn v3_32_0_etcdv3_datastore_base_has_policy_name_migrator_rules_under_both_groups() {
+        let base = required("v3.32.0", Datastore::Etcdv3, &[]);
+        assert!(base.contains(&t("crd.projectcalico.org", "networkpolicies", "delete")));
+        assert!(base.contains(&t(
+            "projectcalico.org",
+            "stagedglobalnetworkpolicies",
+            "create"
+        )));
+        assert!(base.contains(&t("apps", "deployments", "get")));
+    }
+
+    #[test]
+    fn v3_30_0_etcdv3_datastore_loadbalancer_needs_services_beyond_the_upstream_role() {
+        let rules = required_rules(v("v3.30.0"), Datastore::Etcdv3, &["loadbalancer"]).unwrap();
+        let extra: Vec<_> = rules.iter().filter(|r| r.extra).collect();
+        assert_eq!(extra.len(), 1);
+        assert_eq!(extra[0].resources, ["services", "services/status"]);
+        assert!(extra[0].why.contains("v3.30.3"));
+        let upstream = fixture_triples("tests/fixtures/calico/v3.30.0-etcdv3.yaml");
+        assert!(!upstream.contains(&t("", "services", "watch")));
+    }
+
+    #[test]
+    fn v3_30_3_etcdv3_datastore_grants_services_upstream() {
+        let rules = required_rules(v("v3.30.3"), Datastore::Etcdv3, &["loadbalancer"]).unwrap();
+        assert!(rules.iter().all(|r| !r.extra));
+        assert!(triples_of(&rules).contains(&t("", "services/status", "update")));
+    }
+
+    #[test]
+    fn v3_31_0_etcdv3_datastore_loadbalancer_needs_namespaces() {
+        assert!(
+            required("v3.31.0", Datastore::Etcdv3, &["loadbalancer"]).contains(&t(
+                "",
+                "namespaces",
+                "watch"
+            ))
+        );
+        assert!(
+            !required("v3.30.7", Datastore::Etcdv3, &["loadbalancer"]).contains(&t(
+                "",
+                "namespaces",
+                "watch"
+            ))
+        );
+    }
+
+    #[test]
+    fn kubernetes_datastore_etcd_only_controllers_get_no_rules_and_a_warning() {
+        let k = Datastore::Kubernetes;
+        for release in ["v3.6.0", "v3.20.0", "v3.32.1"] {
+            let base = required(release, k, &[]);
+            for controller in [
+                "workloadendpoint",
+                "policy",
+                "namespace",
+                "serviceaccount",
+                "profile",
+            ] {
+                assert_eq!(
+                    required(release, k, &[controller]),
+                    base,
+                    "{release} {controller}"
+                );
+            }
+        }
+        let warned = warnings(v("v3.20.0"), k, &["node", "workloadendpoint", "profile"]).unwrap();
+        assert_eq!(warned.len(), 2);
+        assert!(warned[0].starts_with("workloadendpoint is an etcd-only controller"));
+        assert!(warned[1].starts_with("profile is an etcd-only controller"));
+        assert!(
+            warnings(v("v3.20.0"), Datastore::Etcdv3, &["workloadendpoint"])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn required_rules_refuse_names_the_release_exits_on_and_flannelmigration() {
+        let err =
+            required_rules(v("v3.29.7"), Datastore::Kubernetes, &["loadbalancer"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "calico-kube-controllers v3.29.7 exits on the controller name `loadbalancer`"
+        );
+        let err =
+            required_rules(v("v3.20.0"), Datastore::Kubernetes, &["flannelmigration"]).unwrap_err();
+        assert!(matches!(err, TableError::NotCovered { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_rule_carries_its_band_source_and_controller() {
+        let rules = required_rules(v("v3.20.3"), Datastore::Kubernetes, &["node"]).unwrap();
+        let pods = rules.iter().find(|r| r.resources == ["pods"]).unwrap();
+        assert_eq!(pods.controller, "node");
+        assert_eq!(pods.provenance.first, v("v3.20.0"));
+        assert_eq!(pods.provenance.last, v("v3.20.6"));
+        assert_eq!(pods.provenance.reference, "v3.20.0");
+        assert_eq!(
+            pods.provenance.path,
+            "_includes/charts/calico/templates/calico-kube-controllers-rbac.yaml"
+        );
+        let base = rules
+            .iter()
+            .find(|r| r.resources == ["clusterinformations"])
+            .unwrap();
+        assert_eq!(base.controller, BASE);
+    }
+
+    // ---- versions and datastores ------------------------------------------------------------
+
+    #[test]
+    fn versions_parse_with_or_without_v_and_refuse_anything_else() {
+        assert_eq!(v("v3.13.2"), CalicoVersion::new(3, 13, 2));
+        assert_eq!(v("3.13.2"), CalicoVersion::new(3, 13, 2));
+        assert_eq!(v("3.13.2").to_string(), "v3.13.2");
+        for bad in [
+            "",
+            "v",
+            "v3",
+            "v3.13",
+            "v3.13.2.1",
+            "v3.13.2-rc1",
+            " v3.13.2",
+            "v3.13.2 ",
+            "V3.13.2",
+            "vv3.13.2",
+            "v3..2",
+            "v3.+13.2",
+            "v3.-1.2",
+            "latest",
+            "v3.x.0",
+            "v3.13.99999999999",
+        ] {
+            assert!(
+                matches!(
+                    CalicoVersion::parse(bad),
+                    Err(TableError::InvalidVersion { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(v("v3.9.0") < v("v3.10.0"));
+    }
+
+    #[test]
+    fn versions_outside_the_table_are_errors_not_fallbacks() {
+        let k = Datastore::Kubernetes;
+        let err = required_rules(v("v3.33.0"), k, &["node"]).unwrap_err();
+        assert!(matches!(err, TableError::NewerThanTable { .. }));
+        assert!(
+            err.to_string().contains("newer than the rule table"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("v3.32.1"), "{err}");
+        assert!(matches!(
+            required_rules(v("v3.32.2"), k, &["node"]),
+            Err(TableError::NewerThanTable { .. })
+        ));
+        assert!(matches!(
+            required_rules(v("v3.5.8"), Datastore::Etcdv3, &["node"]),
+            Err(TableError::OlderThanTable { .. })
+        ));
+        assert!(matches!(
+            required_rules(v("v3.13.9"), k, &["node"]),
+            Err(TableError::UnknownRelease { .. })
+        ));
+        assert!(matches!(
+            parse_enabled_controllers(v("v3.33.0"), "node"),
+            Err(TableError::NewerThanTable { .. })
+        ));
+        assert!(default_controllers(v("v4.0.0"), k).is_err());
+    }
+
+    #[test]
+    fn datastore_parses_exactly_kubernetes_and_etcdv3() {
+        assert_eq!(
+            Datastore::parse("kubernetes").unwrap(),
+            Datastore::Kubernetes
+        );
+        assert_eq!(Datastore::parse("etcdv3").unwrap(), Datastore::Etcdv3);
+        for bad in ["Kubernetes", "kdd", "etcd", "etcdv2", " kubernetes", ""] {
+            assert!(Datastore::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unset_datastore_type_is_etcdv3_before_v3_17_and_detected_from_etcd_endpoints_after() {
+        let from = |release: &str, dst: Option<&str>, endpoints: Option<&str>| {
+            Datastore::from_env(v(release), dst, endpoints)
+        };
+        assert_eq!(from("v3.16.10", None, None).unwrap(), Datastore::Etcdv3);
+        assert!(from("v3.16.10", Some(""), None).is_err());
+        assert_eq!(from("v3.17.0", None, None).unwrap(), Datastore::Kubernetes);
+        assert_eq!(
+            from("v3.17.0", Some(""), None).unwrap(),
+            Datastore::Kubernetes
+        );
+        assert_eq!(
+            from("v3.30.0", None, Some("https://10.0.0.1:2379")).unwrap(),
+            Datastore::Etcdv3
+        );
+        assert_eq!(
+            from("v3.30.0", None, Some("")).unwrap(),
+            Datastore::Kubernetes
+        );
+        assert_eq!(
+            from("v3.6.0", Some("kubernetes"), None).unwrap(),
+            Datastore::Kubernetes
+        );
+        assert_eq!(
+            from("v3.32.1", Some("etcdv3"), None).unwrap(),
+            Datastore::Etcdv3
+        );
+        assert!(from("v3.32.1", Some("etcd"), None).is_err());
+        assert!(from("v3.33.0", None, None).is_err());
+    }
+
+    // ---- ENABLED_CONTROLLERS ----------------------------------------------------------------
+
+    fn parsed(release: &str, text: &str) -> Result<Vec<String>, TableError> {
+        parse_enabled_controllers(v(release), text)
+    }
+
+    #[test]
+    fn enabled_controllers_rejects_case_whitespace_and_empty_names() {
+        for (text, name) in [
+            ("Node", "Node"),
+            (" node", " node"),
+            ("node ", "node "),
+            ("node,", ""),
+            (",node", ""),
+            ("node,,policy", ""),
+            ("", ""),
+            ("node, policy", " policy"),
+            ("nodes", "nodes"),
+        ] {
+            let err = parsed("v3.13.2", text).unwrap_err();
+            assert_eq!(
+                err,
+                TableError::UnknownController {
+                    version: v("v3.13.2"),
+                    name: name.to_owned()
+                },
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            parsed("v3.13.2", "Node").unwrap_err().to_string(),
+            "calico-kube-controllers v3.13.2 exits on the controller name `Node`"
+        );
+    }
+
+    #[test]
+    fn enabled_controllers_accepts_profile_as_namespace_and_dedups() {
+        assert_eq!(parsed("v3.13.2", "profile").unwrap(), ["namespace"]);
+        assert_eq!(
+            parsed("v3.20.0", "node,profile,namespace,node").unwrap(),
+            ["node", "namespace"]
+        );
+        assert_eq!(
+            parsed(
+                "v3.6.0",
+                "policy,namespace,serviceaccount,workloadendpoint,node"
+            )
+            .unwrap(),
+            [
+                "policy",
+                "namespace",
+                "serviceaccount",
+                "workloadendpoint",
+                "node"
+            ]
+        );
+    }
+
+    #[test]
+    fn loadbalancer_is_a_controller_name_from_v3_30_0_only() {
+        for release in ["v3.6.0", "v3.14.0", "v3.29.7"] {
+            assert!(
+                matches!(parsed(release, "node,loadbalancer"), Err(TableError::UnknownController { ref name, .. }) if name == "loadbalancer"),
+                "{release}"
+            );
+        }
+        assert_eq!(
+            parsed("v3.30.0", "node,loadbalancer").unwrap(),
+            ["node", "loadbalancer"]
+        );
+        assert_eq!(parsed("v3.32.1", "loadbalancer").unwrap(), ["loadbalancer"]);
+    }
+
+    #[test]
+    fn flannelmigration_is_unknown_before_v3_9_combinable_until_v3_13_and_alone_from_v3_14() {
+        assert!(matches!(
+            parsed("v3.8.9", "flannelmigration"),
+            Err(TableError::UnknownController { .. })
+        ));
+        assert_eq!(
+            parsed("v3.9.0", "node,flannelmigration").unwrap(),
+            ["node", "flannelmigration"]
+        );
+        assert!(matches!(
+            parsed("v3.13.5", "flannelmigration,"),
+            Err(TableError::UnknownController { ref name, .. }) if name.is_empty()
+        ));
+        assert_eq!(
+            parsed("v3.14.0", "flannelmigration").unwrap(),
+            ["flannelmigration"]
+        );
+        assert_eq!(
+            parsed("v3.14.0", " ,flannelmigration, ").unwrap(),
+            ["flannelmigration"]
+        );
+        for text in [
+            "node,flannelmigration",
+            "flannelmigrations",
+            "Flannelmigration,flannelmigration",
+        ] {
+            assert!(
+                matches!(
+                    parsed("v3.32.1", text),
+                    Err(TableError::FlannelMigrationNotAlone { .. })
+                ),
+                "{text:?}"
+            );
+        }
+    }
+
+    // ---- defaults -----------------------------------------------------------------------------
+
+    #[test]
+    fn defaults_when_unset_are_the_five_controllers_until_v3_29_and_add_loadbalancer_from_v3_30() {
+        let five = [
+            "node",
+            "policy",
+            "namespace",
+            "workloadendpoint",
+            "serviceaccount",
+        ];
+        for datastore in [Datastore::Kubernetes, Datastore::Etcdv3] {
+            let mut got = default_controllers(v("v3.13.2"), datastore).unwrap();
+            got.sort();
+            let mut want = five.map(str::to_owned).to_vec();
+            want.sort();
+            assert_eq!(got, want, "{datastore}");
+            let mut got = default_controllers(v("v3.29.7"), datastore).unwrap();
+            got.sort();
+            assert_eq!(got, want, "{datastore}");
+            let got = default_controllers(v("v3.30.0"), datastore).unwrap();
+            assert_eq!(got.len(), 6);
+            assert!(got.contains(&"loadbalancer".to_owned()));
+        }
+    }
+
+    #[test]
+    fn upstream_manifests_enable_node_for_kubernetes_and_all_etcd_controllers_for_etcdv3() {
+        assert_eq!(
+            manifest_controllers(v("v3.6.0"), Datastore::Kubernetes).unwrap(),
+            ["node"]
+        );
+        assert_eq!(
+            manifest_controllers(v("v3.30.0"), Datastore::Kubernetes).unwrap(),
+            ["node", "loadbalancer"]
+        );
+        assert_eq!(
+            manifest_controllers(v("v3.29.7"), Datastore::Etcdv3).unwrap(),
+            [
+                "policy",
+                "namespace",
+                "serviceaccount",
+                "workloadendpoint",
+                "node"
+            ]
+        );
+    }
+
+    #[test]
+    fn controller_info_names_its_source_and_etcd_only_controllers() {
+        let info = controller_info(v("v3.30.0")).unwrap();
+        assert!(info.names.contains(&"loadbalancer".to_owned()));
+        assert_eq!(
+            info.aliases,
+            [("profile".to_owned(), "namespace".to_owned())]
+        );
+        assert_eq!(
+            info.etcd_only,
+            ["workloadendpoint", "policy", "namespace", "serviceaccount"]
+        );
+        assert!(info.source.contains("runconfig.go"));
+    }
+}
