@@ -1368,6 +1368,22 @@ mod tests {
         assert_eq!(base.controller, BASE);
     }
 
+    #[test]
+    fn v3_30_0_kubernetes_datastore_loadbalancer_shares_the_node_controllers_datastore_feed() {
+        let lb = needed_only_by("v3.30.0", Datastore::Kubernetes, "loadbalancer");
+        let g = "crd.projectcalico.org";
+        for triple in [
+            t("", "nodes", "watch"),
+            t(g, "clusterinformations", "watch"),
+            t(g, "ippools", "watch"),
+            t(g, "ipamblocks", "watch"),
+            t(g, "hostendpoints", "watch"),
+        ] {
+            assert!(lb.contains(&triple), "{triple:?}");
+        }
+        assert!(!lb.contains(&t(g, "hostendpoints", "create")));
+    }
+
     // ---- versions and datastores ------------------------------------------------------------
 
     #[test]
