@@ -10,6 +10,7 @@
 //! Both go through [`actions::execute`], so options are validated and actions behave the same.
 
 pub mod actions;
+pub mod calico_rules;
 pub mod cli;
 pub mod client;
 pub mod error;
