@@ -122,9 +122,14 @@ pub fn unique(prefix: &str) -> String {
 /// Creates a fresh namespace and waits for its default ServiceAccount (the
 /// ServiceAccount admission plugin rejects pods until it exists).
 pub async fn namespace(client: &Client, prefix: &str) -> String {
+    create_namespace(client, prefix, json!({ "kubemend.test/owner": prefix })).await
+}
+
+/// A namespace named `prefix-<id>` with `labels`, once its default ServiceAccount exists.
+async fn create_namespace(client: &Client, prefix: &str, labels: Value) -> String {
     let name = unique(prefix);
     let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": name, "labels": { "kubemend.test/owner": prefix } }
+        "metadata": { "name": name, "labels": labels }
     }))
     .expect("namespace object");
     Api::<Namespace>::all(client.clone())
@@ -381,23 +386,7 @@ impl Reaper {
 
     /// A fresh namespace in this reaper's care (waits for its default ServiceAccount).
     pub async fn namespace(&self, client: &Client) -> String {
-        let name = unique(&self.id);
-        let ns: Namespace = serde_json::from_value(json!({
-            "metadata": { "name": name, "labels": self.labels() }
-        }))
-        .expect("namespace object");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap_or_else(|e| panic!("failed to create namespace {name}: {e}"));
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_until(
-            &format!("serviceaccount {name}/default"),
-            Duration::from_secs(30),
-            || async { sas.get_opt("default").await.ok().flatten() },
-        )
-        .await;
-        name
+        create_namespace(client, &self.id, self.labels()).await
     }
 }
 
