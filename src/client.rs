@@ -6,7 +6,9 @@
 //! directly (with `api_key`, `ca_cert`, `validate_certs`); otherwise the kubeconfig is loaded
 //! and `host`, `api_key`, `ca_cert`, `validate_certs` override what it says.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
@@ -55,6 +57,140 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "BOOL")]
     #[serde(default)]
     pub validate_certs: Option<bool>,
+
+    /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m (a bare number is
+    /// seconds); default 5m. No single request to the API server waits longer than 30s (or
+    /// this, when shorter) for its answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[serde(default, with = "duration_text")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+}
+
+/// Default of the `timeout` option: the bound on a whole action.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Longest wait for the answer to one request (one attempt), and between two reads of it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ClusterArgs {
+    /// How long the whole action may take: option `timeout`, else [`DEFAULT_ACTION_TIMEOUT`].
+    /// The pipeline wraps the action's future in `tokio::time::timeout` with this.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT)
+    }
+
+    /// How long one request may wait for its answer: [`DEFAULT_REQUEST_TIMEOUT`], or the
+    /// action's timeout when that is shorter.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout().min(DEFAULT_REQUEST_TIMEOUT)
+    }
+}
+
+/// Parses a duration written like `90s`, `5m`, `1h30m`, `250ms` or `120` (seconds).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("expected a duration like 90s, 5m or 1h30m, got an empty string".into());
+    }
+    let bad = || format!("expected a duration like 90s, 5m or 1h30m, got {text:?}");
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || unit_len == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match &rest[digits..digits + unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[digits + unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("must be longer than zero, got {text:?}"));
+    }
+    Ok(total)
+}
+
+fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
+    parse_duration(text)
+}
+
+/// A duration for people: `5m`, `1h30m`, `90s` stays `1m30s`, `250ms`.
+#[must_use]
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.subsec_millis();
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (u64::from(millis), "ms")] {
+        if value > 0 {
+            let _ = write!(out, "{value}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// `timeout` as text in options and results (`"5m"`), a [`Duration`] in the struct.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option, reason = "the signature serde's `with` requires")]
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => serializer.serialize_str(&super::format_duration(*duration)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        // The validator has turned numbers into strings already; accept both anyway.
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(text)) => super::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(serde_json::Value::Number(n)) => super::parse_duration(&n.to_string())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "expected a duration like 90s or 5m, got {}",
+                crate::protocol::json_kind(&other)
+            ))),
+        }
+    }
 }
 
 /// A connected client plus the endpoint it talks to, for error messages.
@@ -187,6 +323,8 @@ impl Access {
         if let Some(validate) = self.validate_certs {
             config.accept_invalid_certs = !validate;
         }
+        // kube's own retry waits up to 1000 s and obeys any Retry-After: see http_guard.
+        config.default_retry = false;
         Ok(config)
     }
 }
@@ -194,14 +332,34 @@ impl Access {
 /// Resolves options and environment and builds a client. No request is sent yet.
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
     let access = Access::resolve(args, |name| std::env::var(name).ok())?;
-    let config = access.config().await?;
+    let mut config = access.config().await?;
+    let request_timeout = args.request_timeout();
+    // The read timeout counts from each write (the request), not from when a pooled
+    // connection went idle; it bounds the wait for the headers and between reads of the body.
+    // A little longer than the request timeout, whose message is the clearer one.
+    config.read_timeout = Some(request_timeout + request_timeout / 4);
+    config.reset_reader_on_write = true;
+    config.connect_timeout = Some(
+        config
+            .connect_timeout
+            .map_or(request_timeout, |t| t.min(request_timeout)),
+    );
+    config.write_timeout = Some(request_timeout);
     let endpoint = config.cluster_url.to_string();
     let endpoint = endpoint.trim_end_matches('/').to_owned();
     tracing::debug!(%endpoint, "connecting");
-    let client = kube::Client::try_from(config).map_err(|source| Error::BuildClient {
-        endpoint: endpoint.clone(),
-        source,
-    })?;
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|source| Error::BuildClient {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    let client = crate::http_guard::build(
+        builder,
+        crate::http_guard::Limits {
+            request_timeout,
+            max_response_bytes: crate::http_guard::MAX_RESPONSE_BYTES,
+        },
+    );
     Ok(Cluster { client, endpoint })
 }
 
@@ -289,6 +447,62 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         }
+    }
+
+    #[test]
+    fn durations_are_parsed_like_90s_and_5m() {
+        for (text, want) in [
+            ("90s", 90),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("120", 120),
+            (" 2m10s ", 130),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(want)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "-5s",
+            "1.5m",
+            "0s",
+            "5 m",
+            "99999999999h",
+        ] {
+            if bad == "5" {
+                continue;
+            }
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn timeout_option_bounds_the_action_and_each_request() {
+        let default = ClusterArgs::default();
+        assert_eq!(default.timeout(), DEFAULT_ACTION_TIMEOUT);
+        assert_eq!(default.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+        let short: ClusterArgs =
+            serde_json::from_value(serde_json::json!({"timeout": "2s"})).unwrap();
+        assert_eq!(short.timeout(), Duration::from_secs(2));
+        assert_eq!(short.request_timeout(), Duration::from_secs(2));
+        assert_eq!(
+            serde_json::to_value(&short).unwrap()["timeout"],
+            serde_json::json!("2s")
+        );
+        let err = serde_json::from_value::<ClusterArgs>(serde_json::json!({"timeout": "soon"}))
+            .unwrap_err();
+        assert!(err.to_string().contains("90s"), "{err}");
     }
 
     #[test]

@@ -311,7 +311,8 @@ impl Error {
     /// be reached at all, [`Error::Api`] otherwise.
     #[must_use]
     pub fn api(endpoint: &str, verb: &'static str, object: String, source: kube::Error) -> Self {
-        if is_transport_error(&source) {
+        // A body over the size limit arrives as a transport error, but the server was reached.
+        if is_transport_error(&source) && !crate::http_guard::is_response_too_large(&source) {
             Self::Unreachable {
                 endpoint: endpoint.to_owned(),
                 verb,
@@ -372,7 +373,13 @@ impl Error {
             ),
             Self::InvalidHost { .. } => Some("use a URL like https://10.0.0.1:16443".into()),
             Self::Unreachable { source, .. } => Some(unreachable_hint(source)),
-            Self::Api { verb, object, source } => api_hint(verb, object, source),
+            Self::Api { verb, object, source } => api_hint(verb, object, source).or_else(|| {
+                crate::http_guard::is_response_too_large(source).then(|| {
+                    "the API server sent far more than was asked for; check that host or the \
+                     kubeconfig points at a Kubernetes API server"
+                        .into()
+                })
+            }),
             Self::ConflictRetriesExhausted { .. } => Some(
                 "another client is changing the object continuously; find it (check managedFields) \
                  and run again"
@@ -442,7 +449,8 @@ fn kube_cause(err: &kube::Error) -> String {
             let mut text = if status.message.is_empty() {
                 "the API server refused the request".to_owned()
             } else {
-                status.message.clone()
+                // A body that was not a Status (an HTML page, an echo) becomes the message whole.
+                bounded(&status.message, MAX_STATUS_MESSAGE_CHARS)
             };
             if !status.reason.is_empty() || status.code != 0 {
                 let _ = write!(text, " ({}, HTTP {})", status.reason, status.code);
@@ -451,6 +459,19 @@ fn kube_cause(err: &kube::Error) -> String {
         }
         other => root_cause(other),
     }
+}
+
+/// Longest API status message quoted in an error.
+const MAX_STATUS_MESSAGE_CHARS: usize = 500;
+
+/// `text`, cut at `max` characters with a note of how much was left out.
+fn bounded(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}... ({} more characters)", count - max)
 }
 
 /// The deepest cause's text, which for connection problems is the useful one ("Connection
@@ -529,6 +550,22 @@ mod tests {
             err.message_with_causes(),
             "failed to read args file \"/nonexistent\": No such file or directory"
         );
+    }
+
+    #[test]
+    fn huge_status_message_is_cut() {
+        let status =
+            kube::core::Status::failure(&"x".repeat(100_000), "Failed to parse error data")
+                .with_code(502);
+        let err = Error::api(
+            "https://127.0.0.1:6443",
+            "get",
+            "pod \"p\"".into(),
+            kube::Error::Api(status.boxed()),
+        );
+        let text = err.message_with_causes();
+        assert!(text.len() < 1000, "{}", text.len());
+        assert!(text.contains("99500 more characters"), "{text}");
     }
 
     #[test]

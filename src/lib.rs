@@ -13,6 +13,7 @@ pub mod actions;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod http_guard;
 pub mod module_docs;
 pub mod outcome;
 pub mod protocol;
