@@ -145,11 +145,46 @@ pub enum Error {
     },
 
     /// No way to reach a cluster was configured.
-    #[error("failed to find a Kubernetes API to talk to")]
+    #[error(
+        "failed to find a Kubernetes API to talk to: no usable kubeconfig ({kubeconfig}), and \
+         not in a cluster ({in_cluster})"
+    )]
     NoClusterConfig {
-        /// kube's error listing what was tried.
+        /// Why the in-cluster service account could not be used.
+        in_cluster: String,
+        /// Why the default kubeconfig could not be used.
+        kubeconfig: String,
+    },
+
+    /// A kubeconfig file could not be read.
+    #[error("failed to read kubeconfig {path:?}")]
+    ReadKubeconfig {
+        /// Path as given.
+        path: String,
+        /// The I/O error (or: too large, not UTF-8).
         #[source]
-        source: kube::config::InferConfigError,
+        source: std::io::Error,
+    },
+
+    /// A kubeconfig is not valid YAML. Only the position is given: the text may hold secrets.
+    #[error(
+        "kubeconfig {path:?} is not valid YAML{}",
+        location.as_ref().map(|l| format!(" (error at {l})")).unwrap_or_default()
+    )]
+    KubeconfigSyntax {
+        /// Path as given.
+        path: String,
+        /// `line L, column C`, when known.
+        location: Option<String>,
+    },
+
+    /// A kubeconfig is YAML but not a kubeconfig. Only the field is named, never its value.
+    #[error("kubeconfig {path:?} has an invalid value at {field}")]
+    KubeconfigInvalid {
+        /// Path as given.
+        path: String,
+        /// Path of the field, e.g. `users[0].user.token`.
+        field: String,
     },
 
     /// The CA certificate file given by `ca_cert` could not be used.
@@ -163,12 +198,14 @@ pub enum Error {
     },
 
     /// The API server URL given by `host` is not a valid URL.
-    #[error("invalid API server URL {host:?} (from {origin})")]
+    #[error("invalid API server URL {host:?} (from {origin}): {problem}")]
     InvalidHost {
-        /// The URL as given.
+        /// The URL as given, any `user:password@` masked.
         host: String,
         /// Where it came from (option or environment variable).
         origin: &'static str,
+        /// What is wrong with it.
+        problem: String,
     },
 
     /// The kube client could not be built from the configuration.
@@ -361,7 +398,10 @@ impl Error {
             Self::UnknownOptions { .. } => {
                 Some("check the spelling; `kubemend <action> --help` lists every option".into())
             }
-            Self::LoadKubeconfig { .. } => Some(
+            Self::LoadKubeconfig { .. }
+            | Self::ReadKubeconfig { .. }
+            | Self::KubeconfigSyntax { .. }
+            | Self::KubeconfigInvalid { .. } => Some(
                 "check the kubeconfig path (option kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG) \
                  and that the context exists"
                     .into(),
@@ -440,6 +480,16 @@ pub fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
         next = cause.source();
     }
     chain
+}
+
+/// The message of `err` and its causes on one line, each once.
+#[must_use]
+pub fn causes_of(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    for cause in causes(err) {
+        let _ = write!(out, ": {cause}");
+    }
+    out
 }
 
 /// One line describing a kube error.

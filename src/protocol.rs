@@ -33,6 +33,10 @@ pub const NO_LOG_MASK: &str = "********";
 /// Schema extension keyword marking an option whose value must never appear in output.
 pub const NO_LOG_KEYWORD: &str = "x-no-log";
 
+/// Schema extension keyword marking a URL option whose `user:password@` part, if any, must never
+/// appear in output.
+pub const NO_LOG_USERINFO_KEYWORD: &str = "x-no-log-userinfo";
+
 /// Top-level result keys owned by the protocol; actions may not use them for their data.
 pub const RESERVED_KEYS: &[&str] = &[
     "changed",
@@ -654,6 +658,11 @@ pub fn no_log_values(schema: &Value, raw: &Map<String, Value>) -> Vec<String> {
         return secrets;
     };
     for (name, property) in properties {
+        if property.get(NO_LOG_USERINFO_KEYWORD) == Some(&Value::Bool(true))
+            && let Some(Value::String(url)) = raw.get(name)
+        {
+            secrets.extend(url_userinfo(url));
+        }
         if property.get(NO_LOG_KEYWORD) != Some(&Value::Bool(true)) {
             continue;
         }
@@ -664,6 +673,7 @@ pub fn no_log_values(schema: &Value, raw: &Map<String, Value>) -> Vec<String> {
         }
     }
     secrets.retain(|s| !s.is_empty());
+    with_trimmed(&mut secrets);
     secrets
 }
 
@@ -753,11 +763,47 @@ impl Report {
 /// Secrets that may be in play without being options: the AWX-injected token.
 #[must_use]
 pub fn env_secrets() -> Vec<String> {
-    ["K8S_AUTH_API_KEY"]
+    let mut secrets: Vec<String> = ["K8S_AUTH_API_KEY"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .filter(|value| !value.is_empty())
-        .collect()
+        .collect();
+    with_trimmed(&mut secrets);
+    if let Ok(host) = std::env::var("K8S_AUTH_HOST") {
+        secrets.extend(url_userinfo(&host));
+    }
+    secrets
+}
+
+/// The `user:password@` part of a URL and the password alone, if it has one.
+#[must_use]
+pub fn url_userinfo(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let mut found = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        found.push(password.to_owned());
+    }
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+/// Adds the form without a trailing line break of every secret that has one: a token is sent
+/// (and may be echoed) without it.
+fn with_trimmed(secrets: &mut Vec<String>) {
+    let trimmed: Vec<String> = secrets
+        .iter()
+        .map(|s| s.trim_end_matches(['\n', '\r']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .filter(|t| !secrets.contains(t))
+        .collect();
+    secrets.extend(trimmed);
 }
 
 /// The module result: one JSON object with `changed`, `failed`, `msg` (always on failure),

@@ -166,3 +166,54 @@ fn response_far_larger_than_asked_for_fails_with_a_message() {
     );
     assert!(!run.msg().contains("cannot reach"), "{}", run.msg());
 }
+
+#[test]
+fn token_with_a_trailing_newline_is_sent_without_it_and_never_shown() {
+    let server = FakeApi::start(Behaviour::EchoAuthorization);
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.url()),
+            ("K8S_AUTH_API_KEY", "s3cr3t-t0ken\n"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.msg();
+    assert!(!msg.contains("bug in kubemend"), "{msg}");
+    // The server saw the token (it echoes it back in its 401) and the echo is masked.
+    assert!(msg.contains("HTTP 401"), "{msg}");
+    assert!(msg.contains("Authorization: Bearer ********"), "{msg}");
+    assert!(
+        !run.result.to_string().contains("s3cr3t-t0ken"),
+        "{}",
+        run.result
+    );
+}
+
+#[test]
+fn host_with_a_password_or_a_bad_port_is_refused_without_echoing_it() {
+    let mut args = calico_args();
+    args["host"] = json!("https://admin:hunter2@127.0.0.1:1");
+    let run = run_module("calico_rbac", &args, &[], Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        !run.result.to_string().contains("hunter2"),
+        "{}",
+        run.result
+    );
+    assert!(run.msg().contains("user:password@"), "{}", run.msg());
+    for port in ["99999", "65536", ""] {
+        let url = format!("https://127.0.0.1:{port}");
+        let run = run_module(
+            "calico_rbac",
+            &calico_args(),
+            &[("K8S_AUTH_HOST", &url), ("K8S_AUTH_API_KEY", "tok")],
+            Duration::from_secs(60),
+        );
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.msg().contains("K8S_AUTH_HOST"), "{}", run.msg());
+        assert!(run.msg().contains("1 to 65535"), "{}", run.msg());
+    }
+}
