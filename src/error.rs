@@ -78,16 +78,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// The params file is neither JSON nor YAML.
-    #[error("{what} {path:?} is neither valid JSON nor valid YAML")]
+    /// The params file is neither JSON nor YAML. Only the position is given: the file may hold
+    /// secrets (api_key), which the parser's message would quote.
+    #[error(
+        "{what} {path:?} is neither valid JSON nor valid YAML{}",
+        location.as_ref().map(|l| format!(" (YAML error at {l})")).unwrap_or_default()
+    )]
     InputNotYaml {
         /// "params file".
         what: &'static str,
         /// Path as given.
         path: PathBuf,
-        /// The YAML parser's complaint.
-        #[source]
-        source: serde_saphyr::Error,
+        /// `line L, column C`, when the parser knows.
+        location: Option<String>,
     },
 
     /// The input parsed but is not a JSON object.

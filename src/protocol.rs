@@ -100,10 +100,12 @@ pub fn parse_params_bytes(bytes: &[u8], path: &Path) -> Result<Map<String, Value
     let text = input_text(bytes, path, "params file")?;
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
-        Err(_) => serde_saphyr::from_str(text).map_err(|source| Error::InputNotYaml {
+        Err(_) => serde_saphyr::from_str(text).map_err(|err| Error::InputNotYaml {
             what: "params file",
             path: path.to_owned(),
-            source,
+            location: err
+                .location()
+                .map(|l| format!("line {}, column {}", l.line(), l.column())),
         })?,
     };
     into_object(value, path, "params file")
@@ -666,15 +668,25 @@ pub fn no_log_values(schema: &Value, raw: &Map<String, Value>) -> Vec<String> {
         if property.get(NO_LOG_KEYWORD) != Some(&Value::Bool(true)) {
             continue;
         }
-        match raw.get(name) {
-            Some(Value::String(s)) => secrets.push(s.clone()),
-            Some(Value::Number(n)) => secrets.push(n.to_string()),
-            _ => {}
+        if let Some(value) = raw.get(name) {
+            leaves(value, &mut secrets);
         }
     }
     secrets.retain(|s| !s.is_empty());
     with_trimmed(&mut secrets);
     secrets
+}
+
+/// Every string and number inside `value`, as text: what Ansible adds to its no_log values for
+/// an option's value (booleans and nulls are not secrets).
+fn leaves(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|item| leaves(item, out)),
+        Value::Object(map) => map.values().for_each(|item| leaves(item, out)),
+        Value::Null | Value::Bool(_) => {}
+    }
 }
 
 /// Masks secrets everywhere in `value`: a string equal to one becomes [`NO_LOG_VALUE`], one
@@ -689,6 +701,12 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 *s = masked;
             }
         }
+        // As Ansible's remove_values: a number whose text is (or holds) a secret is masked too.
+        Value::Number(n) => {
+            if let Some(masked) = mask_str(&n.to_string(), secrets) {
+                *value = Value::String(masked);
+            }
+        }
         Value::Array(items) => items.iter_mut().for_each(|item| mask(item, secrets)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
@@ -698,7 +716,7 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 map.insert(key, item);
             }
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Value::Null | Value::Bool(_) => {}
     }
 }
 
@@ -1079,6 +1097,19 @@ mod tests {
     }
 
     #[test]
+    fn params_yaml_error_gives_a_position_not_the_text() {
+        for bad in [
+            &b"name: x\napi_key: s3cr3t-t0ken\n  bad: [\n"[..],
+            &b"api_key: \"s3cr3t-t0ken\nname: [x\n"[..],
+        ] {
+            let err = parse_params_bytes(bad, Path::new("p.yml")).unwrap_err();
+            let text = err.message_with_causes();
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("line "), "{text}");
+        }
+    }
+
+    #[test]
     fn missing_and_oversized_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
@@ -1117,6 +1148,29 @@ mod tests {
         assert_eq!(result["warnings"], json!([NO_LOG_VALUE]));
         assert_eq!(result["changed"], json!(false));
         assert_eq!(result["failed"], json!(false));
+    }
+
+    #[test]
+    fn no_log_values_that_are_not_strings_are_masked_leaf_by_leaf() {
+        for api_key in [
+            json!(123_456_789),
+            json!(["s3cret-a", 987_654_321]),
+            json!({"token": "s3cret-b", "nested": {"n": 24_681_357}}),
+        ] {
+            let raw = obj(json!({"name": "a", "api_key": api_key.clone()}));
+            let secrets = no_log_values(&schema(), &raw);
+            let report = Report {
+                module: "probe".into(),
+                flags: Flags::default(),
+                module_args: raw,
+                secrets,
+                result: Err(Error::ModuleUsage),
+            };
+            let text = module_result(&report).to_string();
+            for leaf in ["123456789", "s3cret-a", "987654321", "s3cret-b", "24681357"] {
+                assert!(!text.contains(leaf), "{api_key}: {text}");
+            }
+        }
     }
 
     #[test]
