@@ -6,7 +6,9 @@
 //! directly (with `api_key`, `ca_cert`, `validate_certs`); otherwise the kubeconfig is loaded
 //! and `host`, `api_key`, `ca_cert`, `validate_certs` override what it says.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
@@ -35,6 +37,7 @@ pub struct ClusterArgs {
     /// kubeconfig or context, kubemend talks to this URL directly with api_key.
     #[arg(long, value_name = "URL")]
     #[serde(default)]
+    #[schemars(extend("x-no-log-userinfo" = true))]
     pub host: Option<String>,
 
     /// Bearer token for the API server. Falls back to K8S_AUTH_API_KEY. Never shown in output;
@@ -55,6 +58,140 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "BOOL")]
     #[serde(default)]
     pub validate_certs: Option<bool>,
+
+    /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m (a bare number is
+    /// seconds); default 5m. No single request to the API server waits longer than 30s (or
+    /// this, when shorter) for its answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    #[serde(default, with = "duration_text")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+}
+
+/// Default of the `timeout` option: the bound on a whole action.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Longest wait for the answer to one request (one attempt), and between two reads of it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ClusterArgs {
+    /// How long the whole action may take: option `timeout`, else [`DEFAULT_ACTION_TIMEOUT`].
+    /// The pipeline wraps the action's future in `tokio::time::timeout` with this.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT)
+    }
+
+    /// How long one request may wait for its answer: [`DEFAULT_REQUEST_TIMEOUT`], or the
+    /// action's timeout when that is shorter.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout().min(DEFAULT_REQUEST_TIMEOUT)
+    }
+}
+
+/// Parses a duration written like `90s`, `5m`, `1h30m`, `250ms` or `120` (seconds).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("expected a duration like 90s, 5m or 1h30m, got an empty string".into());
+    }
+    let bad = || format!("expected a duration like 90s, 5m or 1h30m, got {text:?}");
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || unit_len == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit = match &rest[digits..digits + unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+        rest = &rest[digits + unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("must be longer than zero, got {text:?}"));
+    }
+    Ok(total)
+}
+
+fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
+    parse_duration(text)
+}
+
+/// A duration for people: `5m`, `1h30m`, `90s` stays `1m30s`, `250ms`.
+#[must_use]
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.subsec_millis();
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (u64::from(millis), "ms")] {
+        if value > 0 {
+            let _ = write!(out, "{value}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// `timeout` as text in options and results (`"5m"`), a [`Duration`] in the struct.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option, reason = "the signature serde's `with` requires")]
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => serializer.serialize_str(&super::format_duration(*duration)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        // The validator has turned numbers into strings already; accept both anyway.
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(text)) => super::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(serde_json::Value::Number(n)) => super::parse_duration(&n.to_string())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "expected a duration like 90s or 5m, got {}",
+                crate::protocol::json_kind(&other)
+            ))),
+        }
+    }
 }
 
 /// A connected client plus the endpoint it talks to, for error messages.
@@ -132,7 +269,12 @@ impl Access {
                 .or_else(|| env("K8S_AUTH_KUBECONFIG")),
             context: args.context.clone().or_else(|| env("K8S_AUTH_CONTEXT")),
             host,
-            api_key: args.api_key.clone().or_else(|| env("K8S_AUTH_API_KEY")),
+            api_key: match &args.api_key {
+                Some(token) => Some(check_token(token, "api_key")?),
+                None => env("K8S_AUTH_API_KEY")
+                    .map(|token| check_token(&token, "K8S_AUTH_API_KEY"))
+                    .transpose()?,
+            },
             ca_cert: args.ca_cert.clone().or_else(|| env("K8S_AUTH_SSL_CA_CERT")),
             validate_certs,
         })
@@ -147,13 +289,7 @@ impl Access {
         } else if self.kubeconfig.is_some() || self.context.is_some() {
             let (kubeconfig, label) = match &self.kubeconfig {
                 Some(paths) => (read_kubeconfigs(paths)?, paths.clone()),
-                None => (
-                    Kubeconfig::read().map_err(|source| Error::LoadKubeconfig {
-                        path: default_kubeconfig_label(),
-                        source,
-                    })?,
-                    default_kubeconfig_label(),
-                ),
+                None => (read_default_kubeconfig()?, default_kubeconfig_label()),
             };
             let options = KubeConfigOptions {
                 context: self.context.clone(),
@@ -166,12 +302,14 @@ impl Access {
                     source,
                 })?
         } else {
-            kube::Config::infer()
-                .await
-                .map_err(|source| Error::NoClusterConfig { source })?
+            infer().await?
         };
         if !direct && let Some((host, origin)) = &self.host {
             config.cluster_url = parse_host(host, origin)?;
+        } else if !direct {
+            // A kubeconfig's server gets the same checks as the host option.
+            config.cluster_url =
+                parse_host(&config.cluster_url.to_string(), "the kubeconfig's server")?;
         }
         if let Some(token) = &self.api_key {
             config.auth_info = AuthInfo {
@@ -187,6 +325,8 @@ impl Access {
         if let Some(validate) = self.validate_certs {
             config.accept_invalid_certs = !validate;
         }
+        // kube's own retry waits up to 1000 s and obeys any Retry-After: see http_guard.
+        config.default_retry = false;
         Ok(config)
     }
 }
@@ -194,42 +334,194 @@ impl Access {
 /// Resolves options and environment and builds a client. No request is sent yet.
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
     let access = Access::resolve(args, |name| std::env::var(name).ok())?;
-    let config = access.config().await?;
+    let mut config = access.config().await?;
+    let request_timeout = args.request_timeout();
+    // The read timeout counts from each write (the request), not from when a pooled
+    // connection went idle; it bounds the wait for the headers and between reads of the body.
+    // A little longer than the request timeout, whose message is the clearer one.
+    config.read_timeout = Some(request_timeout + request_timeout / 4);
+    config.reset_reader_on_write = true;
+    config.connect_timeout = Some(
+        config
+            .connect_timeout
+            .map_or(request_timeout, |t| t.min(request_timeout)),
+    );
+    config.write_timeout = Some(request_timeout);
     let endpoint = config.cluster_url.to_string();
     let endpoint = endpoint.trim_end_matches('/').to_owned();
     tracing::debug!(%endpoint, "connecting");
-    let client = kube::Client::try_from(config).map_err(|source| Error::BuildClient {
-        endpoint: endpoint.clone(),
-        source,
-    })?;
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|source| Error::BuildClient {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    let client = crate::http_guard::build(
+        builder,
+        crate::http_guard::Limits {
+            request_timeout,
+            max_response_bytes: crate::http_guard::MAX_RESPONSE_BYTES,
+        },
+    );
     Ok(Cluster { client, endpoint })
 }
 
+/// The API server URL, checked: http or https, a host, a port (when given) in 1..=65535, and no
+/// `user:password@` (which would be echoed in messages; credentials go in api_key).
 fn parse_host(host: &str, origin: &'static str) -> Result<http::Uri> {
-    let invalid = || Error::InvalidHost {
-        host: host.to_owned(),
+    let invalid = |problem: &str| Error::InvalidHost {
+        host: without_userinfo(host),
         origin,
+        problem: problem.to_owned(),
     };
-    let uri: http::Uri = host.parse().map_err(|_| invalid())?;
-    if uri.scheme().is_none() || uri.host().is_none() {
-        return Err(invalid());
+    let uri: http::Uri = host.trim().parse().map_err(|_| invalid("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) {
+        return Err(invalid("it must start with https:// (or http://)"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid("it names no host"));
+    };
+    let text = authority.as_str();
+    let host_port = match text.rsplit_once('@') {
+        Some(_) => {
+            return Err(invalid(
+                "it must not hold a user name or password (user:password@); pass a token as \
+                 api_key (K8S_AUTH_API_KEY)",
+            ));
+        }
+        None => text,
+    };
+    let port = if let Some(rest) = host_port.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((_, after)) => after.strip_prefix(':'),
+            None => return Err(invalid("its IPv6 address lacks the closing ]")),
+        }
+    } else {
+        host_port.rsplit_once(':').map(|(_, port)| port)
+    };
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        if !valid {
+            return Err(invalid(&format!(
+                "port {port:?} is not a number from 1 to 65535"
+            )));
+        }
     }
     Ok(uri)
+}
+
+/// `host` with any `user:password@` replaced by `***@`, for messages.
+fn without_userinfo(host: &str) -> String {
+    let (scheme, rest) = host.split_once("://").unwrap_or(("", host));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}***@{}", &rest[at + 1..])
+        }
+        None => host.to_owned(),
+    }
+}
+
+/// A bearer token, checked: a trailing line break is removed (as kubectl does for token files,
+/// and as a YAML `|` block leaves one); any other control character is refused, naming where
+/// the token came from, never quoting it.
+fn check_token(token: &str, origin: &str) -> Result<String> {
+    let trimmed = token.trim_end_matches(['\n', '\r']);
+    let problem = if trimmed.is_empty() {
+        Some("is empty".to_owned())
+    } else {
+        trimmed
+            .char_indices()
+            .find(|(_, c)| c.is_control())
+            .map(|(at, c)| {
+                let what = match c {
+                    '\n' | '\r' => "a line break",
+                    '\t' => "a tab",
+                    _ => "a control character",
+                };
+                format!(
+                    "contains {what} at character {} (a token is one line of printable text)",
+                    trimmed[..at].chars().count() + 1
+                )
+            })
+    };
+    match problem {
+        Some(problem) => Err(Error::InvalidOption {
+            option: origin.to_owned(),
+            problem,
+        }),
+        None => Ok(trimmed.to_owned()),
+    }
+}
+
+/// No option or variable names a cluster: the default kubeconfig, else the in-cluster service
+/// account (as kube's `Config::infer`, but with the kubeconfig read by [`read_kubeconfig`]).
+async fn infer() -> Result<kube::Config> {
+    let kubeconfig_error = match read_default_kubeconfig() {
+        Ok(kubeconfig) => {
+            return kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| Error::LoadKubeconfig {
+                    path: default_kubeconfig_label(),
+                    source,
+                });
+        }
+        Err(err) => err,
+    };
+    kube::Config::incluster().map_err(|in_cluster| Error::NoClusterConfig {
+        in_cluster: crate::error::causes_of(&in_cluster),
+        kubeconfig: kubeconfig_error.message_with_causes(),
+    })
 }
 
 fn default_kubeconfig_label() -> String {
     std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into())
 }
 
+/// Largest kubeconfig, CA, client certificate or key file read. Real ones are a few KiB.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a whole file, refusing one larger than [`MAX_FILE_BYTES`] (also a pipe or device that
+/// never ends).
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file is larger than the limit of {} MiB",
+                MAX_FILE_BYTES / 1024 / 1024
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads `KUBECONFIG` (`:`-separated) or `~/.kube/config`.
+fn read_default_kubeconfig() -> Result<Kubeconfig> {
+    match std::env::var("KUBECONFIG") {
+        Ok(paths) if !paths.is_empty() => read_kubeconfigs(&paths),
+        _ => read_kubeconfigs("~/.kube/config"),
+    }
+}
+
 /// Reads one or more `:`-separated kubeconfig files and merges them, first wins.
 fn read_kubeconfigs(paths: &str) -> Result<Kubeconfig> {
     let mut merged: Option<Kubeconfig> = None;
     for path in paths.split(':').filter(|p| !p.is_empty()) {
-        let expanded = expand_home(path);
-        let next = Kubeconfig::read_from(&expanded).map_err(|source| Error::LoadKubeconfig {
-            path: path.to_owned(),
-            source,
-        })?;
+        let next = read_kubeconfig(path)?;
         merged = Some(match merged {
             None => next,
             Some(current) => current
@@ -246,9 +538,75 @@ fn read_kubeconfigs(paths: &str) -> Result<Kubeconfig> {
     })
 }
 
+/// Reads one kubeconfig file (bounded), with relative file names made absolute as kubectl does.
+fn read_kubeconfig(path: &str) -> Result<Kubeconfig> {
+    let expanded = expand_home(path);
+    let bytes = read_bounded(&expanded).map_err(|source| Error::ReadKubeconfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::ReadKubeconfig {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"),
+    })?;
+    let mut kubeconfig = parse_kubeconfig(&text, path)?;
+    if let Some(dir) = expanded.parent() {
+        let absolute = |file: &mut Option<String>| {
+            if let Some(name) = file.as_deref()
+                && Path::new(name).is_relative()
+                && let Some(joined) = dir.join(name).to_str()
+            {
+                *file = Some(joined.to_owned());
+            }
+        };
+        for named in &mut kubeconfig.clusters {
+            if let Some(cluster) = &mut named.cluster {
+                absolute(&mut cluster.certificate_authority);
+            }
+        }
+        for named in &mut kubeconfig.auth_infos {
+            if let Some(user) = &mut named.auth_info {
+                absolute(&mut user.client_certificate);
+                absolute(&mut user.client_key);
+                absolute(&mut user.token_file);
+            }
+        }
+    }
+    Ok(kubeconfig)
+}
+
+/// Parses kubeconfig YAML (several documents are merged). Errors give a position or a field
+/// path, never the text around it: a kubeconfig holds tokens and keys.
+fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|err| Error::KubeconfigSyntax {
+            path: label.to_owned(),
+            location: err
+                .location()
+                .map(|l| format!("line {}, column {}", l.line(), l.column())),
+        })?;
+    let mut merged = Kubeconfig::default();
+    for document in documents {
+        let next = kubeconfig_from_value(document, label)?;
+        merged = merged.merge(next).map_err(|source| Error::LoadKubeconfig {
+            path: label.to_owned(),
+            source,
+        })?;
+    }
+    Ok(merged)
+}
+
+/// A kubeconfig from an already parsed mapping (a file's document, or the option given as one).
+fn kubeconfig_from_value(value: serde_json::Value, label: &str) -> Result<Kubeconfig> {
+    serde_path_to_error::deserialize(value).map_err(|err| Error::KubeconfigInvalid {
+        path: label.to_owned(),
+        field: err.path().to_string(),
+    })
+}
+
 /// Reads the DER certificates out of a PEM file.
 fn read_ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::ReadCaCert {
+    let bytes = read_bounded(path).map_err(|source| Error::ReadCaCert {
         path: path.to_owned(),
         source,
     })?;
@@ -269,13 +627,76 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
-/// `~/x` → `$HOME/x`, as Ansible's path type does.
+/// A path option expanded as Ansible's `path` type does (`expanduser(expandvars(value))`):
+/// `$NAME` and `${NAME}` become the variable's value (unset ones are left as written), then `~`
+/// and `~/x` become the home directory, `~user/x` that user's (from /etc/passwd).
 #[must_use]
 pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
+    expand_path(path, &|name| std::env::var(name).ok(), &home_of_user)
+}
+
+fn expand_path(
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    home_of: &dyn Fn(&str) -> Option<String>,
+) -> PathBuf {
+    let path = expand_vars(path, env);
+    let Some(rest) = path.strip_prefix('~') else {
+        return PathBuf::from(path);
+    };
+    let (user, tail) = rest.split_once('/').map_or((rest, ""), |(u, t)| (u, t));
+    let home = if user.is_empty() {
+        env("HOME").or_else(|| {
+            env("USER")
+                .or_else(|| env("LOGNAME"))
+                .and_then(|name| home_of(&name))
+        })
+    } else {
+        home_of(user)
+    };
+    match home {
+        Some(home) if tail.is_empty() => PathBuf::from(home),
+        Some(home) => PathBuf::from(home).join(tail),
+        None => PathBuf::from(path),
     }
+}
+
+/// Python's `os.path.expandvars`: `$NAME` (letters, digits, `_`) and `${NAME}`; unknown ones stay.
+fn expand_vars(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        match (!name.is_empty()).then(|| env(name)).flatten() {
+            Some(value) => out.push_str(&value),
+            None => out.push_str(&rest[at..at + 1 + consumed]),
+        }
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A user's home directory from /etc/passwd (users only a directory service knows stay `~user`).
+fn home_of_user(user: &str) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 6 && fields[0] == user && !fields[5].is_empty())
+            .then(|| fields[5].to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -289,6 +710,62 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
         }
+    }
+
+    #[test]
+    fn durations_are_parsed_like_90s_and_5m() {
+        for (text, want) in [
+            ("90s", 90),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("120", 120),
+            (" 2m10s ", 130),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(want)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "-5s",
+            "1.5m",
+            "0s",
+            "5 m",
+            "99999999999h",
+        ] {
+            if bad == "5" {
+                continue;
+            }
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn timeout_option_bounds_the_action_and_each_request() {
+        let default = ClusterArgs::default();
+        assert_eq!(default.timeout(), DEFAULT_ACTION_TIMEOUT);
+        assert_eq!(default.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+        let short: ClusterArgs =
+            serde_json::from_value(serde_json::json!({"timeout": "2s"})).unwrap();
+        assert_eq!(short.timeout(), Duration::from_secs(2));
+        assert_eq!(short.request_timeout(), Duration::from_secs(2));
+        assert_eq!(
+            serde_json::to_value(&short).unwrap()["timeout"],
+            serde_json::json!("2s")
+        );
+        let err = serde_json::from_value::<ClusterArgs>(serde_json::json!({"timeout": "soon"}))
+            .unwrap_err();
+        assert!(err.to_string().contains("90s"), "{err}");
     }
 
     #[test]
@@ -355,6 +832,159 @@ mod tests {
         assert_eq!(config.cluster_url.to_string(), "https://10.0.0.1:16443/");
         assert!(config.accept_invalid_certs);
         assert!(config.auth_info.token.is_some());
+    }
+
+    #[test]
+    fn ports_outside_1_to_65535_are_refused_naming_the_option() {
+        for bad in [
+            "https://host:99999",
+            "https://host:65536",
+            "https://host:",
+            "https://host:0",
+            "https://[::1]:70000",
+        ] {
+            let err = parse_host(bad, "K8S_AUTH_HOST").unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("K8S_AUTH_HOST"), "{text}");
+            assert!(text.contains("not a number from 1 to 65535"), "{text}");
+        }
+        for good in [
+            "https://10.0.0.1:16443",
+            "https://host",
+            "http://[::1]:6443/",
+            "https://[fe80::1]",
+            "https://host:65535/prefix",
+        ] {
+            assert!(parse_host(good, "option host").is_ok(), "{good}");
+        }
+        let err = parse_host("ftp://host", "option host").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn userinfo_in_host_is_refused_and_not_echoed() {
+        let err = parse_host("https://admin:hunter2@10.0.0.1:16443/", "option host").unwrap_err();
+        let text = err.message_with_causes();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("admin"), "{text}");
+        assert!(text.contains("https://***@10.0.0.1:16443/"), "{text}");
+        assert!(text.contains("api_key"), "{text}");
+    }
+
+    #[test]
+    fn token_loses_a_trailing_newline_and_other_control_characters_are_refused() {
+        assert_eq!(check_token("s3cret\n", "api_key").unwrap(), "s3cret");
+        assert_eq!(check_token("s3cret\r\n", "api_key").unwrap(), "s3cret");
+        for (bad, what) in [
+            ("s3c\nret", "line break"),
+            ("s3c\tret", "tab"),
+            ("\u{7}x", "control"),
+        ] {
+            let err = check_token(bad, "K8S_AUTH_API_KEY").unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("K8S_AUTH_API_KEY"), "{text}");
+            assert!(text.contains(what), "{text}");
+            assert!(!text.contains("s3c"), "{text}");
+        }
+        let access = Access::resolve(
+            &ClusterArgs::default(),
+            env_of(&[("K8S_AUTH_API_KEY", "tok\n")]),
+        )
+        .unwrap();
+        assert_eq!(access.api_key.as_deref(), Some("tok"));
+        let args = ClusterArgs {
+            api_key: Some("a\nb".into()),
+            ..ClusterArgs::default()
+        };
+        let err = Access::resolve(&args, env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("\"api_key\""), "{err}");
+    }
+
+    #[test]
+    fn paths_expand_variables_and_home_directories_like_ansible() {
+        let env = |name: &str| match name {
+            "HOME" => Some("/home/me".to_owned()),
+            "DATA" => Some("/srv/data".to_owned()),
+            _ => None,
+        };
+        let home_of = |user: &str| (user == "awx").then(|| "/var/lib/awx".to_owned());
+        let expand = |p: &str| expand_path(p, &env, &home_of);
+        assert_eq!(expand("~/x"), PathBuf::from("/home/me/x"));
+        assert_eq!(expand("~"), PathBuf::from("/home/me"));
+        assert_eq!(expand("$HOME/x"), PathBuf::from("/home/me/x"));
+        assert_eq!(
+            expand("${DATA}/backups"),
+            PathBuf::from("/srv/data/backups")
+        );
+        assert_eq!(
+            expand("~awx/kubeconfig"),
+            PathBuf::from("/var/lib/awx/kubeconfig")
+        );
+        assert_eq!(expand("~nobody-here/x"), PathBuf::from("~nobody-here/x"));
+        assert_eq!(expand("$UNSET/x"), PathBuf::from("$UNSET/x"));
+        assert_eq!(expand("/a/$/b${"), PathBuf::from("/a/$/b${"));
+        assert_eq!(expand("/plain/path"), PathBuf::from("/plain/path"));
+        assert_eq!(home_of_user("root").as_deref(), Some("/root"));
+    }
+
+    #[test]
+    fn kubeconfig_syntax_error_gives_a_position_not_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nusers:\n- name: u\n  user:\n    token: s3cr3t-t0ken\n   bad: [\n",
+        )
+        .unwrap();
+        let err = read_kubeconfigs(path.to_str().unwrap()).unwrap_err();
+        let text = err.message_with_causes();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("line "), "{text}");
+        std::fs::write(
+            &path,
+            "users:\n- name: u\n  user:\n    token: [s3cr3t-t0ken]\n",
+        )
+        .unwrap();
+        let text = read_kubeconfigs(path.to_str().unwrap())
+            .unwrap_err()
+            .message_with_causes();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("users[0].user.token"), "{text}");
+    }
+
+    #[test]
+    fn huge_kubeconfig_and_ca_files_are_refused_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = read_kubeconfigs(big.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.message_with_causes().contains("larger than the limit"),
+            "{err}"
+        );
+        let err = read_ca_bundle(&big).unwrap_err();
+        assert!(
+            err.message_with_causes().contains("larger than the limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kubeconfig_relative_files_are_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://a:6443\n    certificate-authority: ca.crt\n",
+        )
+        .unwrap();
+        let kubeconfig = read_kubeconfigs(path.to_str().unwrap()).unwrap();
+        let cluster = kubeconfig.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(
+            cluster.certificate_authority.as_deref(),
+            dir.path().join("ca.crt").to_str()
+        );
     }
 
     #[tokio::test]

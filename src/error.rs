@@ -80,16 +80,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// The params file is neither JSON nor YAML.
-    #[error("{what} {path:?} is neither valid JSON nor valid YAML")]
+    /// The params file is neither JSON nor YAML. Only the position is given: the file may hold
+    /// secrets (api_key), which the parser's message would quote.
+    #[error(
+        "{what} {path:?} is neither valid JSON nor valid YAML{}",
+        location.as_ref().map(|l| format!(" (YAML error at {l})")).unwrap_or_default()
+    )]
     InputNotYaml {
         /// "params file".
         what: &'static str,
         /// Path as given.
         path: PathBuf,
-        /// The YAML parser's complaint.
-        #[source]
-        source: serde_saphyr::Error,
+        /// `line L, column C`, when the parser knows.
+        location: Option<String>,
     },
 
     /// The input parsed but is not a JSON object.
@@ -147,11 +150,46 @@ pub enum Error {
     },
 
     /// No way to reach a cluster was configured.
-    #[error("failed to find a Kubernetes API to talk to")]
+    #[error(
+        "failed to find a Kubernetes API to talk to: no usable kubeconfig ({kubeconfig}), and \
+         not in a cluster ({in_cluster})"
+    )]
     NoClusterConfig {
-        /// kube's error listing what was tried.
+        /// Why the in-cluster service account could not be used.
+        in_cluster: String,
+        /// Why the default kubeconfig could not be used.
+        kubeconfig: String,
+    },
+
+    /// A kubeconfig file could not be read.
+    #[error("failed to read kubeconfig {path:?}")]
+    ReadKubeconfig {
+        /// Path as given.
+        path: String,
+        /// The I/O error (or: too large, not UTF-8).
         #[source]
-        source: kube::config::InferConfigError,
+        source: std::io::Error,
+    },
+
+    /// A kubeconfig is not valid YAML. Only the position is given: the text may hold secrets.
+    #[error(
+        "kubeconfig {path:?} is not valid YAML{}",
+        location.as_ref().map(|l| format!(" (error at {l})")).unwrap_or_default()
+    )]
+    KubeconfigSyntax {
+        /// Path as given.
+        path: String,
+        /// `line L, column C`, when known.
+        location: Option<String>,
+    },
+
+    /// A kubeconfig is YAML but not a kubeconfig. Only the field is named, never its value.
+    #[error("kubeconfig {path:?} has an invalid value at {field}")]
+    KubeconfigInvalid {
+        /// Path as given.
+        path: String,
+        /// Path of the field, e.g. `users[0].user.token`.
+        field: String,
     },
 
     /// The CA certificate file given by `ca_cert` could not be used.
@@ -165,12 +203,14 @@ pub enum Error {
     },
 
     /// The API server URL given by `host` is not a valid URL.
-    #[error("invalid API server URL {host:?} (from {origin})")]
+    #[error("invalid API server URL {host:?} (from {origin}): {problem}")]
     InvalidHost {
-        /// The URL as given.
+        /// The URL as given, any `user:password@` masked.
         host: String,
         /// Where it came from (option or environment variable).
         origin: &'static str,
+        /// What is wrong with it.
+        problem: String,
     },
 
     /// The kube client could not be built from the configuration.
@@ -237,6 +277,15 @@ pub enum Error {
         object: String,
         /// What would make the action work without it.
         hint: String,
+    },
+
+    /// The whole action took longer than its `timeout`.
+    #[error("timed out after {after} (option timeout) while in step {step}")]
+    TimedOut {
+        /// The pipeline step it was in.
+        step: &'static str,
+        /// The limit, as a duration.
+        after: String,
     },
 
     /// The action acted, but its check afterwards did not find the effect.
@@ -322,7 +371,8 @@ impl Error {
     /// be reached at all, [`Error::Api`] otherwise.
     #[must_use]
     pub fn api(endpoint: &str, verb: &'static str, object: String, source: kube::Error) -> Self {
-        if is_transport_error(&source) {
+        // A body over the size limit arrives as a transport error, but the server was reached.
+        if is_transport_error(&source) && !crate::http_guard::is_response_too_large(&source) {
             Self::Unreachable {
                 endpoint: endpoint.to_owned(),
                 verb,
@@ -368,7 +418,10 @@ impl Error {
             Self::UnknownOptions { .. } => {
                 Some("check the spelling; `kubemend <action> --help` lists every option".into())
             }
-            Self::LoadKubeconfig { .. } => Some(
+            Self::LoadKubeconfig { .. }
+            | Self::ReadKubeconfig { .. }
+            | Self::KubeconfigSyntax { .. }
+            | Self::KubeconfigInvalid { .. } => Some(
                 "check the kubeconfig path (option kubeconfig, K8S_AUTH_KUBECONFIG or KUBECONFIG) \
                  and that the context exists"
                     .into(),
@@ -380,7 +433,13 @@ impl Error {
             ),
             Self::InvalidHost { .. } => Some("use a URL like https://10.0.0.1:16443".into()),
             Self::Unreachable { source, .. } => Some(unreachable_hint(source)),
-            Self::Api { verb, object, source } => api_hint(verb, object, source),
+            Self::Api { verb, object, source } => api_hint(verb, object, source).or_else(|| {
+                crate::http_guard::is_response_too_large(source).then(|| {
+                    "the API server sent far more than was asked for; check that host or the \
+                     kubeconfig points at a Kubernetes API server"
+                        .into()
+                })
+            }),
             Self::ConflictRetriesExhausted { .. } => Some(
                 "another client is changing the object continuously; find it (check managedFields) \
                  and run again"
@@ -390,6 +449,12 @@ impl Error {
                 "put the missing rules in a separate ClusterRole whose labels match the \
                  aggregation selectors ({selectors}), or point option name at a non-aggregated role"
             )),
+            Self::TimedOut { .. } => Some(
+                "the API server answers too slowly or not at all (an apiserver behind a locked \
+                 datastore does this): check its /readyz and its datastore, or raise timeout; \
+                 what was done before the timeout is in the result"
+                    .into(),
+            ),
             Self::NotFound { hint, .. }
             | Self::CannotPlan { hint, .. }
             | Self::NotVerified { hint, .. } => Some(hint.clone()),
@@ -445,6 +510,16 @@ pub fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     chain
 }
 
+/// The message of `err` and its causes on one line, each once.
+#[must_use]
+pub fn causes_of(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    for cause in causes(err) {
+        let _ = write!(out, ": {cause}");
+    }
+    out
+}
+
 /// One line describing a kube error.
 fn kube_cause(err: &kube::Error) -> String {
     match err {
@@ -452,7 +527,8 @@ fn kube_cause(err: &kube::Error) -> String {
             let mut text = if status.message.is_empty() {
                 "the API server refused the request".to_owned()
             } else {
-                status.message.clone()
+                // A body that was not a Status (an HTML page, an echo) becomes the message whole.
+                bounded(&status.message, MAX_STATUS_MESSAGE_CHARS)
             };
             if !status.reason.is_empty() || status.code != 0 {
                 let _ = write!(text, " ({}, HTTP {})", status.reason, status.code);
@@ -461,6 +537,19 @@ fn kube_cause(err: &kube::Error) -> String {
         }
         other => root_cause(other),
     }
+}
+
+/// Longest API status message quoted in an error.
+const MAX_STATUS_MESSAGE_CHARS: usize = 500;
+
+/// `text`, cut at `max` characters with a note of how much was left out.
+fn bounded(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}... ({} more characters)", count - max)
 }
 
 /// The deepest cause's text, which for connection problems is the useful one ("Connection
@@ -539,6 +628,22 @@ mod tests {
             err.message_with_causes(),
             "failed to read args file \"/nonexistent\": No such file or directory"
         );
+    }
+
+    #[test]
+    fn huge_status_message_is_cut() {
+        let status =
+            kube::core::Status::failure(&"x".repeat(100_000), "Failed to parse error data")
+                .with_code(502);
+        let err = Error::api(
+            "https://127.0.0.1:6443",
+            "get",
+            "pod \"p\"".into(),
+            kube::Error::Api(status.boxed()),
+        );
+        let text = err.message_with_causes();
+        assert!(text.len() < 1000, "{}", text.len());
+        assert!(text.contains("99500 more characters"), "{text}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod calico_rules;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod http_guard;
 pub mod k8s;
 pub mod module_docs;
 pub mod outcome;

@@ -143,33 +143,133 @@ pub fn strip_server_fields(value: &mut Value) {
 }
 
 /// Writes a restorable backup of an object to `dir/file_name` (creating `dir`): `header`
-/// (comment lines), then the object as YAML without server-populated fields. Atomic: a
-/// temporary file, then a rename. Returns the path.
+/// (comment lines), then the object as YAML without server-populated fields. Atomic and safe in
+/// a directory others can write to: a temporary file with an unpredictable name, created
+/// exclusively (`O_CREAT|O_EXCL` fails on any existing name, a symlink included) with mode 0600, synced, then renamed over the
+/// target (a rename replaces a symlink, it does not follow it), and the directory synced.
+/// The temporary file is removed when any step fails. Returns the path.
 pub fn write_backup(
     dir: &std::path::Path,
     file_name: &str,
     header: &str,
     object: &Value,
 ) -> crate::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
     let file = dir.join(file_name);
     let mut manifest = object.clone();
     strip_server_fields(&mut manifest);
     let text = format!("{header}{}", to_yaml(&manifest));
-    let tmp = file.with_extension("yaml.tmp");
     let io = |source| crate::Error::WriteBackup {
         path: file.clone(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &file).map_err(io)?;
+    let (tmp, mut handle) = {
+        let mut attempt = 0_u32;
+        loop {
+            let tmp = dir.join(format!(
+                ".{file_name}.{}.tmp",
+                unpredictable_suffix(attempt)
+            ));
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp);
+            match opened {
+                Ok(handle) => break (tmp, handle),
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1;
+                }
+                Err(err) => return Err(io(err)),
+            }
+        }
+    };
+    let written = handle
+        .write_all(text.as_bytes())
+        .and_then(|()| handle.sync_all())
+        .and_then(|()| {
+            drop(handle);
+            std::fs::rename(&tmp, &file)
+        });
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(err));
+    }
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(file)
+}
+
+/// Hard to guess before the run: the time in nanoseconds, the process id, a per-call counter.
+fn unpredictable_suffix(attempt: u32) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u32(attempt);
+    format!("{:016x}", hasher.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn backup_never_writes_through_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        // The old code's temporary name, and the target name itself, both planted.
+        std::os::unix::fs::symlink(&victim, dir.path().join("x.yaml.tmp")).unwrap();
+        let object = json!({"kind": "X", "metadata": {"name": "a"}});
+        let path = write_backup(dir.path(), "x.yaml", "# backup\n", &object).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# backup\nkind: X"), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_backup(dir.path(), "x.yaml", "# again\n", &object).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(std::result::Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp") && n != "x.yaml.tmp")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn failed_backup_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a directory: the rename fails after the temporary file was written.
+        std::fs::create_dir(dir.path().join("x.yaml")).unwrap();
+        std::fs::write(dir.path().join("x.yaml").join("inside"), "").unwrap();
+        let err = write_backup(dir.path(), "x.yaml", "", &json!({"kind": "X"})).unwrap_err();
+        assert!(matches!(err, crate::Error::WriteBackup { .. }), "{err}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(std::result::Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["x.yaml".to_owned()]);
+    }
 
     #[test]
     fn diff_of_a_deleted_object_has_empty_after() {

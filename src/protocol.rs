@@ -33,6 +33,10 @@ pub const NO_LOG_MASK: &str = "********";
 /// Schema extension keyword marking an option whose value must never appear in output.
 pub const NO_LOG_KEYWORD: &str = "x-no-log";
 
+/// Schema extension keyword marking a URL option whose `user:password@` part, if any, must never
+/// appear in output.
+pub const NO_LOG_USERINFO_KEYWORD: &str = "x-no-log-userinfo";
+
 /// Top-level result keys owned by the protocol; actions may not use them for their data.
 pub const RESERVED_KEYS: &[&str] = &[
     "changed",
@@ -97,10 +101,12 @@ pub fn parse_params_bytes(bytes: &[u8], path: &Path) -> Result<Map<String, Value
     let text = input_text(bytes, path, "params file")?;
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
-        Err(_) => serde_saphyr::from_str(text).map_err(|source| Error::InputNotYaml {
+        Err(_) => serde_saphyr::from_str(text).map_err(|err| Error::InputNotYaml {
             what: "params file",
             path: path.to_owned(),
-            source,
+            location: err
+                .location()
+                .map(|l| format!("line {}, column {}", l.line(), l.column())),
         })?,
     };
     into_object(value, path, "params file")
@@ -655,17 +661,33 @@ pub fn no_log_values(schema: &Value, raw: &Map<String, Value>) -> Vec<String> {
         return secrets;
     };
     for (name, property) in properties {
+        if property.get(NO_LOG_USERINFO_KEYWORD) == Some(&Value::Bool(true))
+            && let Some(Value::String(url)) = raw.get(name)
+        {
+            secrets.extend(url_userinfo(url));
+        }
         if property.get(NO_LOG_KEYWORD) != Some(&Value::Bool(true)) {
             continue;
         }
-        match raw.get(name) {
-            Some(Value::String(s)) => secrets.push(s.clone()),
-            Some(Value::Number(n)) => secrets.push(n.to_string()),
-            _ => {}
+        if let Some(value) = raw.get(name) {
+            leaves(value, &mut secrets);
         }
     }
     secrets.retain(|s| !s.is_empty());
+    with_trimmed(&mut secrets);
     secrets
+}
+
+/// Every string and number inside `value`, as text: what Ansible adds to its no_log values for
+/// an option's value (booleans and nulls are not secrets).
+fn leaves(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|item| leaves(item, out)),
+        Value::Object(map) => map.values().for_each(|item| leaves(item, out)),
+        Value::Null | Value::Bool(_) => {}
+    }
 }
 
 /// Masks secrets everywhere in `value`: a string equal to one becomes [`NO_LOG_VALUE`], one
@@ -680,6 +702,12 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 *s = masked;
             }
         }
+        // As Ansible's remove_values: a number whose text is (or holds) a secret is masked too.
+        Value::Number(n) => {
+            if let Some(masked) = mask_str(&n.to_string(), secrets) {
+                *value = Value::String(masked);
+            }
+        }
         Value::Array(items) => items.iter_mut().for_each(|item| mask(item, secrets)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
@@ -689,7 +717,7 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 map.insert(key, item);
             }
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Value::Null | Value::Bool(_) => {}
     }
 }
 
@@ -781,11 +809,47 @@ impl Report {
 /// Secrets that may be in play without being options: the AWX-injected token.
 #[must_use]
 pub fn env_secrets() -> Vec<String> {
-    ["K8S_AUTH_API_KEY"]
+    let mut secrets: Vec<String> = ["K8S_AUTH_API_KEY"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .filter(|value| !value.is_empty())
-        .collect()
+        .collect();
+    with_trimmed(&mut secrets);
+    if let Ok(host) = std::env::var("K8S_AUTH_HOST") {
+        secrets.extend(url_userinfo(&host));
+    }
+    secrets
+}
+
+/// The `user:password@` part of a URL and the password alone, if it has one.
+#[must_use]
+pub fn url_userinfo(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let mut found = vec![userinfo.to_owned()];
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        found.push(password.to_owned());
+    }
+    found.retain(|s| !s.is_empty());
+    found
+}
+
+/// Adds the form without a trailing line break of every secret that has one: a token is sent
+/// (and may be echoed) without it.
+fn with_trimmed(secrets: &mut Vec<String>) {
+    let trimmed: Vec<String> = secrets
+        .iter()
+        .map(|s| s.trim_end_matches(['\n', '\r']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .filter(|t| !secrets.contains(t))
+        .collect();
+    secrets.extend(trimmed);
 }
 
 /// The module result: one JSON object with `changed`, `failed`, `msg` (on failure the error,
@@ -1040,6 +1104,19 @@ mod tests {
     }
 
     #[test]
+    fn params_yaml_error_gives_a_position_not_the_text() {
+        for bad in [
+            &b"name: x\napi_key: s3cr3t-t0ken\n  bad: [\n"[..],
+            &b"api_key: \"s3cr3t-t0ken\nname: [x\n"[..],
+        ] {
+            let err = parse_params_bytes(bad, Path::new("p.yml")).unwrap_err();
+            let text = err.message_with_causes();
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("line "), "{text}");
+        }
+    }
+
+    #[test]
     fn missing_and_oversized_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
@@ -1073,6 +1150,24 @@ mod tests {
         assert_eq!(result["warnings"], json!([NO_LOG_VALUE]));
         assert_eq!(result["changed"], json!(false));
         assert_eq!(result["failed"], json!(false));
+    }
+
+    #[test]
+    fn no_log_values_that_are_not_strings_are_masked_leaf_by_leaf() {
+        for api_key in [
+            json!(123_456_789),
+            json!(["s3cret-a", 987_654_321]),
+            json!({"token": "s3cret-b", "nested": {"n": 24_681_357}}),
+        ] {
+            let raw = obj(json!({"name": "a", "api_key": api_key.clone()}));
+            let secrets = no_log_values(&schema(), &raw);
+            let mut report = Report::new("probe", Flags::default(), raw, secrets);
+            report.fail("validate", Error::ModuleUsage);
+            let text = module_result(&report).to_string();
+            for leaf in ["123456789", "s3cret-a", "987654321", "s3cret-b", "24681357"] {
+                assert!(!text.contains(leaf), "{api_key}: {text}");
+            }
+        }
     }
 
     #[test]

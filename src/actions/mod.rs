@@ -185,25 +185,37 @@ async fn steps<A: Action>(
     Ok(())
 }
 
-/// Connects with the action's cluster options, then [`run`]s it.
+/// Connects with the action's cluster options, then runs plan, apply and verify, all within
+/// the action's `timeout`. On a timeout the run fails naming the step it was in, and keeps the
+/// outcome as far as it got (the steps record into it as they go).
 pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Report> {
-    match connect(action.cluster_args()).await {
-        Ok(cluster) => {
-            let cx = Context {
-                cluster,
-                check_mode: flags.check_mode,
-                diff: flags.diff,
-            };
-            run(action, &cx).await
-        }
-        Err(error) => Run {
-            outcome: Outcome::default(),
-            failure: Some(Failure {
-                step: Step::Connect,
-                error,
-            }),
-        },
-    }
+    let limit = action.cluster_args().timeout();
+    let mut outcome = Outcome::default();
+    let mut step = Step::Connect;
+    let result = tokio::time::timeout(limit, async {
+        let cluster = connect(action.cluster_args()).await?;
+        let cx = Context {
+            cluster,
+            check_mode: flags.check_mode,
+            diff: flags.diff,
+        };
+        steps(action, &cx, &mut outcome, &mut step).await
+    })
+    .await;
+    let failure = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(Failure { step, error }),
+        Err(_elapsed) => Some(Failure {
+            step,
+            error: Error::TimedOut {
+                step: step.name(),
+                after: crate::k8s::duration::format_duration(
+                    i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+                ),
+            },
+        }),
+    };
+    Run { outcome, failure }
 }
 
 /// Type-erased description of an action, for dispatch, the CLI and the schema generator.

@@ -1,0 +1,221 @@
+//! Cluster access against API servers that misbehave (tests/support/fake_api.rs, loopback only):
+//! every run must end, within a generous bound, with one JSON result that says what went wrong.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fake_api::{Behaviour, FakeApi, run_bounded};
+use serde_json::{Value, json};
+
+/// Options that make calico_rbac's first request a GET of its ClusterRole.
+fn calico_args() -> Value {
+    json!({"calico_version": "v3.13.2", "enabled_controllers": ["node"]})
+}
+
+/// The result of one module run.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    result: Value,
+    stderr: String,
+}
+
+impl Run {
+    fn msg(&self) -> &str {
+        self.result["msg"].as_str().unwrap_or_default()
+    }
+}
+
+/// The binary as ansible-core runs it, in an environment that names no cluster but `env`'s.
+fn module_command(dir: &Path, module: &str, args: &Value, env: &[(&str, &str)]) -> Command {
+    let binary = dir.join(format!("AnsiballZ_{module}"));
+    if !binary.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
+    }
+    let args_file = dir.join("args");
+    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
+    let mut cmd = Command::new(&binary);
+    cmd.arg(&args_file)
+        .env("HOME", dir)
+        .env("KUBECONFIG", dir.join("no-kubeconfig"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("K8S_AUTH_") || name == "RUST_LOG" || name.starts_with("KUBERNETES_") {
+            cmd.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd
+}
+
+/// Runs the module, killing it after `limit`; fails the test if it had to be killed.
+fn run_module(module: &str, args: &Value, env: &[(&str, &str)], limit: Duration) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, finished) = run_bounded(module_command(dir.path(), module, args, env), limit);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        finished,
+        "{module} was still running after {limit:?}; stdout: {}; stderr: {stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one JSON line expected: {stdout:?} {stderr}"
+    );
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        result: serde_json::from_str(&stdout).unwrap(),
+        stderr,
+    }
+}
+
+#[test]
+fn api_server_that_never_answers_fails_within_the_request_timeout() {
+    let server = FakeApi::start(Behaviour::Silent);
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.url()),
+            ("K8S_AUTH_API_KEY", "tok"),
+        ],
+        Duration::from_secs(150),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.msg().contains("did not answer within 30s"),
+        "{}",
+        run.msg()
+    );
+    assert!(server.requests() >= 1, "the request reached the server");
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+#[test]
+fn timeout_option_bounds_the_wait_for_a_tls_handshake_that_never_ends() {
+    let server = FakeApi::start(Behaviour::Silent);
+    let mut args = calico_args();
+    args["timeout"] = json!("2s");
+    let run = run_module(
+        "calico_rbac",
+        &args,
+        &[
+            ("K8S_AUTH_HOST", &server.https_url()),
+            ("K8S_AUTH_API_KEY", "tok"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    // The whole action's bound, not only a request's: the pipeline names the step it was in.
+    assert!(run.msg().contains("timed out after 2s"), "{}", run.msg());
+    assert_eq!(run.result["failed_step"], json!("plan"), "{:?}", run.result);
+    assert_eq!(
+        run.result["invocation"]["module_args"]["timeout"],
+        json!("2s")
+    );
+}
+
+#[test]
+fn api_answering_503_forever_is_retried_a_few_times_with_retry_after_capped() {
+    let server = FakeApi::start(Behaviour::Unavailable);
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.url()),
+            ("K8S_AUTH_API_KEY", "tok"),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.msg().contains("HTTP 503"), "{}", run.msg());
+    let requests = server.requests();
+    assert!(
+        (2..=4).contains(&requests),
+        "one request and at most 3 retries expected, the server saw {requests}"
+    );
+}
+
+#[test]
+fn response_far_larger_than_asked_for_fails_with_a_message() {
+    let server = FakeApi::start(Behaviour::Giant);
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.url()),
+            ("K8S_AUTH_API_KEY", "tok"),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.msg().contains("larger than the limit of 64 MiB"),
+        "{}",
+        run.msg()
+    );
+    assert!(!run.msg().contains("cannot reach"), "{}", run.msg());
+}
+
+#[test]
+fn token_with_a_trailing_newline_is_sent_without_it_and_never_shown() {
+    let server = FakeApi::start(Behaviour::EchoAuthorization);
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.url()),
+            ("K8S_AUTH_API_KEY", "s3cr3t-t0ken\n"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let msg = run.msg();
+    assert!(!msg.contains("bug in kubemend"), "{msg}");
+    // The server saw the token (it echoes it back in its 401) and the echo is masked.
+    assert!(msg.contains("HTTP 401"), "{msg}");
+    assert!(msg.contains("Authorization: Bearer ********"), "{msg}");
+    assert!(
+        !run.result.to_string().contains("s3cr3t-t0ken"),
+        "{}",
+        run.result
+    );
+}
+
+#[test]
+fn host_with_a_password_or_a_bad_port_is_refused_without_echoing_it() {
+    let mut args = calico_args();
+    args["host"] = json!("https://admin:hunter2@127.0.0.1:1");
+    let run = run_module("calico_rbac", &args, &[], Duration::from_secs(60));
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        !run.result.to_string().contains("hunter2"),
+        "{}",
+        run.result
+    );
+    assert!(run.msg().contains("user:password@"), "{}", run.msg());
+    for port in ["99999", "65536", ""] {
+        let url = format!("https://127.0.0.1:{port}");
+        let run = run_module(
+            "calico_rbac",
+            &calico_args(),
+            &[("K8S_AUTH_HOST", &url), ("K8S_AUTH_API_KEY", "tok")],
+            Duration::from_secs(60),
+        );
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.msg().contains("K8S_AUTH_HOST"), "{}", run.msg());
+        assert!(run.msg().contains("1 to 65535"), "{}", run.msg());
+    }
+}
