@@ -171,10 +171,8 @@ pub fn split_internal(args: Map<String, Value>) -> Result<(Map<String, Value>, F
 }
 
 fn internal_bool(key: &str, value: &Value) -> Result<bool> {
-    if value.is_null() {
-        return Ok(false);
-    }
-    // Guessing "false" for a check-mode flag we cannot read would make changes during --check.
+    // Guessing "false" for a check-mode flag we cannot read (null included) would make
+    // changes during --check.
     coerce_bool(value).ok_or_else(|| Error::InvalidOption {
         option: key.to_owned(),
         problem: format!("expected a boolean, got {}", json_kind(value)),
@@ -381,7 +379,16 @@ impl<'a> Validator<'a> {
                     _ => return Err(expected(path, "a list", &Value::String(s))),
                 }
             }
-            // Ansible's check_type_list: "a,b" is a list of two, "" a list of one empty string.
+            // An empty string is not an empty list: a templated variable that came out empty
+            // must not silently replace a default (stuck_pods' exclude_namespaces).
+            Value::String(s) if s.trim().is_empty() => {
+                return Err(invalid(
+                    path,
+                    "is an empty string: give a list ([] for none), or omit the option to keep \
+                     its default",
+                ));
+            }
+            // Ansible's check_type_list: "a,b" is a list of two.
             Value::String(s) => s
                 .split(',')
                 .map(|part| Value::String(part.trim().to_owned()))
@@ -558,7 +565,16 @@ fn coerce_string(path: &str, value: &Value) -> Result<Value> {
     match value {
         Value::String(_) => Ok(value.clone()),
         // YAML turns an unquoted 1234 into a number; Ansible converts it back to a string.
-        Value::Number(n) => Ok(Value::String(n.to_string())),
+        Value::Number(n) if !n.is_f64() => Ok(Value::String(n.to_string())),
+        // A float is not: YAML made 3.20 of `3.20`, whose text is lost (3.2 is another
+        // version). Ansible warns; kubemend refuses.
+        Value::Number(n) => Err(invalid(
+            path,
+            &format!(
+                "got the number {n}: YAML read unquoted text as a number and lost how it was \
+                 written (3.20 becomes 3.2); quote the value"
+            ),
+        )),
         other => Err(expected(path, "a string", other)),
     }
 }
@@ -1168,6 +1184,36 @@ mod tests {
                 assert!(!text.contains(leaf), "{api_key}: {text}");
             }
         }
+    }
+
+    #[test]
+    fn check_mode_flags_that_are_not_clear_booleans_fail() {
+        for bad in [json!(null), json!("maybe"), json!([true])] {
+            let args = obj(json!({"_ansible_check_mode": bad}));
+            let err = split_internal(args).unwrap_err();
+            assert!(err.to_string().contains("_ansible_check_mode"), "{err}");
+        }
+        let (_, flags) = split_internal(obj(json!({"_ansible_check_mode": "yes"}))).unwrap();
+        assert!(flags.check_mode);
+    }
+
+    #[test]
+    fn a_float_for_a_text_option_is_refused_as_yaml_lost_its_text() {
+        let schema = json!({"type": "object", "properties": {"v": {"type": ["string", "null"]}}});
+        let err = validate_options("probe", &schema, obj(json!({"v": 3.2}))).unwrap_err();
+        assert!(err.to_string().contains("quote the value"), "{err}");
+        let ok = validate_options("probe", &schema, obj(json!({"v": 1234}))).unwrap();
+        assert_eq!(ok["v"], json!("1234"));
+    }
+
+    #[test]
+    fn an_empty_string_for_a_list_option_is_refused_not_taken_as_an_empty_list() {
+        let schema = json!({"type": "object", "properties": {
+            "l": {"type": "array", "items": {"type": "string"}, "default": ["kube-system"]}}});
+        let err = validate_options("probe", &schema, obj(json!({"l": ""}))).unwrap_err();
+        assert!(err.to_string().contains("empty string"), "{err}");
+        let ok = validate_options("probe", &schema, obj(json!({"l": []}))).unwrap();
+        assert_eq!(ok["l"], json!([]));
     }
 
     #[test]

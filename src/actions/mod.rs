@@ -385,16 +385,30 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// Validates the `backup_dir` option: absent is fine, blank is an error, `~/` is expanded.
+/// Validates the `backup_dir` option, the same in check mode and for real (so that a dry run
+/// does not pass where the real run would fail): absent is fine, blank is an error, `~` and
+/// `$VAR` are expanded, and the path (or the nearest part of it that exists) must be a
+/// directory. It is created, if missing, only when a backup is written.
 pub fn backup_dir(option: Option<String>) -> Result<Option<std::path::PathBuf>> {
-    match option {
-        Some(dir) if dir.trim().is_empty() => Err(Error::InvalidOption {
-            option: "backup_dir".into(),
-            problem: "must not be empty".into(),
-        }),
-        Some(dir) => Ok(Some(crate::client::expand_home(&dir))),
-        None => Ok(None),
+    let invalid = |problem: String| Error::InvalidOption {
+        option: "backup_dir".into(),
+        problem,
+    };
+    let dir = match option {
+        Some(dir) if dir.trim().is_empty() => return Err(invalid("must not be empty".into())),
+        Some(dir) => crate::client::expand_home(&dir),
+        None => return Ok(None),
+    };
+    let existing = dir.ancestors().find(|p| p.exists());
+    if let Some(existing) = existing
+        && !existing.is_dir()
+    {
+        return Err(invalid(format!(
+            "{} exists and is not a directory, so no backup could be written there",
+            existing.display()
+        )));
     }
+    Ok(Some(dir))
 }
 
 /// The whole args path on arbitrary bytes, for fuzzing: parse, split, and validate against
@@ -424,6 +438,23 @@ pub fn fuzz_args(bytes: &[u8], path: &std::path::Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_dir_under_a_file_is_refused_before_anything_runs() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let under = file.path().join("backups");
+        for path in [file.path(), under.as_path()] {
+            let err = backup_dir(Some(path.display().to_string())).unwrap_err();
+            assert!(err.to_string().contains("backup_dir"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("new/sub");
+        assert_eq!(
+            backup_dir(Some(missing.display().to_string())).unwrap(),
+            Some(missing)
+        );
+        assert!(backup_dir(Some(" ".into())).is_err());
+    }
 
     #[test]
     fn every_module_name_is_implemented_or_planned() {

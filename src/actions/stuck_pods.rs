@@ -124,8 +124,9 @@ pub struct Options {
     pub namespaces: Vec<String>,
 
     /// Namespaces whose stuck pods are reported but never deleted (default: kube-system,
-    /// kube-node-lease). An empty list (on the command line `--exclude-namespaces ''`) allows
-    /// every namespace.
+    /// kube-node-lease). An empty list (`[]`; on the command line `--exclude-namespaces ''`)
+    /// allows every namespace. An empty string (a templated variable that came out empty) is
+    /// refused rather than taken as an empty list, so it never drops the default by accident.
     #[arg(long, value_name = "NAMESPACE", value_delimiter = ',')]
     #[serde(default = "default_exclude_namespaces")]
     pub exclude_namespaces: Vec<String>,

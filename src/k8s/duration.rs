@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::k8s::names::quoted;
 
 /// A duration option, e.g. `90s`, `10m`, `1h30m`: digits and a unit (`s`, `m`, `h`, `d`),
 /// positive, at most a century. Keeps the text as given, for results.
@@ -113,6 +114,7 @@ pub fn parse_duration(option: &str, text: &str) -> Result<i64> {
         problem,
     };
     let trimmed = text.trim();
+    let text = quoted(text);
     if trimmed.is_empty() {
         return Err(invalid(
             "must not be empty: write a duration like 90s, 10m or 1h".into(),
@@ -120,12 +122,12 @@ pub fn parse_duration(option: &str, text: &str) -> Result<i64> {
     }
     if trimmed.starts_with('-') {
         return Err(invalid(format!(
-            "{text:?} is negative: write a duration like 90s, 10m or 1h"
+            "{text} is negative: write a duration like 90s, 10m or 1h"
         )));
     }
     let malformed = || {
         invalid(format!(
-            "{text:?} is not a duration: write digits and a unit (s, m, h or d), like 90s, 10m, \
+            "{text} is not a duration: write digits and a unit (s, m, h or d), like 90s, 10m, \
              1h or 1h30m"
         ))
     };
@@ -153,13 +155,13 @@ pub fn parse_duration(option: &str, text: &str) -> Result<i64> {
             .and_then(|s| total.checked_add(s))
             // A century is plenty, and keeps timestamp arithmetic far from overflowing.
             .filter(|s| *s <= 100 * 365 * 86_400)
-            .ok_or_else(|| invalid(format!("{text:?} is too long a duration")))?;
+            .ok_or_else(|| invalid(format!("{text} is too long a duration")))?;
         total = part;
         digits.clear();
     }
     if !digits.is_empty() {
         return Err(invalid(format!(
-            "{text:?} has no unit: write {digits}s, {digits}m or {digits}h"
+            "{text} has no unit: write {digits}s, {digits}m or {digits}h"
         )));
     }
     Ok(total)

@@ -23,8 +23,9 @@ pub fn check_subdomain(option: &str, value: &str) -> Result<()> {
         Err(Error::InvalidOption {
             option: option.to_owned(),
             problem: format!(
-                "{value:?} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit, at most 253 characters)"
+                "{} is not a valid Kubernetes name (lower-case letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit, at most 253 characters)",
+                quoted(value)
             ),
         })
     }
@@ -38,11 +39,27 @@ pub fn check_label(option: &str, value: &str) -> Result<()> {
         Err(Error::InvalidOption {
             option: option.to_owned(),
             problem: format!(
-                "{value:?} is not a valid Kubernetes name (lower-case letters, digits and '-', \
-                 starting and ending with a letter or digit, at most 63 characters)"
+                "{} is not a valid Kubernetes name (lower-case letters, digits and '-', \
+                 starting and ending with a letter or digit, at most 63 characters)",
+                quoted(value)
             ),
         })
     }
+}
+
+/// Longest quoted value in a message, in characters; the rest is summarized.
+pub const QUOTE_LIMIT: usize = 80;
+
+/// A value for a message: Debug-quoted, cut after [`QUOTE_LIMIT`] characters with the total
+/// length said, so that a megabyte of input never becomes a megabyte of message.
+#[must_use]
+pub fn quoted(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= QUOTE_LIMIT {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTE_LIMIT).collect();
+    format!("{head:?}... ({count} characters)")
 }
 
 #[cfg(test)]
@@ -59,5 +76,16 @@ mod tests {
         assert!(check_label("namespace", "kube-system").is_ok());
         assert!(check_label("namespace", "a.b").is_err());
         assert!(check_label("namespace", &"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "a".repeat(1024 * 1024);
+        let err = check_subdomain("name", &format!("{long}_"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{} characters", err.len());
+        assert!(err.contains("(1048577 characters)"), "{err}");
+        assert_eq!(quoted("short"), "\"short\"");
     }
 }

@@ -1,7 +1,7 @@
 //! Label selectors checked the way the API server parses them, and field-selector escaping.
 
 use crate::error::{Error, Result};
-use crate::k8s::names::check_subdomain;
+use crate::k8s::names::{check_subdomain, quoted};
 
 /// Token of a label selector, as the API server's parser (apimachinery `labels.Parse`) sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +87,16 @@ fn is_label_key(key: &str) -> bool {
 pub fn check_label_selector(option: &str, text: &str) -> Result<()> {
     let invalid = |problem: String| Error::InvalidOption {
         option: option.to_owned(),
-        problem: format!("{text:?} is not a valid label selector: {problem}"),
+        problem: format!("{} is not a valid label selector: {problem}", quoted(text)),
     };
     let tokens = tokenize(text);
     let mut i = 0;
     let key_at = |i: usize| -> Result<&str> {
         match tokens.get(i) {
             Some(Token::Word(key)) if is_label_key(key) => Ok(key),
-            Some(Token::Word(key)) => Err(invalid(format!("{key:?} is not a valid label key"))),
+            Some(Token::Word(key)) => {
+                Err(invalid(format!("{} is not a valid label key", quoted(key))))
+            }
             _ => Err(invalid("expected a label key".into())),
         }
     };
@@ -102,7 +104,10 @@ pub fn check_label_selector(option: &str, text: &str) -> Result<()> {
         if is_label_value(value) {
             Ok(())
         } else {
-            Err(invalid(format!("{value:?} is not a valid label value")))
+            Err(invalid(format!(
+                "{} is not a valid label value",
+                quoted(value)
+            )))
         }
     };
     if tokens.is_empty() {
