@@ -333,6 +333,13 @@ impl Access {
 
 /// Resolves options and environment and builds a client. No request is sent yet.
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
+    // Before anything is logged: the token as given and as sent.
+    crate::log_mask::register(
+        [args.api_key.clone(), std::env::var("K8S_AUTH_API_KEY").ok()]
+            .into_iter()
+            .flatten()
+            .flat_map(|t| [t.trim_end_matches(['\n', '\r']).to_owned(), t]),
+    );
     let access = Access::resolve(args, |name| std::env::var(name).ok())?;
     let mut config = access.config().await?;
     let request_timeout = args.request_timeout();
@@ -587,6 +594,7 @@ fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
         })?;
     let mut merged = Kubeconfig::default();
     for document in documents {
+        crate::log_mask::register(kubeconfig_secrets(&document));
         let next = kubeconfig_from_value(document, label)?;
         merged = merged.merge(next).map_err(|source| Error::LoadKubeconfig {
             path: label.to_owned(),
@@ -594,6 +602,45 @@ fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
         })?;
     }
     Ok(merged)
+}
+
+/// The credentials in a kubeconfig document: the string values of the fields kubernetes.core
+/// treats as sensitive, wherever they are.
+#[must_use]
+pub fn kubeconfig_secrets(document: &serde_json::Value) -> Vec<String> {
+    const SENSITIVE: &[&str] = &[
+        "token",
+        "password",
+        "secret",
+        "client-key-data",
+        "client-certificate-data",
+        "certificate-authority-data",
+        "api_key",
+        "access-token",
+        "refresh-token",
+        "id-token",
+        "client-secret",
+    ];
+    let mut found = Vec::new();
+    let mut stack = vec![document];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match value {
+                        serde_json::Value::String(s) if SENSITIVE.contains(&key.as_str()) => {
+                            found.push(s.clone());
+                        }
+                        other => stack.push(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found
 }
 
 /// A kubeconfig from an already parsed mapping (a file's document, or the option given as one).

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod http_guard;
+pub mod log_mask;
 pub mod module_docs;
 pub mod outcome;
 pub mod protocol;

@@ -690,8 +690,21 @@ fn leaves(value: &Value, out: &mut Vec<String>) {
 }
 
 /// Masks secrets everywhere in `value`: a string equal to one becomes [`NO_LOG_VALUE`], one
-/// containing it has that part replaced by [`NO_LOG_MASK`]. Keys are masked too.
+/// containing it has that part replaced by [`NO_LOG_MASK`]. Keys are masked too. Besides
+/// `secrets`, the credentials cluster access found on its own (a kubeconfig's token, say) are
+/// masked: [`crate::log_mask::registered`].
 pub fn mask(value: &mut Value, secrets: &[String]) {
+    let registered = crate::log_mask::registered();
+    if registered.is_empty() {
+        mask_with(value, secrets);
+    } else {
+        let mut all = secrets.to_vec();
+        all.extend(registered.into_iter().filter(|s| !secrets.contains(s)));
+        mask_with(value, &all);
+    }
+}
+
+fn mask_with(value: &mut Value, secrets: &[String]) {
     if secrets.is_empty() {
         return;
     }
@@ -707,11 +720,11 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 *value = Value::String(masked);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| mask(item, secrets)),
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_with(item, secrets)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
             for (key, mut item) in entries {
-                mask(&mut item, secrets);
+                mask_with(&mut item, secrets);
                 let key = mask_str(&key, secrets).unwrap_or(key);
                 map.insert(key, item);
             }
