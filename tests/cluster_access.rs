@@ -268,3 +268,27 @@ fn debug_logs_mask_what_the_server_echoes_and_stay_bounded() {
         }
     }
 }
+
+#[test]
+fn kubernetes_core_aliases_and_variables_are_accepted() {
+    let server = FakeApi::start(Behaviour::EchoAuthorization);
+    let mut args = calico_args();
+    // As a module_defaults block written for kubernetes.core would pass them.
+    args["verify_ssl"] = json!("no");
+    args["host"] = json!(server.url());
+    args["api_key"] = json!("tok");
+    // Named but never read: host and api_key need no kubeconfig.
+    args["kubeconfig"] = json!("/nonexistent/kubeconfig");
+    let run = run_module(
+        "calico_rbac",
+        &args,
+        &[("K8S_AUTH_VALIDATE_CERTS", "false")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.msg().contains("HTTP 401"), "{}", run.msg());
+    assert_eq!(
+        run.result["invocation"]["module_args"]["validate_certs"],
+        json!(false)
+    );
+}
