@@ -1,10 +1,13 @@
 //! Cluster access: the options every action shares, and how they become a kube client.
 //!
-//! Order, as in kubernetes.core: explicit options first, then the `K8S_AUTH_*` variables that
-//! AWX's Kubernetes credential injects, then `KUBECONFIG` or `~/.kube/config`, then the
-//! in-cluster service account. `host` given without `kubeconfig`/`context` talks to that URL
-//! directly (with `api_key`, `ca_cert`, `validate_certs`); otherwise the kubeconfig is loaded
-//! and `host`, `api_key`, `ca_cert`, `validate_certs` override what it says.
+//! As kubernetes.core (`module_utils/k8s/client.py`): each option falls back to its `K8S_AUTH_*`
+//! variables (AWX's Kubernetes credential injects them). `host` with `api_key` (or with
+//! `client_cert` and `client_key`) talks to that URL directly and reads no kubeconfig; else
+//! `kubeconfig` or `context` loads that kubeconfig; else the in-cluster service account, then
+//! `KUBECONFIG` or `~/.kube/config`. The options given then override what was loaded.
+//!
+//! Every request is bounded ([`crate::http_guard`]): a deadline, a few retries, a body limit.
+//! Files are read with a size limit, and errors about them never quote their text.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
