@@ -353,7 +353,12 @@ impl Access {
                     source,
                 })?
         } else {
-            infer().await?
+            match (infer().await, &host) {
+                // Nothing to load, but a host: talk to it without credentials (kubernetes.core
+                // would fail here), as `kubectl --server` does.
+                (Err(Error::NoClusterConfig { .. }), Some(host)) => kube::Config::new(host.clone()),
+                (result, _) => result?,
+            }
         };
         if !direct && let Some(host) = host {
             config.cluster_url = host;
