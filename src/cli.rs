@@ -393,7 +393,8 @@ pub fn init_logging(verbosity: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Masks known secrets and bounds each event: kube logs what the server sent back.
+        .with_writer(crate::log_mask::MaskedStderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -1,10 +1,13 @@
 //! Cluster access: the options every action shares, and how they become a kube client.
 //!
-//! Order, as in kubernetes.core: explicit options first, then the `K8S_AUTH_*` variables that
-//! AWX's Kubernetes credential injects, then `KUBECONFIG` or `~/.kube/config`, then the
-//! in-cluster service account. `host` given without `kubeconfig`/`context` talks to that URL
-//! directly (with `api_key`, `ca_cert`, `validate_certs`); otherwise the kubeconfig is loaded
-//! and `host`, `api_key`, `ca_cert`, `validate_certs` override what it says.
+//! As kubernetes.core (`module_utils/k8s/client.py`): each option falls back to its `K8S_AUTH_*`
+//! variables (AWX's Kubernetes credential injects them). `host` with `api_key` (or with
+//! `client_cert` and `client_key`) talks to that URL directly and reads no kubeconfig; else
+//! `kubeconfig` or `context` loads that kubeconfig; else the in-cluster service account, then
+//! `KUBECONFIG` or `~/.kube/config`. The options given then override what was loaded.
+//!
+//! Every request is bounded ([`crate::http_guard`]): a deadline, a few retries, a body limit.
+//! Files are read with a size limit, and errors about them never quote their text.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,8 +36,9 @@ pub struct ClusterArgs {
     #[serde(default)]
     pub context: Option<String>,
 
-    /// URL of the API server, e.g. https://10.0.0.1:16443. Falls back to K8S_AUTH_HOST. Without
-    /// kubeconfig or context, kubemend talks to this URL directly with api_key.
+    /// URL of the API server, e.g. https://10.0.0.1:16443. Falls back to K8S_AUTH_HOST. With
+    /// api_key (or client_cert and client_key), kubemend talks to this URL directly and loads no
+    /// kubeconfig; otherwise it overrides the server of the kubeconfig or in-cluster config.
     #[arg(long, value_name = "URL")]
     #[serde(default)]
     #[schemars(extend("x-no-log-userinfo" = true))]
@@ -48,15 +52,32 @@ pub struct ClusterArgs {
     pub api_key: Option<String>,
 
     /// Path of a PEM file with the CA certificate(s) that signed the API server's certificate.
-    /// Falls back to K8S_AUTH_SSL_CA_CERT.
-    #[arg(long, value_name = "PATH")]
-    #[serde(default)]
+    /// Alias ssl_ca_cert. Falls back to K8S_AUTH_CA_CERT, then K8S_AUTH_SSL_CA_CERT.
+    #[arg(long, value_name = "PATH", alias = "ssl-ca-cert")]
+    #[serde(default, alias = "ssl_ca_cert")]
+    #[schemars(extend("x-aliases" = ["ssl_ca_cert"]))]
     pub ca_cert: Option<String>,
 
-    /// Whether to verify the API server's TLS certificate. Falls back to K8S_AUTH_VERIFY_SSL
-    /// ('True'/'False'), then to the kubeconfig (true unless it says insecure-skip-tls-verify).
-    #[arg(long, value_name = "BOOL")]
-    #[serde(default)]
+    /// Path of a PEM client certificate for the API server (with client_key). Alias cert_file.
+    /// Falls back to K8S_AUTH_CLIENT_CERT, then K8S_AUTH_CERT_FILE.
+    #[arg(long, value_name = "PATH", alias = "cert-file")]
+    #[serde(default, alias = "cert_file")]
+    #[schemars(extend("x-aliases" = ["cert_file"]))]
+    pub client_cert: Option<String>,
+
+    /// Path of the PEM private key of client_cert. Alias key_file. Falls back to
+    /// K8S_AUTH_CLIENT_KEY, then K8S_AUTH_KEY_FILE.
+    #[arg(long, value_name = "PATH", alias = "key-file")]
+    #[serde(default, alias = "key_file")]
+    #[schemars(extend("x-aliases" = ["key_file"]))]
+    pub client_key: Option<String>,
+
+    /// Whether to verify the API server's TLS certificate. Alias verify_ssl. Falls back to
+    /// K8S_AUTH_VALIDATE_CERTS, then K8S_AUTH_VERIFY_SSL ('True'/'False'), then to the
+    /// kubeconfig (true unless it says insecure-skip-tls-verify).
+    #[arg(long, value_name = "BOOL", alias = "verify-ssl")]
+    #[serde(default, alias = "verify_ssl")]
+    #[schemars(extend("x-aliases" = ["verify_ssl"]))]
     pub validate_certs: Option<bool>,
 
     /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m (a bare number is
@@ -237,6 +258,10 @@ pub struct Access {
     pub api_key: Option<String>,
     /// CA file.
     pub ca_cert: Option<String>,
+    /// Client certificate file.
+    pub client_cert: Option<String>,
+    /// Client key file.
+    pub client_key: Option<String>,
     /// Certificate verification.
     pub validate_certs: Option<bool>,
 }
@@ -245,13 +270,19 @@ impl Access {
     /// Merges explicit options with `K8S_AUTH_*` variables read through `env`.
     pub fn resolve(args: &ClusterArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        // As kubernetes.core: K8S_AUTH_<option>, then K8S_AUTH_<kubernetes client name>.
+        let either = |first: &'static str, second: &'static str| {
+            env(first)
+                .map(|v| (v, first))
+                .or_else(|| env(second).map(|v| (v, second)))
+        };
         let validate_certs = match args.validate_certs {
             Some(v) => Some(v),
-            None => match env("K8S_AUTH_VERIFY_SSL") {
-                Some(text) => Some(
+            None => match either("K8S_AUTH_VALIDATE_CERTS", "K8S_AUTH_VERIFY_SSL") {
+                Some((text, name)) => Some(
                     crate::protocol::coerce_bool(&serde_json::Value::String(text.clone()))
                         .ok_or_else(|| Error::InvalidOption {
-                            option: "K8S_AUTH_VERIFY_SSL".into(),
+                            option: name.into(),
                             problem: format!("expected True or False, got {text:?}"),
                         })?,
                 ),
@@ -275,17 +306,37 @@ impl Access {
                     .map(|token| check_token(&token, "K8S_AUTH_API_KEY"))
                     .transpose()?,
             },
-            ca_cert: args.ca_cert.clone().or_else(|| env("K8S_AUTH_SSL_CA_CERT")),
+            ca_cert: args
+                .ca_cert
+                .clone()
+                .or_else(|| either("K8S_AUTH_CA_CERT", "K8S_AUTH_SSL_CA_CERT").map(|v| v.0)),
+            client_cert: args
+                .client_cert
+                .clone()
+                .or_else(|| either("K8S_AUTH_CLIENT_CERT", "K8S_AUTH_CERT_FILE").map(|v| v.0)),
+            client_key: args
+                .client_key
+                .clone()
+                .or_else(|| either("K8S_AUTH_CLIENT_KEY", "K8S_AUTH_KEY_FILE").map(|v| v.0)),
             validate_certs,
         })
     }
 
     /// Builds the kube configuration (reads files, no network).
     pub async fn config(&self) -> Result<kube::Config> {
-        let direct = self.host.is_some() && self.kubeconfig.is_none() && self.context.is_none();
-        let mut config = if direct {
-            let (host, origin) = self.host.clone().unwrap_or_default();
-            kube::Config::new(parse_host(&host, origin)?)
+        // As kubernetes.core: host with credentials needs nothing else (no kubeconfig is read,
+        // even when one is named); kubeconfig or context loads that; with neither, in-cluster
+        // first, then the default kubeconfig. Options then override what was loaded.
+        // A bad host is reported before anything is loaded.
+        let host = match &self.host {
+            Some((host, origin)) => Some(parse_host(host, origin)?),
+            None => None,
+        };
+        let direct = host.is_some()
+            && (self.api_key.is_some()
+                || (self.client_cert.is_some() && self.client_key.is_some()));
+        let mut config = if let Some(host) = host.clone().filter(|_| direct) {
+            kube::Config::new(host)
         } else if self.kubeconfig.is_some() || self.context.is_some() {
             let (kubeconfig, label) = match &self.kubeconfig {
                 Some(paths) => (read_kubeconfigs(paths)?, paths.clone()),
@@ -302,20 +353,51 @@ impl Access {
                     source,
                 })?
         } else {
-            infer().await?
+            match (infer().await, &host) {
+                // Nothing to load, but a host: talk to it without credentials (kubernetes.core
+                // would fail here), as `kubectl --server` does.
+                (Err(Error::NoClusterConfig { .. }), Some(host)) => kube::Config::new(host.clone()),
+                (result, _) => result?,
+            }
         };
-        if !direct && let Some((host, origin)) = &self.host {
-            config.cluster_url = parse_host(host, origin)?;
+        if !direct && let Some(host) = host {
+            config.cluster_url = host;
         } else if !direct {
             // A kubeconfig's server gets the same checks as the host option.
             config.cluster_url =
                 parse_host(&config.cluster_url.to_string(), "the kubeconfig's server")?;
         }
         if let Some(token) = &self.api_key {
+            // The token replaces the loaded credentials; a client certificate stays.
+            let loaded = std::mem::take(&mut config.auth_info);
             config.auth_info = AuthInfo {
                 token: Some(token.clone().into()),
+                client_certificate: loaded.client_certificate,
+                client_certificate_data: loaded.client_certificate_data,
+                client_key: loaded.client_key,
+                client_key_data: loaded.client_key_data,
                 ..AuthInfo::default()
             };
+        }
+        for (option, path, target) in [
+            ("client_cert", &self.client_cert, 0),
+            ("client_key", &self.client_key, 1),
+        ] {
+            let Some(path) = path else { continue };
+            let expanded = expand_home(path);
+            check_file_size(&expanded).map_err(|source| Error::ReadClientCert {
+                option,
+                path: expanded.clone(),
+                source,
+            })?;
+            let name = expanded.to_string_lossy().into_owned();
+            if target == 0 {
+                config.auth_info.client_certificate = Some(name);
+                config.auth_info.client_certificate_data = None;
+            } else {
+                config.auth_info.client_key = Some(name);
+                config.auth_info.client_key_data = None;
+            }
         }
         if let Some(path) = &self.ca_cert {
             let path = expand_home(path);
@@ -333,6 +415,13 @@ impl Access {
 
 /// Resolves options and environment and builds a client. No request is sent yet.
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
+    // Before anything is logged: the token as given and as sent.
+    crate::log_mask::register(
+        [args.api_key.clone(), std::env::var("K8S_AUTH_API_KEY").ok()]
+            .into_iter()
+            .flatten()
+            .flat_map(|t| [t.trim_end_matches(['\n', '\r']).to_owned(), t]),
+    );
     let access = Access::resolve(args, |name| std::env::var(name).ok())?;
     let mut config = access.config().await?;
     let request_timeout = args.request_timeout();
@@ -463,24 +552,28 @@ fn check_token(token: &str, origin: &str) -> Result<String> {
     }
 }
 
-/// No option or variable names a cluster: the default kubeconfig, else the in-cluster service
-/// account (as kube's `Config::infer`, but with the kubeconfig read by [`read_kubeconfig`]).
+/// No option or variable names a cluster: the in-cluster service account first, then the
+/// default kubeconfig (as kubernetes.core; kube's `Config::infer` tries them the other way
+/// round).
 async fn infer() -> Result<kube::Config> {
-    let kubeconfig_error = match read_default_kubeconfig() {
+    let in_cluster = match kube::Config::incluster() {
+        Ok(config) => return Ok(config),
+        Err(err) => crate::error::causes_of(&err),
+    };
+    match read_default_kubeconfig() {
         Ok(kubeconfig) => {
-            return kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|source| Error::LoadKubeconfig {
                     path: default_kubeconfig_label(),
                     source,
-                });
+                })
         }
-        Err(err) => err,
-    };
-    kube::Config::incluster().map_err(|in_cluster| Error::NoClusterConfig {
-        in_cluster: crate::error::causes_of(&in_cluster),
-        kubeconfig: kubeconfig_error.message_with_causes(),
-    })
+        Err(err) => Err(Error::NoClusterConfig {
+            in_cluster,
+            kubeconfig: err.message_with_causes(),
+        }),
+    }
 }
 
 fn default_kubeconfig_label() -> String {
@@ -507,6 +600,21 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Refuses a file larger than [`MAX_FILE_BYTES`] that kube will read itself.
+fn check_file_size(path: &Path) -> std::io::Result<()> {
+    let metadata = std::fs::metadata(path)?;
+    if metadata.is_file() && metadata.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file is larger than the limit of {} MiB",
+                MAX_FILE_BYTES / 1024 / 1024
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `KUBECONFIG` (`:`-separated) or `~/.kube/config`.
@@ -587,6 +695,7 @@ fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
         })?;
     let mut merged = Kubeconfig::default();
     for document in documents {
+        crate::log_mask::register(kubeconfig_secrets(&document));
         let next = kubeconfig_from_value(document, label)?;
         merged = merged.merge(next).map_err(|source| Error::LoadKubeconfig {
             path: label.to_owned(),
@@ -594,6 +703,45 @@ fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
         })?;
     }
     Ok(merged)
+}
+
+/// The credentials in a kubeconfig document: the string values of the fields kubernetes.core
+/// treats as sensitive, wherever they are.
+#[must_use]
+pub fn kubeconfig_secrets(document: &serde_json::Value) -> Vec<String> {
+    const SENSITIVE: &[&str] = &[
+        "token",
+        "password",
+        "secret",
+        "client-key-data",
+        "client-certificate-data",
+        "certificate-authority-data",
+        "api_key",
+        "access-token",
+        "refresh-token",
+        "id-token",
+        "client-secret",
+    ];
+    let mut found = Vec::new();
+    let mut stack = vec![document];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match value {
+                        serde_json::Value::String(s) if SENSITIVE.contains(&key.as_str()) => {
+                            found.push(s.clone());
+                        }
+                        other => stack.push(other),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    found.retain(|s| !s.is_empty());
+    found
 }
 
 /// A kubeconfig from an already parsed mapping (a file's document, or the option given as one).
@@ -985,6 +1133,79 @@ mod tests {
             cluster.certificate_authority.as_deref(),
             dir.path().join("ca.crt").to_str()
         );
+    }
+
+    #[test]
+    fn kubernetes_core_variable_names_are_read_too() {
+        let access = Access::resolve(
+            &ClusterArgs::default(),
+            env_of(&[
+                ("K8S_AUTH_VALIDATE_CERTS", "no"),
+                ("K8S_AUTH_VERIFY_SSL", "yes"),
+                ("K8S_AUTH_CA_CERT", "/first.pem"),
+                ("K8S_AUTH_SSL_CA_CERT", "/second.pem"),
+                ("K8S_AUTH_CERT_FILE", "/c.pem"),
+                ("K8S_AUTH_CLIENT_KEY", "/k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(access.validate_certs, Some(false));
+        assert_eq!(access.ca_cert.as_deref(), Some("/first.pem"));
+        assert_eq!(access.client_cert.as_deref(), Some("/c.pem"));
+        assert_eq!(access.client_key.as_deref(), Some("/k.pem"));
+        let err = Access::resolve(
+            &ClusterArgs::default(),
+            env_of(&[("K8S_AUTH_VALIDATE_CERTS", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("K8S_AUTH_VALIDATE_CERTS"), "{err}");
+    }
+
+    #[test]
+    fn aliases_of_kubernetes_core_are_accepted() {
+        let args: ClusterArgs = serde_json::from_value(serde_json::json!({
+            "verify_ssl": false,
+            "ssl_ca_cert": "/ca.pem",
+            "cert_file": "/c.pem",
+            "key_file": "/k.pem"
+        }))
+        .unwrap();
+        assert_eq!(args.validate_certs, Some(false));
+        assert_eq!(args.ca_cert.as_deref(), Some("/ca.pem"));
+        assert_eq!(args.client_cert.as_deref(), Some("/c.pem"));
+        assert_eq!(args.client_key.as_deref(), Some("/k.pem"));
+    }
+
+    #[tokio::test]
+    async fn host_and_api_key_never_load_a_kubeconfig() {
+        let access = Access {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            context: Some("nowhere".into()),
+            host: Some(("https://10.0.0.1:16443".into(), "option host")),
+            api_key: Some("tok".into()),
+            ..Access::default()
+        };
+        let config = access.config().await.unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://10.0.0.1:16443/");
+    }
+
+    #[tokio::test]
+    async fn host_alone_overrides_the_kubeconfig_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster:\n    server: https://a:6443\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: from-kubeconfig\n",
+        )
+        .unwrap();
+        let access = Access {
+            kubeconfig: Some(path.to_string_lossy().into_owned()),
+            host: Some(("https://b:7443".into(), "option host")),
+            ..Access::default()
+        };
+        let config = access.config().await.unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://b:7443/");
+        assert!(config.auth_info.token.is_some());
     }
 
     #[tokio::test]

@@ -202,6 +202,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The client certificate or key file could not be used.
+    #[error("failed to read {option} file {path:?}")]
+    ReadClientCert {
+        /// `client_cert` or `client_key`.
+        option: &'static str,
+        /// Path, expanded.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The API server URL given by `host` is not a valid URL.
     #[error("invalid API server URL {host:?} (from {origin}): {problem}")]
     InvalidHost {
@@ -515,7 +527,9 @@ pub fn causes(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
 pub fn causes_of(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     for cause in causes(err) {
-        let _ = write!(out, ": {cause}");
+        if !out.contains(&cause) {
+            let _ = write!(out, ": {cause}");
+        }
     }
     out
 }

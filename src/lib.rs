@@ -16,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod http_guard;
 pub mod k8s;
+pub mod log_mask;
 pub mod module_docs;
 pub mod outcome;
 pub mod protocol;

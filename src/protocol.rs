@@ -33,6 +33,9 @@ pub const NO_LOG_MASK: &str = "********";
 /// Schema extension keyword marking an option whose value must never appear in output.
 pub const NO_LOG_KEYWORD: &str = "x-no-log";
 
+/// Schema extension keyword listing an option's other names (Ansible's `aliases`).
+pub const ALIASES_KEYWORD: &str = "x-aliases";
+
 /// Schema extension keyword marking a URL option whose `user:password@` part, if any, must never
 /// appear in output.
 pub const NO_LOG_USERINFO_KEYWORD: &str = "x-no-log-userinfo";
@@ -421,6 +424,7 @@ impl<'a> Validator<'a> {
             .get("properties")
             .and_then(Value::as_object)
             .unwrap_or(&empty);
+        let object = resolve_aliases(module, path, properties, object)?;
         let additional = schema.get("additionalProperties");
         let open = match additional {
             Some(Value::Bool(b)) => *b,
@@ -468,6 +472,42 @@ impl<'a> Validator<'a> {
         }
         Ok(Value::Object(out))
     }
+}
+
+/// Renames options given by an alias (`x-aliases` in the property schema, as Ansible's
+/// `aliases`) to their name; an option given both ways is refused.
+fn resolve_aliases(
+    module: &str,
+    path: &str,
+    properties: &Map<String, Value>,
+    mut object: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    for (name, property) in properties {
+        let aliases = property
+            .get(ALIASES_KEYWORD)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        for alias in aliases {
+            let Some(value) = object.remove(alias) else {
+                continue;
+            };
+            if object.get(name).is_some_and(|v| !v.is_null()) && !value.is_null() {
+                return Err(Error::InvalidOption {
+                    option: join_path(path, name),
+                    problem: format!(
+                        "given twice for module {module}, also as its alias {}",
+                        join_path(path, alias)
+                    ),
+                });
+            }
+            if !value.is_null() || !object.contains_key(name) {
+                object.insert(name.clone(), value);
+            }
+        }
+    }
+    Ok(object)
 }
 
 fn schema_types(schema: &Value) -> Vec<&str> {
@@ -707,8 +747,21 @@ fn leaves(value: &Value, out: &mut Vec<String>) {
 }
 
 /// Masks secrets everywhere in `value`: a string equal to one becomes [`NO_LOG_VALUE`], one
-/// containing it has that part replaced by [`NO_LOG_MASK`]. Keys are masked too.
+/// containing it has that part replaced by [`NO_LOG_MASK`]. Keys are masked too. Besides
+/// `secrets`, the credentials cluster access found on its own (a kubeconfig's token, say) are
+/// masked: [`crate::log_mask::registered`].
 pub fn mask(value: &mut Value, secrets: &[String]) {
+    let registered = crate::log_mask::registered();
+    if registered.is_empty() {
+        mask_with(value, secrets);
+    } else {
+        let mut all = secrets.to_vec();
+        all.extend(registered.into_iter().filter(|s| !secrets.contains(s)));
+        mask_with(value, &all);
+    }
+}
+
+fn mask_with(value: &mut Value, secrets: &[String]) {
     if secrets.is_empty() {
         return;
     }
@@ -724,11 +777,11 @@ pub fn mask(value: &mut Value, secrets: &[String]) {
                 *value = Value::String(masked);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| mask(item, secrets)),
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_with(item, secrets)),
         Value::Object(map) => {
             let entries = std::mem::take(map);
             for (key, mut item) in entries {
-                mask(&mut item, secrets);
+                mask_with(&mut item, secrets);
                 let key = mask_str(&key, secrets).unwrap_or(key);
                 map.insert(key, item);
             }
@@ -1049,6 +1102,27 @@ mod tests {
         // null means "not given"
         let err = validate(json!({"name": null})).unwrap_err();
         assert!(err.to_string().contains("missing required option"), "{err}");
+    }
+
+    #[test]
+    fn aliases_are_renamed_and_both_forms_refused() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "validate_certs": {"type": ["boolean", "null"], "x-aliases": ["verify_ssl"]}
+            }
+        });
+        let got = validate_options("probe", &schema, obj(json!({"verify_ssl": "no"}))).unwrap();
+        assert_eq!(got, obj(json!({"validate_certs": false})));
+        let err = validate_options(
+            "probe",
+            &schema,
+            obj(json!({"verify_ssl": true, "validate_certs": false})),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("alias verify_ssl"), "{err}");
+        let err = validate_options("probe", &schema, obj(json!({"verify": true}))).unwrap_err();
+        assert!(matches!(err, Error::UnknownOptions { .. }), "{err}");
     }
 
     #[test]

@@ -219,3 +219,78 @@ fn host_with_a_password_or_a_bad_port_is_refused_without_echoing_it() {
         assert!(run.msg().contains("1 to 65535"), "{}", run.msg());
     }
 }
+
+#[test]
+fn debug_logs_mask_what_the_server_echoes_and_stay_bounded() {
+    let server = FakeApi::start(Behaviour::EchoAuthorization);
+    let dir = tempfile::tempdir().unwrap();
+    // One run with the token in the environment, one with it in a kubeconfig.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  \
+             cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             user: fake\nusers:\n- name: fake\n  user:\n    token: kc-s3cr3t-t0ken\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
+    for (env, secret) in [
+        (
+            vec![
+                ("K8S_AUTH_HOST", server.url()),
+                ("K8S_AUTH_API_KEY", "env-s3cr3t-t0ken".to_owned()),
+            ],
+            "env-s3cr3t-t0ken",
+        ),
+        (
+            vec![("K8S_AUTH_KUBECONFIG", kubeconfig.clone())],
+            "kc-s3cr3t-t0ken",
+        ),
+    ] {
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("RUST_LOG", "debug"));
+        let run = run_module("calico_rbac", &calico_args(), &env, Duration::from_secs(60));
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(
+            run.stderr.contains("not accepted"),
+            "the echo is logged: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(secret), "{}", run.stderr);
+        assert!(!run.result.to_string().contains(secret), "{}", run.result);
+        for line in run.stderr.lines() {
+            assert!(
+                line.len() <= 4096 + 100,
+                "{} bytes: {line:.200}",
+                line.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_core_aliases_and_variables_are_accepted() {
+    let server = FakeApi::start(Behaviour::EchoAuthorization);
+    let mut args = calico_args();
+    // As a module_defaults block written for kubernetes.core would pass them.
+    args["verify_ssl"] = json!("no");
+    args["host"] = json!(server.url());
+    args["api_key"] = json!("tok");
+    // Named but never read: host and api_key need no kubeconfig.
+    args["kubeconfig"] = json!("/nonexistent/kubeconfig");
+    let run = run_module(
+        "calico_rbac",
+        &args,
+        &[("K8S_AUTH_VALIDATE_CERTS", "false")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.msg().contains("HTTP 401"), "{}", run.msg());
+    assert_eq!(
+        run.result["invocation"]["module_args"]["validate_certs"],
+        json!(false)
+    );
+}

@@ -391,6 +391,9 @@ fn option(property: &Value, root: &Value, is_path: bool) -> Map<String, Value> {
     if let Some(default) = property.get("default").filter(|d| !d.is_null()) {
         option.insert("default".into(), default.clone());
     }
+    if let Some(aliases) = property.get(crate::protocol::ALIASES_KEYWORD) {
+        option.insert("aliases".into(), aliases.clone());
+    }
     if property.get(crate::protocol::NO_LOG_KEYWORD) == Some(&Value::Bool(true)) {
         option.insert("no_log".into(), Value::Bool(true));
     }
