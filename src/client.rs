@@ -9,7 +9,6 @@
 //! Every request is bounded ([`crate::http_guard`]): a deadline, a few retries, a body limit.
 //! Files are read with a size limit, and errors about them never quote their text.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,13 +79,13 @@ pub struct ClusterArgs {
     #[schemars(extend("x-aliases" = ["verify_ssl"]))]
     pub validate_certs: Option<bool>,
 
-    /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m (a bare number is
-    /// seconds); default 5m. No single request to the API server waits longer than 30s (or
-    /// this, when shorter) for its answer.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    #[serde(default, with = "duration_text")]
-    #[schemars(with = "Option<String>")]
-    pub timeout: Option<Duration>,
+    /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m; default 5m (1h for
+    /// kubelite_restart, whose gates wait on restarts). A run that takes longer fails, naming
+    /// the step it was in, with what it had already done. No single request to the API server
+    /// waits longer than 30s for its answer.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default)]
+    pub timeout: Option<crate::k8s::duration::Duration>,
 }
 
 /// Default of the `timeout` option: the bound on a whole action.
@@ -96,122 +95,28 @@ pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ClusterArgs {
-    /// How long the whole action may take: option `timeout`, else [`DEFAULT_ACTION_TIMEOUT`].
+    /// How long the whole action may take: option `timeout`, else `default` (the action's).
     /// The pipeline wraps the action's future in `tokio::time::timeout` with this.
     #[must_use]
+    pub fn timeout_or(&self, default: Duration) -> Duration {
+        self.timeout
+            .as_ref()
+            .map_or(default, crate::k8s::duration::Duration::std)
+    }
+
+    /// [`Self::timeout_or`] with [`DEFAULT_ACTION_TIMEOUT`].
+    #[must_use]
     pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(DEFAULT_ACTION_TIMEOUT)
+        self.timeout_or(DEFAULT_ACTION_TIMEOUT)
     }
 
     /// How long one request may wait for its answer: [`DEFAULT_REQUEST_TIMEOUT`], or the
     /// action's timeout when that is shorter.
     #[must_use]
     pub fn request_timeout(&self) -> Duration {
-        self.timeout().min(DEFAULT_REQUEST_TIMEOUT)
-    }
-}
-
-/// Parses a duration written like `90s`, `5m`, `1h30m`, `250ms` or `120` (seconds).
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("expected a duration like 90s, 5m or 1h30m, got an empty string".into());
-    }
-    let bad = || format!("expected a duration like 90s, 5m or 1h30m, got {text:?}");
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || unit_len == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        let unit = match &rest[digits..digits + unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return Err(bad()),
-        };
-        let part = u32::try_from(number)
-            .ok()
-            .and_then(|n| unit.checked_mul(n))
-            .ok_or_else(bad)?;
-        total = total.checked_add(part).ok_or_else(bad)?;
-        rest = &rest[digits + unit_len..];
-    }
-    if total.is_zero() {
-        return Err(format!("must be longer than zero, got {text:?}"));
-    }
-    Ok(total)
-}
-
-fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
-    parse_duration(text)
-}
-
-/// A duration for people: `5m`, `1h30m`, `90s` stays `1m30s`, `250ms`.
-#[must_use]
-pub fn format_duration(duration: Duration) -> String {
-    let millis = duration.subsec_millis();
-    let secs = duration.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    for (value, unit) in [(h, "h"), (m, "m"), (s, "s"), (u64::from(millis), "ms")] {
-        if value > 0 {
-            let _ = write!(out, "{value}{unit}");
-        }
-    }
-    if out.is_empty() {
-        out.push_str("0s");
-    }
-    out
-}
-
-/// `timeout` as text in options and results (`"5m"`), a [`Duration`] in the struct.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize as _, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option, reason = "the signature serde's `with` requires")]
-    pub(super) fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(duration) => serializer.serialize_str(&super::format_duration(*duration)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        // The validator has turned numbers into strings already; accept both anyway.
-        match Option::<serde_json::Value>::deserialize(deserializer)? {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(text)) => super::parse_duration(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            Some(serde_json::Value::Number(n)) => super::parse_duration(&n.to_string())
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            Some(other) => Err(serde::de::Error::custom(format!(
-                "expected a duration like 90s or 5m, got {}",
-                crate::protocol::json_kind(&other)
-            ))),
-        }
+        // Not capped by `timeout`: the pipeline bounds the whole action with it, so that a
+        // timeout names the step it stopped in rather than racing a request's own deadline.
+        DEFAULT_REQUEST_TIMEOUT
     }
 }
 
@@ -415,6 +320,13 @@ impl Access {
 
 /// Resolves options and environment and builds a client. No request is sent yet.
 pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
+    connect_server(args, None).await
+}
+
+/// Like [`connect`], with the same credentials and TLS settings, but to `server` (a URL like
+/// `https://10.0.0.2:16443`) instead of the configured API server: one node's own apiserver,
+/// for per-node health checks and for failing over while another node restarts.
+pub async fn connect_server(args: &ClusterArgs, server: Option<&str>) -> Result<Cluster> {
     // Before anything is logged: the token as given and as sent.
     crate::log_mask::register(
         [args.api_key.clone(), std::env::var("K8S_AUTH_API_KEY").ok()]
@@ -424,6 +336,13 @@ pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
     );
     let access = Access::resolve(args, |name| std::env::var(name).ok())?;
     let mut config = access.config().await?;
+    if let Some(server) = server {
+        config.cluster_url = server.parse().map_err(|_| Error::InvalidHost {
+            host: server.to_owned(),
+            origin: "the apiserver endpoints",
+            problem: "is not a URL".into(),
+        })?;
+    }
     let request_timeout = args.request_timeout();
     // The read timeout counts from each write (the request), not from when a pooled
     // connection went idle; it bounds the wait for the headers and between reads of the body.
@@ -861,44 +780,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_parsed_like_90s_and_5m() {
-        for (text, want) in [
-            ("90s", 90),
-            ("5m", 300),
-            ("1h30m", 5400),
-            ("120", 120),
-            (" 2m10s ", 130),
-        ] {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_secs(want)),
-                "{text}"
-            );
-        }
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in [
-            "",
-            "5",
-            "m",
-            "5x",
-            "-5s",
-            "1.5m",
-            "0s",
-            "5 m",
-            "99999999999h",
-        ] {
-            if bad == "5" {
-                continue;
-            }
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(format_duration(Duration::ZERO), "0s");
-    }
-
-    #[test]
     fn timeout_option_bounds_the_action_and_each_request() {
         let default = ClusterArgs::default();
         assert_eq!(default.timeout(), DEFAULT_ACTION_TIMEOUT);
@@ -906,7 +787,7 @@ mod tests {
         let short: ClusterArgs =
             serde_json::from_value(serde_json::json!({"timeout": "2s"})).unwrap();
         assert_eq!(short.timeout(), Duration::from_secs(2));
-        assert_eq!(short.request_timeout(), Duration::from_secs(2));
+        assert_eq!(short.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(
             serde_json::to_value(&short).unwrap()["timeout"],
             serde_json::json!("2s")

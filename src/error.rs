@@ -291,6 +291,47 @@ pub enum Error {
         hint: String,
     },
 
+    /// An SSH connection or remote command failed.
+    #[error("ssh to node {node:?} ({host}) failed to {step}: {problem}")]
+    Ssh {
+        /// The Kubernetes node.
+        node: String,
+        /// The host connected to.
+        host: String,
+        /// What was being done: connect, run.
+        step: &'static str,
+        /// What went wrong, with the ssh client's words.
+        problem: String,
+    },
+
+    /// A gate of a rolling restart did not pass in time.
+    #[error("node {node:?}: gate {gate:?} did not pass within {after}: {observed}")]
+    GateFailed {
+        /// The node being restarted (or checked).
+        node: String,
+        /// The gate.
+        gate: String,
+        /// The time allowed.
+        after: String,
+        /// The last state observed.
+        observed: String,
+        /// What to do.
+        hint: String,
+    },
+
+    /// Another run holds the cluster-wide lock.
+    #[error("lease {lease} is held by run {holder} since {since}{done}")]
+    LockHeld {
+        /// namespace/name of the Lease.
+        lease: String,
+        /// The holder's run id.
+        holder: String,
+        /// When it was taken.
+        since: String,
+        /// The nodes that run has done, as text.
+        done: String,
+    },
+
     /// The whole action took longer than its `timeout`.
     #[error("timed out after {after} (option timeout) while in step {step}")]
     TimedOut {
@@ -461,6 +502,17 @@ impl Error {
                 "put the missing rules in a separate ClusterRole whose labels match the \
                  aggregation selectors ({selectors}), or point option name at a non-aggregated role"
             )),
+            Self::Ssh { .. } => Some(
+                "check the node is reachable (`ssh <host>` with the same user, port, key and \
+                 ssh_config), that its host key is in known_hosts (host_key_checking: accept-new \
+                 adds new hosts) and that sudo -n works for the user"
+                    .into(),
+            ),
+            Self::LockHeld { .. } => Some(
+                "wait for that run to finish; a run that died leaves the lock until its TTL \
+                 expires, after which the next run takes it over and resumes"
+                    .into(),
+            ),
             Self::TimedOut { .. } => Some(
                 "the API server answers too slowly or not at all (an apiserver behind a locked \
                  datastore does this): check its /readyz and its datastore, or raise timeout; \
@@ -469,7 +521,8 @@ impl Error {
             ),
             Self::NotFound { hint, .. }
             | Self::CannotPlan { hint, .. }
-            | Self::NotVerified { hint, .. } => Some(hint.clone()),
+            | Self::NotVerified { hint, .. }
+            | Self::GateFailed { hint, .. } => Some(hint.clone()),
             Self::WriteBackup { .. } => Some(
                 "check that backup_dir is writable; nothing was deleted because the backup failed"
                     .into(),
@@ -497,6 +550,16 @@ impl Error {
         }
         out
     }
+}
+
+/// An error and its causes on one line, for errors from other crates.
+#[must_use]
+pub fn causes_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    for cause in causes(err) {
+        let _ = write!(out, ": {cause}");
+    }
+    out
 }
 
 /// The chain of causes below `err`, rendered for people: kube API errors as their Status

@@ -52,7 +52,7 @@ pub struct ResponseTooLarge {
 
 /// No response headers arrived within the request timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the API server did not answer within {}", crate::client::format_duration(*after))]
+#[error("the API server did not answer within {}", crate::k8s::duration::format_std(*after))]
 pub struct RequestTimedOut {
     /// The timeout.
     pub after: Duration,

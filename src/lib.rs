@@ -21,6 +21,7 @@ pub mod module_docs;
 pub mod outcome;
 pub mod protocol;
 pub mod schema;
+pub mod ssh;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;

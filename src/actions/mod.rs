@@ -119,6 +119,9 @@ pub trait Action: Sized {
     /// One line for `--help` and the schema title.
     const ABOUT: &'static str;
 
+    /// How long a run may take when the `timeout` option is not given.
+    const DEFAULT_TIMEOUT: std::time::Duration = crate::client::DEFAULT_ACTION_TIMEOUT;
+
     /// Options as the user gives them. Field doc comments are the documentation.
     type Options: DeserializeOwned + Serialize + JsonSchema + Args;
 
@@ -189,7 +192,7 @@ async fn steps<A: Action>(
 /// the action's `timeout`. On a timeout the run fails naming the step it was in, and keeps the
 /// outcome as far as it got (the steps record into it as they go).
 pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Report> {
-    let limit = action.cluster_args().timeout();
+    let limit = action.cluster_args().timeout_or(A::DEFAULT_TIMEOUT);
     let mut outcome = Outcome::default();
     let mut step = Step::Connect;
     let result = tokio::time::timeout(limit, async {
@@ -322,7 +325,24 @@ pub fn report_schema<A: Action>() -> Value {
 pub fn validate<A: Action>(raw: Map<String, Value>) -> Result<()> {
     let schema = schema::<A>();
     let options = protocol::validate_options(A::NAME, &schema, raw)?;
-    A::validate(protocol::deserialize_options::<A::Options>(options)?).map(drop)
+    validated::<A>(protocol::deserialize_options::<A::Options>(options)?).map(drop)
+}
+
+/// The action's own checks, then those every action shares.
+fn validated<A: Action>(options: A::Options) -> Result<A> {
+    let action = A::validate(options)?;
+    if action
+        .cluster_args()
+        .timeout
+        .as_ref()
+        .is_some_and(|t| t.seconds() <= 0)
+    {
+        return Err(Error::InvalidOption {
+            option: "timeout".into(),
+            problem: "must be longer than 0s".into(),
+        });
+    }
+    Ok(action)
 }
 
 /// Raw options → validated options → action → run, never panicking.
@@ -337,7 +357,7 @@ pub fn execute<A: Action>(raw: Map<String, Value>, flags: Flags) -> Report {
             if let Ok(Value::Object(args)) = serde_json::to_value(&options) {
                 report.module_args = args;
             }
-            A::validate(options)
+            validated::<A>(options)
         });
     let action = match prepared {
         Ok(action) => action,

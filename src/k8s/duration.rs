@@ -167,6 +167,12 @@ pub fn parse_duration(option: &str, text: &str) -> Result<i64> {
     Ok(total)
 }
 
+/// A std duration for people, like [`format_duration`] (whole seconds).
+#[must_use]
+pub fn format_std(duration: std::time::Duration) -> String {
+    format_duration(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Seconds for people: `45s`, `5m3s`, `2h5m`, `3d4h`.
 #[must_use]
 pub fn format_duration(seconds: i64) -> String {

@@ -1,0 +1,357 @@
+//! SSH to the nodes through the system OpenSSH client: the options every SSH-using action
+//! shares, their validation, and one multiplexed master connection per node.
+//!
+//! # Guarantees
+//! - Remote commands are argument lists: every argument is shell-quoted before it reaches the
+//!   remote shell, so nothing is ever pasted into a command line.
+//! - Node names, hosts, users and service names are validated before any connection is made,
+//!   naming the option.
+//! - Host keys are checked strictly by default (`accept-new` only on request, never off).
+//! - Authentication is whatever OpenSSH does: a key file option, the ssh_config's, or an
+//!   ssh-agent (`SSH_AUTH_SOCK`, as an AWX Machine credential provides) with no option at all.
+//!   `BatchMode` is always on: a password prompt fails instead of hanging.
+//! - Every command is bounded in time.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use openssh::{KnownHosts, Session, SessionBuilder};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::k8s::names::quoted;
+
+/// How long one remote command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long connecting (the master connection) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SSH options, shared by the actions that reach nodes over SSH.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Args)]
+pub struct SshArgs {
+    /// An ssh_config file for the connections (Host entries, ProxyJump, IdentityFile, ...).
+    /// Default: OpenSSH's own (~/.ssh/config, /etc/ssh/ssh_config).
+    #[arg(long, value_name = "PATH")]
+    #[serde(default)]
+    pub ssh_config: Option<String>,
+
+    /// Login user on the nodes, for nodes that do not name their own. Default: the
+    /// ssh_config's, else the local user.
+    #[arg(long, value_name = "USER")]
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+
+    /// SSH port, for nodes that do not name their own. Default: the ssh_config's, else 22.
+    #[arg(long, value_name = "PORT")]
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 65535))]
+    pub ssh_port: Option<u16>,
+
+    /// Private key file. Without it, the ssh_config's IdentityFile or an ssh-agent
+    /// (SSH_AUTH_SOCK, how an AWX Machine credential hands over its key) is used.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default)]
+    pub ssh_private_key_file: Option<String>,
+
+    /// known_hosts file to check host keys against. Default: the ssh_config's, else
+    /// ~/.ssh/known_hosts.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+
+    /// Host key checking: strict (the key must be known) or accept-new (a host not yet in
+    /// known_hosts is added; a changed key is still refused). There is no "off".
+    #[arg(long, value_enum, value_name = "MODE")]
+    #[serde(default)]
+    pub host_key_checking: HostKeyChecking,
+
+    /// Run the node commands with `sudo -n` (no password prompt).
+    #[arg(long, value_name = "BOOL")]
+    #[serde(default = "default_become", rename = "become")]
+    pub r#become: bool,
+}
+
+fn default_become() -> bool {
+    true
+}
+
+/// Host key checking mode.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyChecking {
+    /// The host key must be in known_hosts (StrictHostKeyChecking=yes).
+    #[default]
+    Strict,
+    /// Hosts not yet known are added; changed keys are refused (accept-new).
+    AcceptNew,
+}
+
+/// Where and how to reach one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The Kubernetes node name.
+    pub node: String,
+    /// Host to connect to (an ssh_config Host alias, a DNS name or an address).
+    pub host: String,
+    /// Port, if not the default.
+    pub port: Option<u16>,
+    /// Login user, if not the default.
+    pub user: Option<String>,
+}
+
+/// Checks a host name or address: letters, digits, `.`, `-`, `_`, `:` (IPv6), at most 253
+/// characters, not starting with `-` (which ssh would read as an option).
+pub fn check_host(option: &str, host: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with('-')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption {
+            option: option.to_owned(),
+            problem: format!(
+                "{} is not a host name or address (letters, digits, '.', '-', '_', ':')",
+                quoted(host)
+            ),
+        })
+    }
+}
+
+/// Checks a login user or service name: letters, digits, `.`, `-`, `_`, `@`, at most 64
+/// characters, not starting with `-`.
+pub fn check_word(option: &str, word: &str) -> Result<()> {
+    let ok = !word.is_empty()
+        && word.len() <= 64
+        && !word.starts_with('-')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption {
+            option: option.to_owned(),
+            problem: format!(
+                "{} may hold only letters, digits, '.', '-', '_' and '@'",
+                quoted(word)
+            ),
+        })
+    }
+}
+
+impl SshArgs {
+    /// Checks the options that name things (no I/O).
+    pub fn check(&self) -> Result<()> {
+        if let Some(user) = &self.ssh_user {
+            check_word("ssh_user", user)?;
+        }
+        for (option, path) in [
+            ("ssh_config", &self.ssh_config),
+            ("ssh_private_key_file", &self.ssh_private_key_file),
+            ("known_hosts", &self.known_hosts),
+        ] {
+            if path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(Error::InvalidOption {
+                    option: option.into(),
+                    problem: "must not be empty".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn path(text: Option<&String>) -> Option<PathBuf> {
+        text.map(|p| crate::client::expand_home(p))
+    }
+}
+
+/// An open connection to one node.
+#[derive(Debug)]
+pub struct Remote {
+    /// Which node.
+    pub target: Target,
+    session: Session,
+    sudo: bool,
+}
+
+/// What a remote command printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit status (None: killed by a signal).
+    pub status: Option<i32>,
+    /// Standard output, as text.
+    pub stdout: String,
+    /// Standard error, as text.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Whether it exited 0.
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// The last lines of stderr (else stdout), for messages.
+    #[must_use]
+    pub fn tail(&self, lines: usize) -> String {
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// Opens the master connection to `target`.
+pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
+    let mut builder = SessionBuilder::default();
+    builder
+        .known_hosts_check(match args.host_key_checking {
+            HostKeyChecking::Strict => KnownHosts::Strict,
+            HostKeyChecking::AcceptNew => KnownHosts::Add,
+        })
+        .connect_timeout(CONNECT_TIMEOUT)
+        .server_alive_interval(Duration::from_secs(5))
+        .control_directory(std::env::temp_dir());
+    if let Some(config) = SshArgs::path(args.ssh_config.as_ref()) {
+        builder.config_file(config);
+    }
+    if let Some(key) = SshArgs::path(args.ssh_private_key_file.as_ref()) {
+        builder.keyfile(key);
+    }
+    if let Some(known) = SshArgs::path(args.known_hosts.as_ref()) {
+        builder.user_known_hosts_file(known);
+    }
+    if let Some(user) = target.user.clone().or_else(|| args.ssh_user.clone()) {
+        builder.user(user);
+    }
+    if let Some(port) = target.port.or(args.ssh_port) {
+        builder.port(port);
+    }
+    let connecting = builder.connect(&target.host);
+    let session = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(5), connecting)
+        .await
+        .map_err(|_| Error::Ssh {
+            node: target.node.clone(),
+            host: target.host.clone(),
+            step: "connect",
+            problem: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        })?
+        .map_err(|err| Error::Ssh {
+            node: target.node.clone(),
+            host: target.host.clone(),
+            step: "connect",
+            problem: crate::error::causes_text(&err),
+        })?;
+    Ok(Remote {
+        target: target.clone(),
+        session,
+        sudo: args.r#become,
+    })
+}
+
+impl Remote {
+    /// Runs `program args...` on the node (through `sudo -n` when `become` and `privileged`),
+    /// each argument quoted for the remote shell, bounded by [`COMMAND_TIMEOUT`].
+    pub async fn run(&self, privileged: bool, program: &str, args: &[&str]) -> Result<Output> {
+        let mut command = if privileged && self.sudo {
+            let mut command = self.session.command("sudo");
+            command.arg("-n").arg(program);
+            command
+        } else {
+            self.session.command(program)
+        };
+        for arg in args {
+            command.arg(arg);
+        }
+        let what = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::debug!(node = %self.target.node, command = %what, "ssh");
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
+            .await
+            .map_err(|_| {
+                self.error(
+                    "run",
+                    format!("`{what}` took longer than {}s", COMMAND_TIMEOUT.as_secs()),
+                )
+            })?
+            .map_err(|err| {
+                self.error(
+                    "run",
+                    format!("`{what}`: {}", crate::error::causes_text(&err)),
+                )
+            })?;
+        Ok(Output {
+            status: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    /// An SSH error on this node.
+    #[must_use]
+    pub fn error(&self, step: &'static str, problem: String) -> Error {
+        Error::Ssh {
+            node: self.target.node.clone(),
+            host: self.target.host.clone(),
+            step,
+            problem,
+        }
+    }
+
+    /// Closes the master connection.
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_users_and_services_that_could_inject_are_refused() {
+        for bad in [
+            "k8s01; reboot",
+            "-oProxyCommand=x",
+            "a b",
+            "",
+            "$(id)",
+            "k8s01\n",
+        ] {
+            assert!(check_host("nodes[0].host", bad).is_err(), "{bad:?}");
+            assert!(check_word("ssh_user", bad).is_err(), "{bad:?}");
+        }
+        for good in ["k8s01", "10.0.0.1", "fe80::1", "node-1.example.com"] {
+            assert!(check_host("host", good).is_ok(), "{good}");
+        }
+        assert!(check_word("service", "microk8s.daemon-kubelite").is_ok());
+    }
+
+    #[test]
+    fn ssh_options_are_strict_by_default_and_have_no_off() {
+        let args: SshArgs = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(args.host_key_checking, HostKeyChecking::Strict);
+        assert!(args.r#become);
+        for off in ["no", "off", "false"] {
+            assert!(
+                serde_json::from_value::<SshArgs>(serde_json::json!({"host_key_checking": off}))
+                    .is_err()
+            );
+        }
+    }
+}
