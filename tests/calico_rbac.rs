@@ -453,6 +453,8 @@ async fn calico_rbac_bad_input_fails_without_touching_the_role() {
         (json!({"extra_rules": "not a rule"}), "extra_rules"),
         (json!({"calico_version": "latest"}), "calico_version"),
         (json!({"enabled_controllers": ["node", "typo"]}), "typo"),
+        (json!({"enabled_controllers": ["Node"]}), "`Node`"),
+        (json!({"datastore": "etcd"}), "datastore"),
     ] {
         let mut args = fixture.args();
         for (k, v) in patch.as_object().unwrap() {
@@ -656,5 +658,38 @@ async fn calico_rbac_warns_when_another_binding_already_grants_what_the_role_lac
     let _ = Api::<ClusterRoleBinding>::all(fixture.client.clone())
         .delete(&other, &dp)
         .await;
+    fixture.cleanup().await;
+}
+
+/// With the Deployment absent, version and controllers given: the datastore cannot be read, so
+/// it must be given too; with it, the rules of that datastore are required.
+#[tokio::test]
+async fn calico_rbac_without_the_deployment_needs_the_datastore() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let mut args = fixture.args();
+    args["deployment"] = json!("absent");
+    args["calico_version"] = json!("v3.13.2");
+    args["enabled_controllers"] = json!(["node", "workloadendpoint"]);
+    args["service_account"] = json!(fixture.name);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 1, "{result}");
+    assert!(
+        result["hint"].as_str().unwrap().contains("datastore"),
+        "{result}"
+    );
+    args["datastore"] = json!("etcdv3");
+    args["_ansible_check_mode"] = json!(true);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["datastore"], json!("etcdv3"), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    args["datastore"] = json!("kubernetes");
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(false), "{result}");
+    assert!(
+        result["warnings"].to_string().contains("etcd-only"),
+        "{result}"
+    );
     fixture.cleanup().await;
 }

@@ -7,8 +7,8 @@
 //! repository ends in `kube-controllers`), the datastore from its `DATASTORE_TYPE` and
 //! `ETCD_ENDPOINTS`, and the controllers from its `ENABLED_CONTROLLERS`, parsed exactly as that
 //! release parses it (unset: the KubeControllersConfiguration `default` from v3.14, else the
-//! release's defaults). Options `calico_version`, `enabled_controllers`, `rules` and
-//! `extra_rules` override or extend the derivation.
+//! release's defaults). Options `calico_version`, `enabled_controllers`, `datastore`, `rules`
+//! and `extra_rules` override or extend the derivation.
 //!
 //! # Idempotency
 //! Coverage is semantic, like `kubectl auth reconcile`: a required (apiGroup, resource, verb)
@@ -108,6 +108,13 @@ pub struct Options {
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     #[serde(default)]
     pub enabled_controllers: Option<Vec<String>>,
+
+    /// Datastore to derive the rules for (kubernetes or etcdv3) instead of the Deployment's
+    /// DATASTORE_TYPE and ETCD_ENDPOINTS. Required when the Deployment or its kube-controllers
+    /// container is absent and the rules are derived.
+    #[arg(long, value_name = "DATASTORE")]
+    #[serde(default)]
+    pub datastore: Option<String>,
 
     /// The complete list of required rules, replacing the derivation from version and
     /// controllers. Each rule is a mapping with api_groups, resources and verbs.
@@ -386,6 +393,7 @@ enum Requirement {
         version: Option<CalicoVersion>,
         /// Names as given, checked exactly as kube-controllers checks ENABLED_CONTROLLERS.
         controllers: Option<Vec<String>>,
+        datastore: Option<Datastore>,
     },
 }
 
@@ -549,6 +557,13 @@ impl Action for CalicoRbac {
             }
             None => None,
         };
+        let datastore = match &options.datastore {
+            Some(text) => Some(Datastore::parse(text).map_err(|_| Error::InvalidOption {
+                option: "datastore".into(),
+                problem: format!("{text:?} is not a datastore: kubernetes or etcdv3"),
+            })?),
+            None => None,
+        };
         for (index, rule) in options.extra_rules.iter().enumerate() {
             rule.check(&format!("extra_rules[{index}]"))?;
         }
@@ -568,6 +583,7 @@ impl Action for CalicoRbac {
             None => Requirement::Derived {
                 version,
                 controllers,
+                datastore,
             },
         };
         Ok(Self {
@@ -749,7 +765,7 @@ impl CalicoRbac {
 
     /// The required rules and what they came from; reads the Deployment when needed.
     async fn derive(&self, cluster: &Cluster) -> Result<Derivation> {
-        let (version, controllers) = match &self.requirement {
+        let (version, controllers, datastore) = match &self.requirement {
             Requirement::Explicit(rules) => {
                 let deployment = self.read_deployment(cluster).await?;
                 return Ok(Derivation {
@@ -761,7 +777,8 @@ impl CalicoRbac {
             Requirement::Derived {
                 version,
                 controllers,
-            } => (*version, controllers.clone()),
+                datastore,
+            } => (*version, controllers.clone(), *datastore),
         };
         let deployment = self.read_deployment(cluster).await?;
         let deployment_label = format!("deployment {}/{}", self.namespace, self.deployment);
@@ -800,14 +817,10 @@ impl CalicoRbac {
             }
         };
         check_known_version(version).map_err(|err| table_error(&err, "the image"))?;
-        let datastore_type = self.env_value(container, "DATASTORE_TYPE")?;
-        let etcd_endpoints = self.env_value(container, "ETCD_ENDPOINTS")?;
-        let datastore = Datastore::from_env(
-            version,
-            datastore_type.as_deref(),
-            etcd_endpoints.as_deref(),
-        )
-        .map_err(|err| table_error(&err, "DATASTORE_TYPE"))?;
+        let datastore = match datastore {
+            Some(datastore) => datastore,
+            None => self.datastore_of(container, version, deployment.is_some())?,
+        };
         let controllers = match controllers {
             Some(list) => calico_rules::parse_enabled_controllers(version, &list.join(","))
                 .map_err(|err| table_error(&err, "enabled_controllers"))?,
@@ -842,6 +855,36 @@ impl CalicoRbac {
         derivation.datastore = Some(datastore);
         derivation.controllers = controllers;
         Ok(derivation)
+    }
+
+    /// The datastore kube-controllers `version` uses, from its container's DATASTORE_TYPE and
+    /// ETCD_ENDPOINTS; without the container it is unknown.
+    fn datastore_of(
+        &self,
+        container: Option<&Container>,
+        version: CalicoVersion,
+        deployment_exists: bool,
+    ) -> Result<Datastore> {
+        let label = format!("deployment {}/{}", self.namespace, self.deployment);
+        if container.is_none() {
+            return Err(Error::CannotPlan {
+                action: Self::NAME,
+                problem: if deployment_exists {
+                    format!("{label} has no kube-controllers container to read DATASTORE_TYPE from")
+                } else {
+                    format!("{label} does not exist: its DATASTORE_TYPE is unknown")
+                },
+                hint: "pass datastore (kubernetes or etcdv3)".into(),
+            });
+        }
+        let datastore_type = self.env_value(container, "DATASTORE_TYPE")?;
+        let etcd_endpoints = self.env_value(container, "ETCD_ENDPOINTS")?;
+        Datastore::from_env(
+            version,
+            datastore_type.as_deref(),
+            etcd_endpoints.as_deref(),
+        )
+        .map_err(|err| table_error(&err, "DATASTORE_TYPE"))
     }
 
     async fn read_deployment(&self, cluster: &Cluster) -> Result<Option<Deployment>> {
@@ -1604,6 +1647,9 @@ mod tests {
         assert!(err.to_string().contains("v3.33.0"), "{err}");
         assert!(err.to_string().contains("rules"), "{err}");
         assert!(validate(serde_json::json!({"calico_version": "v3.13.9"})).is_err());
+        assert!(validate(serde_json::json!({"datastore": "etcd"})).is_err());
+        assert!(validate(serde_json::json!({"datastore": "Kubernetes"})).is_err());
+        assert!(validate(serde_json::json!({"datastore": "etcdv3"})).is_ok());
         assert!(validate(serde_json::json!({"rules": []})).is_err());
         let err = validate(serde_json::json!({"extra_rules": [{"api_groups": [""], "resources": [], "verbs": ["get"]}]}))
             .unwrap_err();
