@@ -236,6 +236,15 @@ async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unc
         result["enabled_controllers"],
         json!(["node", "workloadendpoint"])
     );
+    // Upstream's v3.13 etcd ClusterRole, for the node and workloadendpoint controllers.
+    assert_eq!(
+        result["required_rules"],
+        json!([
+            {"api_groups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            {"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        ]),
+        "{result}"
+    );
     assert_eq!(result["verified"], json!(true), "{result}");
     assert_eq!(result["added_rules"], pods_list_watch());
     assert!(
