@@ -38,6 +38,22 @@ fn v3_13_2_rules() -> Value {
     ])
 }
 
+/// The container of the default fixture: v3.13.2 on the etcdv3 datastore with the incident's
+/// ENABLED_CONTROLLERS. Upstream's v3.13 etcd ClusterRole grants pods get/list/watch (for the
+/// workloadendpoint controller), which the Kubernetes-datastore five rules lack: something to
+/// add. (On the Kubernetes datastore the five rules are complete, see the incident test.)
+fn etcd_v3_13_2_container() -> Value {
+    json!([{
+        "name": "calico-kube-controllers",
+        "image": "calico/kube-controllers:v3.13.2",
+        "env": [
+            {"name": "ENABLED_CONTROLLERS", "value": "node,workloadendpoint"},
+            {"name": "DATASTORE_TYPE", "value": "etcdv3"},
+            {"name": "ETCD_ENDPOINTS", "value": "https://127.0.0.1:2379"}
+        ]
+    }])
+}
+
 /// A calico-kube-controllers look-alike of our own: namespace, ServiceAccount, Deployment,
 /// ClusterRole (given rules) and the binding between them.
 struct Fixture {
@@ -48,6 +64,11 @@ struct Fixture {
 
 impl Fixture {
     async fn new(rules: Value) -> Self {
+        Self::with_containers(rules, etcd_v3_13_2_container()).await
+    }
+
+    /// The fixture with the Deployment's containers given.
+    async fn with_containers(rules: Value, containers: Value) -> Self {
         support::cluster();
         let client = support::client().await;
         let namespace = support::namespace(&client, "calico").await;
@@ -85,14 +106,7 @@ impl Fixture {
                     "metadata": {"labels": {"app": name}},
                     "spec": {
                         "serviceAccountName": name,
-                        "containers": [{
-                            "name": "calico-kube-controllers",
-                            "image": "calico/kube-controllers:v3.13.2",
-                            "env": [
-                                {"name": "ENABLED_CONTROLLERS", "value": "node,workloadendpoint"},
-                                {"name": "DATASTORE_TYPE", "value": "kubernetes"}
-                            ]
-                        }]
+                        "containers": containers
                     }
                 }
             }
@@ -146,29 +160,22 @@ impl Fixture {
     }
 }
 
-const WEP_VERBS: [&str; 6] = ["watch", "list", "get", "create", "update", "delete"];
+/// What the fixture's ServiceAccount must be allowed after the fix (v3.13.2 etcdv3, node and
+/// workloadendpoint): pods and nodes get/list/watch.
+async fn assert_etcd_v3_13_2_permissions(client: &Client, namespace: &str, sa: &str) {
+    for resource in ["pods", "nodes"] {
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                support::allowed(client, namespace, sa, "", resource, verb).await,
+                "{resource} {verb}"
+            );
+        }
+    }
+}
 
-async fn assert_incident_permissions(client: &Client, namespace: &str, sa: &str) {
-    for verb in ["get", "list", "watch"] {
-        assert!(
-            support::allowed(client, namespace, sa, "", "pods", verb).await,
-            "pods {verb}"
-        );
-    }
-    for verb in WEP_VERBS {
-        assert!(
-            support::allowed(
-                client,
-                namespace,
-                sa,
-                "crd.projectcalico.org",
-                "workloadendpoints",
-                verb
-            )
-            .await,
-            "workloadendpoints {verb}"
-        );
-    }
+/// What the fixture is missing: pods list and watch.
+fn pods_list_watch() -> Value {
+    json!([{"api_groups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}])
 }
 
 #[tokio::test]
@@ -182,8 +189,8 @@ async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "{stdout}");
-    assert!(stdout.contains("+  - workloadendpoints"), "{stdout}");
     assert!(stdout.contains("+  - pods"), "{stdout}");
+    assert!(!stdout.contains("workloadendpoints"), "{stdout}");
     assert!(stdout.contains("would change"), "{stdout}");
     assert_eq!(fixture.role().await.metadata.resource_version, before);
     // The module in check mode: same plan, still no write.
@@ -194,11 +201,13 @@ async fn calico_rbac_check_mode_exits_2_shows_diff_and_writes_nothing() {
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true));
     assert_eq!(result["verified"], json!(null));
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
     assert!(
         result["diff"]["after"]
             .as_str()
             .unwrap()
-            .contains("workloadendpoints")
+            .ends_with("  - pods\n  verbs:\n  - list\n  - watch\n"),
+        "{result}"
     );
     assert_eq!(fixture.role().await.metadata.resource_version, before);
     assert!(
@@ -222,25 +231,32 @@ async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unc
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
     assert_eq!(result["calico_version"], json!("v3.13.2"));
+    assert_eq!(result["datastore"], json!("etcdv3"));
     assert_eq!(
         result["enabled_controllers"],
         json!(["node", "workloadendpoint"])
     );
-    assert_eq!(result["verified"], json!(true), "{result}");
+    // Upstream's v3.13 etcd ClusterRole, for the node and workloadendpoint controllers.
     assert_eq!(
-        result["added_rules"],
+        result["required_rules"],
         json!([
-            {"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]},
-            {"api_groups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
-             "verbs": ["watch", "list", "get", "create", "update", "delete"]}
-        ])
+            {"api_groups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            {"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        ]),
+        "{result}"
+    );
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch());
+    assert!(
+        !result["warnings"].to_string().contains("etcd-only"),
+        "{result}"
     );
     assert_eq!(result["missing_before"], result["added_rules"]);
     assert!(
         result.get("diff").is_none(),
         "no diff without _ansible_diff"
     );
-    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
+    assert_etcd_v3_13_2_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
 
     let rv = fixture.role().await.metadata.resource_version;
     let (code, again) = support::run_module("calico_rbac", &fixture.args());
@@ -257,18 +273,18 @@ async fn calico_rbac_keeps_rules_added_by_hand() {
     let mut rules = v3_13_2_rules();
     let by_hand = json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["calico-config"]});
     rules.as_array_mut().unwrap().insert(2, by_hand);
-    // A wildcard rule by hand: it already covers every workloadendpoints verb.
-    rules.as_array_mut().unwrap().push(json!({"apiGroups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"], "verbs": ["*"]}));
+    // A wildcard rule by hand: it already covers every nodes verb.
+    rules
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["*"]}));
     let fixture = Fixture::new(rules).await;
     let before = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
     let (code, result) = support::run_module("calico_rbac", &fixture.args());
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true));
-    // Only pods list/watch were missing: the `*` rule covers workloadendpoints.
-    assert_eq!(
-        result["added_rules"],
-        json!([{"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]}])
-    );
+    // Only pods list/watch were missing.
+    assert_eq!(result["added_rules"], pods_list_watch());
     let after = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
     let before = before.as_array().unwrap();
     let after = after.as_array().unwrap();
@@ -341,15 +357,14 @@ async fn cluster_with_another_writer(
 }
 
 /// The retry loop against a real conflict: between kubemend's read of the role and its update,
-/// another writer grants part of what is missing (workloadendpoints get/list/watch). The update
+/// another writer grants part of what is missing (pods watch). The update
 /// fails with 409; kubemend reads the role again, plans again, keeps the other writer's rule
 /// and annotation, and adds only what is still missing.
 #[tokio::test]
 async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_first() {
     let fixture = Fixture::new(v3_13_2_rules()).await;
     let before = serde_json::to_value(fixture.role().await.rules.unwrap()).unwrap();
-    let theirs = json!({"apiGroups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
-                        "verbs": ["get", "list", "watch"]});
+    let theirs = json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["watch"]});
     let (cluster, log) = cluster_with_another_writer(&fixture.name, theirs.clone()).await;
     let options: Options = serde_json::from_value(fixture.args()).unwrap();
     let action = CalicoRbac::validate(options).unwrap();
@@ -371,11 +386,7 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
     assert_eq!(report["verified"], json!(true), "{report}");
     // Planned against the role as read the second time: what the other writer granted is
     // neither missing nor added again.
-    let added = json!([
-        {"api_groups": [""], "resources": ["pods"], "verbs": ["watch", "list"]},
-        {"api_groups": ["crd.projectcalico.org"], "resources": ["workloadendpoints"],
-         "verbs": ["create", "update", "delete"]}
-    ]);
+    let added = json!([{"api_groups": [""], "resources": ["pods"], "verbs": ["list"]}]);
     assert_eq!(report["missing_before"], added);
     assert_eq!(report["added_rules"], added);
 
@@ -391,8 +402,8 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
         &kept[..],
         "the original rules, then the other writer's, in place"
     );
-    assert_eq!(after.len(), kept.len() + 2, "{after:?}");
-    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
+    assert_eq!(after.len(), kept.len() + 1, "{after:?}");
+    assert_etcd_v3_13_2_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
     fixture.cleanup().await;
 }
 
@@ -407,7 +418,7 @@ async fn calico_rbac_creates_the_role_when_absent() {
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["created"], json!(true), "{result}");
     assert_eq!(result["verified"], json!(true), "{result}");
-    assert_incident_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
+    assert_etcd_v3_13_2_permissions(&fixture.client, &fixture.namespace, &fixture.name).await;
     fixture.cleanup().await;
 }
 
@@ -451,6 +462,8 @@ async fn calico_rbac_bad_input_fails_without_touching_the_role() {
         (json!({"extra_rules": "not a rule"}), "extra_rules"),
         (json!({"calico_version": "latest"}), "calico_version"),
         (json!({"enabled_controllers": ["node", "typo"]}), "typo"),
+        (json!({"enabled_controllers": ["Node"]}), "`Node`"),
+        (json!({"datastore": "etcd"}), "datastore"),
     ] {
         let mut args = fixture.args();
         for (k, v) in patch.as_object().unwrap() {
@@ -465,40 +478,155 @@ async fn calico_rbac_bad_input_fails_without_touching_the_role() {
     fixture.cleanup().await;
 }
 
+/// The seeded incident: v3.13.2, Kubernetes datastore, ENABLED_CONTROLLERS=node,workloadendpoint,
+/// the role with upstream's five v3.13 rules. Upstream's v3.13 Kubernetes-datastore ClusterRole
+/// (projectcalico/calico, release-v3.13, `_includes/charts/calico/templates/rbac.yaml`) is
+/// exactly those five rules, and workloadendpoint is an etcd-only controller that it grants
+/// nothing: the role is complete, and the fix is to drop workloadendpoint from
+/// ENABLED_CONTROLLERS, which the warning says. Nothing is written.
 #[tokio::test]
-async fn calico_rbac_fixes_the_seeded_incident() {
+async fn calico_rbac_finds_the_seeded_incident_role_complete_and_names_the_etcd_only_controller() {
     support::cluster();
     let _incident = support::incident();
     let client = support::client().await;
-    assert!(
-        !support::allowed(
-            &client,
-            "kube-system",
-            "calico-kube-controllers",
-            "",
-            "pods",
-            "list"
-        )
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let before = roles
+        .get("calico-kube-controllers")
         .await
-    );
+        .unwrap()
+        .metadata
+        .resource_version;
     let output = support::kubemend()
         .args(["calico-rbac", "--check", "--diff"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{stdout}");
-    assert!(stdout.contains("workloadendpoints"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
     let (code, result) = support::run_module("calico_rbac", &json!({"_ansible_diff": true}));
     assert_eq!(code, 0, "{result}");
-    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["changed"], json!(false), "{result}");
+    assert_eq!(result["calico_version"], json!("v3.13.2"));
+    assert_eq!(result["datastore"], json!("kubernetes"));
+    assert_eq!(result["missing_before"], json!([]), "{result}");
     assert_eq!(result["verified"], json!(true), "{result}");
-    assert_eq!(
-        result["diff"]["before_header"],
-        json!("clusterrole/calico-kube-controllers (before)")
+    let warnings = result["warnings"].to_string();
+    assert!(
+        warnings.contains("workloadendpoint is an etcd-only controller"),
+        "{warnings}"
     );
-    assert_incident_permissions(&client, "kube-system", "calico-kube-controllers").await;
-    let (_, again) = support::run_module("calico_rbac", &json!({}));
-    assert_eq!(again["changed"], json!(false), "{again}");
+    assert!(
+        warnings.contains("drop it from ENABLED_CONTROLLERS"),
+        "{warnings}"
+    );
+    assert_eq!(
+        roles
+            .get("calico-kube-controllers")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
+}
+
+/// Deployment containers with a sidecar first, then kube-controllers with `env`.
+fn sidecar_then_kube_controllers(image: &str, env: &Value) -> Value {
+    json!([
+        {"name": "proxy", "image": "envoyproxy/envoy:v1.29.0"},
+        {"name": "controllers", "image": image, "env": env}
+    ])
+}
+
+#[tokio::test]
+async fn calico_rbac_reads_the_kube_controllers_container_behind_a_sidecar() {
+    let env = json!([
+        {"name": "ENABLED_CONTROLLERS", "value": "node"},
+        {"name": "DATASTORE_TYPE", "value": "kubernetes"}
+    ]);
+    let containers =
+        sidecar_then_kube_controllers("registry:5000/calico/kube-controllers:v3.13.2", &env);
+    let fixture = Fixture::with_containers(v3_13_2_rules(), containers).await;
+    let mut args = fixture.args();
+    args["_ansible_check_mode"] = json!(true);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["calico_version"], json!("v3.13.2"), "{result}");
+    assert_eq!(result["datastore"], json!("kubernetes"), "{result}");
+    assert_eq!(result["enabled_controllers"], json!(["node"]), "{result}");
+    assert_eq!(result["changed"], json!(false), "{result}");
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_without_a_kube_controllers_container_fails_naming_the_containers() {
+    let containers = json!([{"name": "proxy", "image": "envoyproxy/envoy:v1.29.0"}]);
+    let fixture = Fixture::with_containers(v3_13_2_rules(), containers).await;
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 1, "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(msg.contains("proxy (envoyproxy/envoy:v1.29.0)"), "{msg}");
+    fixture.cleanup().await;
+}
+
+#[tokio::test]
+async fn calico_rbac_fails_before_any_write_on_a_controller_name_kube_controllers_exits_on() {
+    for value in ["Node", " node", "node,"] {
+        let env = json!([
+            {"name": "ENABLED_CONTROLLERS", "value": value},
+            {"name": "DATASTORE_TYPE", "value": "etcdv3"}
+        ]);
+        let containers = sidecar_then_kube_controllers("calico/kube-controllers:v3.13.2", &env);
+        // The role lacks pods list/watch: a write would be planned if parsing were lenient.
+        let fixture = Fixture::with_containers(v3_13_2_rules(), containers).await;
+        let before = fixture.role().await.metadata.resource_version;
+        let (code, result) = support::run_module("calico_rbac", &fixture.args());
+        assert_eq!(code, 1, "{value:?}: {result}");
+        let msg = result["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("calico-kube-controllers v3.13.2 exits on the controller name"),
+            "{value:?}: {msg}"
+        );
+        assert!(
+            result["hint"]
+                .as_str()
+                .unwrap()
+                .contains("ENABLED_CONTROLLERS"),
+            "{result}"
+        );
+        assert_eq!(fixture.role().await.metadata.resource_version, before);
+        fixture.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn calico_rbac_fails_with_a_hint_on_a_release_newer_than_the_table() {
+    let env = json!([{"name": "ENABLED_CONTROLLERS", "value": "node"}]);
+    let containers = sidecar_then_kube_controllers("calico/kube-controllers:v3.33.0", &env);
+    let fixture = Fixture::with_containers(v3_13_2_rules(), containers).await;
+    let before = fixture.role().await.metadata.resource_version;
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true));
+    assert_ne!(result["verified"], json!(true), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(msg.contains("v3.33.0"), "{msg}");
+    let hint = result["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("calico_version") && hint.contains("rules"),
+        "{hint}"
+    );
+    assert_eq!(fixture.role().await.metadata.resource_version, before);
+    // With calico_version given, validation refuses it before reading the cluster.
+    let mut args = fixture.args();
+    args["calico_version"] = json!("v3.33.0");
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 1, "{result}");
+    assert!(
+        result["msg"].as_str().unwrap().contains("v3.33.0"),
+        "{result}"
+    );
+    fixture.cleanup().await;
 }
 
 #[tokio::test]
@@ -539,5 +667,38 @@ async fn calico_rbac_warns_when_another_binding_already_grants_what_the_role_lac
     let _ = Api::<ClusterRoleBinding>::all(fixture.client.clone())
         .delete(&other, &dp)
         .await;
+    fixture.cleanup().await;
+}
+
+/// With the Deployment absent, version and controllers given: the datastore cannot be read, so
+/// it must be given too; with it, the rules of that datastore are required.
+#[tokio::test]
+async fn calico_rbac_without_the_deployment_needs_the_datastore() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let mut args = fixture.args();
+    args["deployment"] = json!("absent");
+    args["calico_version"] = json!("v3.13.2");
+    args["enabled_controllers"] = json!(["node", "workloadendpoint"]);
+    args["service_account"] = json!(fixture.name);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 1, "{result}");
+    assert!(
+        result["hint"].as_str().unwrap().contains("datastore"),
+        "{result}"
+    );
+    args["datastore"] = json!("etcdv3");
+    args["_ansible_check_mode"] = json!(true);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["datastore"], json!("etcdv3"), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    args["datastore"] = json!("kubernetes");
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(false), "{result}");
+    assert!(
+        result["warnings"].to_string().contains("etcd-only"),
+        "{result}"
+    );
     fixture.cleanup().await;
 }

@@ -16,9 +16,9 @@ pub(super) const EXAMPLES: &str = r#"- name: Ensure the calico-kube-controllers 
 - name: Ensure the ClusterRole grants what Calico v3.13.2 needs while its Deployment is down
   kubemend.microk8s.calico_rbac:
     calico_version: v3.13.2
+    datastore: kubernetes
     enabled_controllers:
       - node
-      - workloadendpoint
 
 - name: Ensure the ClusterRole also lets the controllers read ConfigMaps
   kubemend.microk8s.calico_rbac:
