@@ -835,22 +835,15 @@ impl CalicoRbac {
                 .await?
             }
         };
-        let warnings = calico_rules::warnings(version, datastore, &controllers)
-            .map_err(|err| table_error(&err, "ENABLED_CONTROLLERS"))?;
-        if !warnings.is_empty() {
-            let upstream = calico_rules::manifest_controllers(version, datastore)
-                .map(|list| list.join(","))
-                .unwrap_or_default();
-            for warning in warnings {
-                derivation.warnings.push(format!(
-                    "{warning}; drop it from ENABLED_CONTROLLERS (the upstream {datastore} \
-                     manifest of Calico {version} sets {upstream:?})"
-                ));
-            }
-        }
+        derivation
+            .warnings
+            .extend(etcd_only_warnings(version, datastore, &controllers)?);
         let rules = calico_rules::required_rules(version, datastore, &controllers)
             .map_err(|err| table_error(&err, "ENABLED_CONTROLLERS"))?;
         derivation.rules = rule_specs(&rules);
+        if datastore == Datastore::Kubernetes {
+            derivation.rules.extend(kdd_informer_reads(&controllers));
+        }
         derivation.version = Some(version);
         derivation.datastore = Some(datastore);
         derivation.controllers = controllers;
@@ -1337,6 +1330,71 @@ fn service_account_of(deployment: &Deployment) -> String {
         .and_then(|p| p.service_account_name.clone())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".into())
+}
+
+/// The warnings for controllers upstream enables only on the other datastore, with what to do.
+fn etcd_only_warnings(
+    version: CalicoVersion,
+    datastore: Datastore,
+    controllers: &[String],
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let warnings = calico_rules::warnings(version, datastore, controllers)
+        .map_err(|err| table_error(&err, "ENABLED_CONTROLLERS"))?;
+    if !warnings.is_empty() {
+        let upstream = calico_rules::manifest_controllers(version, datastore)
+            .map(|list| list.join(","))
+            .unwrap_or_default();
+        for warning in warnings {
+            let reads = if datastore == Datastore::Kubernetes {
+                let reads: Vec<String> = kdd_informer_reads(controllers)
+                    .iter()
+                    .flat_map(|r| r.resources.clone())
+                    .collect();
+                format!(
+                    "; until then its informer still lists and watches {} and exits \
+                     without them, so those reads are required",
+                    reads.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{warning}; drop it from ENABLED_CONTROLLERS (the upstream {datastore} \
+                 manifest of Calico {version} sets {upstream:?}){reads}"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// What an etcd-only controller that is enabled anyway on the Kubernetes datastore reads there:
+/// its informer lists and watches the Kubernetes resource behind its Calico one
+/// (workloadendpoints are served from pods, profiles from namespaces and ServiceAccounts,
+/// policies from NetworkPolicies). Upstream grants nothing for them, as it never enables them
+/// on this datastore; without these reads the controller exits on a 403, over and over (the
+/// incident: `pods is forbidden: ... cannot list resource "pods"`). Their writes (profiles,
+/// `knp.*` policies) are refused on this datastore whatever the RBAC, so none is granted: the
+/// warning says to drop the controller, and these reads stop the crash loop until then.
+const KDD_INFORMER_READS: &[(&str, &str, &str)] = &[
+    ("workloadendpoint", "", "pods"),
+    ("namespace", "", "namespaces"),
+    ("profile", "", "namespaces"),
+    ("serviceaccount", "", "serviceaccounts"),
+    ("policy", "networking.k8s.io", "networkpolicies"),
+];
+
+/// The reads of [`KDD_INFORMER_READS`] for the enabled controllers.
+fn kdd_informer_reads(controllers: &[String]) -> Vec<RuleSpec> {
+    KDD_INFORMER_READS
+        .iter()
+        .filter(|(controller, _, _)| controllers.iter().any(|c| c == controller))
+        .map(|(_, group, resource)| RuleSpec {
+            api_groups: vec![(*group).to_owned()],
+            resources: vec![(*resource).to_owned()],
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -27,6 +27,18 @@ pub(super) const EXAMPLES: &str = r#"- name: Ensure the calico-kube-controllers 
         resources: [configmaps]
         verbs: [get, list, watch]
 
+- name: Ensure the ClusterRole matches the incident review's hand-applied role exactly
+  # The derived rules add pods list/watch; the review also granted the workloadendpoints CRD,
+  # which the Kubernetes datastore does not use. For a GitOps copy that must match the review:
+  kubemend.microk8s.calico_rbac:
+    extra_rules:
+      - api_groups: [""]
+        resources: [pods]
+        verbs: [watch, list, get]
+      - api_groups: [crd.projectcalico.org]
+        resources: [workloadendpoints]
+        verbs: [watch, list, get, create, update, delete]
+
 - name: Repair Calico RBAC with a bearer token, as an AWX Kubernetes credential provides
   kubemend.microk8s.calico_rbac:
     host: https://10.0.0.1:16443
