@@ -233,6 +233,7 @@ fn run_action(spec: &ModuleSpec, matches: &ArgMatches) -> i32 {
             Flags {
                 check_mode: flags.check,
                 diff: flags.diff,
+                progress: true,
             },
         ),
         Err(error) => {

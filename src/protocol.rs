@@ -63,6 +63,9 @@ pub struct Flags {
     pub check_mode: bool,
     /// `_ansible_diff`: include `diff` in the result.
     pub diff: bool,
+    /// Print progress lines on stderr as long steps advance (the CLI; never in module mode,
+    /// where stderr is not shown).
+    pub progress: bool,
 }
 
 /// Reads an args or params file, refusing files larger than [`MAX_ARGS_BYTES`].
@@ -1157,7 +1160,8 @@ mod tests {
             flags,
             Flags {
                 check_mode: true,
-                diff: true
+                diff: true,
+                progress: false,
             }
         );
         let err = split_internal(obj(json!({"_ansible_check_mode": "perhaps"}))).unwrap_err();

@@ -372,6 +372,7 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
         cluster,
         check_mode: false,
         diff: false,
+        progress: false,
     };
     let run = kubemend::actions::run(&action, &cx).await;
     assert!(run.failure.is_none(), "{:?}", run.failure);

@@ -788,6 +788,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
         cluster,
         check_mode: false,
         diff: false,
+        progress: false,
     };
     let mut outcome = Outcome::default();
     action.apply(&cx, plan, &mut outcome).await.unwrap();

@@ -29,6 +29,7 @@ use crate::outcome::Outcome;
 use crate::protocol::{self, Flags, Report};
 
 pub mod calico_rbac;
+pub mod kubelite_restart;
 pub mod stale_webhook;
 pub mod stuck_pods;
 
@@ -42,7 +43,7 @@ pub const MODULE_NAMES: &[&str] = &[
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
-pub const PLANNED: &[&str] = &["kubelite_restart", "diagnose"];
+pub const PLANNED: &[&str] = &["diagnose"];
 
 /// How the action is being run, and the cluster it runs against.
 #[derive(Debug, Clone)]
@@ -54,6 +55,17 @@ pub struct Context {
     pub check_mode: bool,
     /// The caller wants diffs (actions compute them regardless; they are cheap).
     pub diff: bool,
+    /// Print a progress line on stderr as each long step advances (the CLI).
+    pub progress: bool,
+}
+
+impl Context {
+    /// One progress line on stderr, when the caller wants them.
+    pub fn progress(&self, action: &str, line: &str) {
+        if self.progress {
+            eprintln!("{action}: {line}");
+        }
+    }
 }
 
 /// The stage of the pipeline an action was in.
@@ -201,6 +213,7 @@ pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Rep
             cluster,
             check_mode: flags.check_mode,
             diff: flags.diff,
+            progress: flags.progress,
         };
         steps(action, &cx, &mut outcome, &mut step).await
     })
@@ -269,6 +282,7 @@ impl ModuleSpec {
 pub fn modules() -> Vec<ModuleSpec> {
     vec![
         ModuleSpec::of::<calico_rbac::CalicoRbac>(),
+        ModuleSpec::of::<kubelite_restart::KubeliteRestart>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),
         ModuleSpec::of::<stuck_pods::StuckPods>(),
     ]

@@ -6,6 +6,7 @@
 pub mod delete;
 pub mod duration;
 pub mod lease;
+pub mod lock;
 pub mod names;
 pub mod nodes;
 pub mod paging;

@@ -19,6 +19,7 @@
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
 mod calico_rbac;
+mod kubelite_restart;
 mod stale_webhook;
 mod stuck_pods;
 
@@ -77,6 +78,10 @@ fn written(module: &str) -> Option<Written> {
         "calico_rbac" => Written {
             version_added: calico_rbac::VERSION_ADDED,
             examples: calico_rbac::EXAMPLES,
+        },
+        "kubelite_restart" => Written {
+            version_added: kubelite_restart::VERSION_ADDED,
+            examples: kubelite_restart::EXAMPLES,
         },
         "stale_webhook" => Written {
             version_added: stale_webhook::VERSION_ADDED,

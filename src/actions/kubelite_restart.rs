@@ -1,0 +1,1485 @@
+//! kubelite_restart: restarts `microk8s.daemon-kubelite` on the control-plane nodes one at a
+//! time, over SSH, and proves each node and the control plane healthy before the next.
+//!
+//! # Order
+//! `order: leader_last` (the default) restarts the nodes holding the dqlite leadership and the
+//! kube-scheduler and kube-controller-manager leases last, fewest roles first, so leadership
+//! moves as few times as possible; `order: given` keeps the list as given.
+//!
+//! # Pre-flight (plan, read-only; any failure: nothing is restarted)
+//! Every node reachable over SSH; every node Ready with a fresh node Lease; dqlite reports at
+//! least three voters and a leader on every node (`check_dqlite: false` for clusters that are
+//! not microk8s HA); no restart-escalation risk on any node (kubelite has restarted before,
+//! cpuset is not delegated in /sys/fs/cgroup/cgroup.subtree_control and there is no
+//! delegate.conf: then microk8s turns a kubelite restart into `snap restart microk8s`, dqlite
+//! included). A cluster-wide lock (a Lease in kube-system) held by a live run also fails here.
+//!
+//! # Gates (after each node's restart, each bounded by `gate_timeout`)
+//! The unit active and NRestarts not climbing; the node's Lease renewed after the restart; the
+//! node Ready; that node's apiserver answering /readyz; the kube-scheduler and
+//! kube-controller-manager leases held and renewed after the restart; then `settle`. Gates are
+//! polled together at a short interval, so a node is left as soon as it is healthy. While a
+//! node restarts, API calls go to another node's apiserver when the configured one is that
+//! node's (a kubeconfig from `microk8s config` points at one node).
+//!
+//! # Idempotency and resume
+//! `restarted_within` skips nodes whose kubelite became active more recently, so a second
+//! monthly run reports `changed: false`. The lock's record lists the nodes a run finished: a
+//! run that failed at a gate releases the lock keeping the record, one that was killed leaves
+//! it to expire (`lock_ttl`), and the next run resumes, restarting only what is left.
+//!
+//! # Check mode
+//! The ordered plan with every pre-flight result; no restart, no lock taken.
+//!
+//! # Errors
+//! Invalid node names, hosts, users, durations or order fail before any SSH or API call, naming
+//! the option. The first failed gate stops the run: no further node is touched, and the
+//! failure carries the report (the node, the gate, the last state observed and the journal's
+//! last lines; the nodes done, failed and not started; `changed: true` if any node restarted).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Context};
+use crate::client::{Cluster, ClusterArgs, connect_server};
+use crate::error::{Error, Result};
+use crate::k8s::duration::{Duration, seconds_since};
+use crate::k8s::lease::lease_held;
+use crate::k8s::lock::{self, Lock, LockState};
+use crate::k8s::names::check_subdomain;
+use crate::k8s::nodes::{NodeReport, NodeState, read_nodes};
+use crate::outcome::Outcome;
+use crate::ssh::{self, Remote, SshArgs, Target, check_host, check_word};
+
+/// The Lease that serializes runs.
+const LOCK: (&str, &str) = ("kube-system", "kubemend-kubelite-restart");
+
+/// The label microk8s puts on control-plane nodes.
+const CONTROL_PLANE_LABEL: &str = "node.kubernetes.io/microk8s-controlplane";
+
+/// The leader-election leases whose holders must be back after each restart.
+const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
+
+/// How often the gates are checked.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// microk8s' dqlite client and its cluster files.
+const DQLITE: &str = "/snap/microk8s/current/bin/dqlite";
+const DQLITE_BACKEND: &str = "/var/snap/microk8s/current/var/kubernetes/backend";
+
+/// What run-kubelite-with-args reads to decide whether a restart escalates.
+const SUBTREE_CONTROL: &str = "/sys/fs/cgroup/cgroup.subtree_control";
+const DELEGATE_CONF: &str =
+    "/etc/systemd/system/snap.microk8s.daemon-kubelite.service.d/delegate.conf";
+
+/// Restart microk8s.daemon-kubelite on the control-plane nodes one at a time, over SSH,
+/// proving each node and the control plane healthy before the next.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, Args)]
+pub struct Options {
+    #[serde(flatten)]
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in ClusterArgs")]
+    pub cluster: ClusterArgs,
+
+    #[serde(flatten)]
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in SshArgs")]
+    pub ssh: SshArgs,
+
+    /// The nodes to restart, each a node name or a mapping {name, host, port, user} (a
+    /// playbook passes its inventory's ansible_host, ansible_port and ansible_user). Default:
+    /// the nodes labelled node.kubernetes.io/microk8s-controlplane, else every node. Each name
+    /// must be a Node of the cluster.
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    #[serde(default)]
+    pub nodes: Option<Vec<NodeSpec>>,
+
+    /// leader_last: the nodes holding the dqlite leadership and the scheduler and
+    /// controller-manager leases go last; given: the order of nodes.
+    #[arg(long, value_enum, value_name = "ORDER")]
+    #[serde(default)]
+    pub order: Order,
+
+    /// The snap service to restart.
+    #[arg(long, value_name = "SERVICE")]
+    #[serde(default = "default_service")]
+    pub service: String,
+
+    /// How long each node may take to pass its gates after its restart, e.g. 90s, 10m.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_gate_timeout")]
+    pub gate_timeout: Duration,
+
+    /// How long to wait after a node passed its gates before the next one (0s for none).
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_settle")]
+    pub settle: Duration,
+
+    /// Skip nodes whose kubelite became active less than this long ago, e.g. 1h: running
+    /// the monthly maintenance twice then restarts nothing the second time.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default)]
+    pub restarted_within: Option<Duration>,
+
+    /// Check dqlite before the run: at least three voters and a leader, seen from every node.
+    /// Turn off for clusters that are not microk8s HA.
+    #[arg(long, value_name = "BOOL")]
+    #[serde(default = "default_true")]
+    pub check_dqlite: bool,
+
+    /// How long the cluster-wide lock stays taken when the run holding it stops renewing it
+    /// (it renews it while it works); then the next run takes it over and resumes.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl: Duration,
+}
+
+fn default_service() -> String {
+    "microk8s.daemon-kubelite".into()
+}
+
+fn default_gate_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_lock_ttl() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A node to restart: its name, or where to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum NodeSpec {
+    /// The node name; SSH reaches it by that name (an ssh_config Host entry or DNS).
+    Name(String),
+    /// The node name and where SSH reaches it.
+    Target(NodeTarget),
+}
+
+/// Where SSH reaches a node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTarget {
+    /// The Kubernetes node name.
+    pub name: String,
+    /// Host to connect to (default: the name).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// SSH port (default: ssh_port, else the ssh_config's or 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Login user (default: ssh_user, else the ssh_config's).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl FromStr for NodeSpec {
+    type Err = String;
+
+    /// A node name (on the command line; mappings come through --params).
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(Self::Name(text.to_owned()))
+    }
+}
+
+/// Restart order.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Leaders (dqlite, scheduler, controller-manager) last.
+    #[default]
+    LeaderLast,
+    /// As given.
+    Given,
+}
+
+/// The result keys.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Report {
+    /// The nodes in the order they are (in check mode: would be) restarted, skipped ones
+    /// included.
+    #[schemars(extend("x-sample" = ["k8s02", "k8s03", "k8s01"]))]
+    pub order: Vec<String>,
+    /// One entry per node: pre-flight results, what was done, and the timeline of its gates.
+    pub nodes: Vec<NodeResult>,
+    /// Nodes restarted by this run (in check mode: that would be).
+    pub restarted: Vec<String>,
+    /// Nodes skipped: restarted recently (restarted_within) or by the interrupted run resumed.
+    pub skipped: Vec<String>,
+    /// The node whose restart or gate failed; V(null) when none did.
+    pub failed: Option<String>,
+    /// Nodes not touched because the run stopped before them.
+    pub not_started: Vec<String>,
+    /// The cluster-wide lock.
+    pub lock: LockReport,
+    /// Seconds the run took.
+    pub duration_seconds: f64,
+    /// Of which: seconds spent waiting for the nodes' own recovery (restart issued until the
+    /// node Lease renewed), summed over the nodes.
+    pub recovery_seconds: f64,
+}
+
+/// What happened on one node.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct NodeResult {
+    /// The node name.
+    pub name: String,
+    /// The host SSH connects to.
+    pub host: String,
+    /// C(restarted), C(would restart), C(skipped), C(failed) or C(not started).
+    pub status: String,
+    /// Why it was skipped, or why it failed.
+    pub reason: Option<String>,
+    /// The leaderships it held before the run (C(dqlite), C(kube-scheduler),
+    /// C(kube-controller-manager)).
+    pub roles: Vec<String>,
+    /// Pre-flight results.
+    pub preflight: Preflight,
+    /// Each gate and how long after the restart it passed.
+    pub timeline: Vec<GatePassed>,
+    /// The gate that failed.
+    pub failed_gate: Option<String>,
+    /// The last state observed when a gate failed (and the journal's last lines).
+    pub observed: Option<String>,
+    /// Seconds from the restart until the node's Lease renewed.
+    pub recovery_seconds: Option<f64>,
+}
+
+/// Pre-flight results of one node.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Preflight {
+    /// Whether SSH connected.
+    pub ssh: bool,
+    /// What failed, if anything.
+    pub problems: Vec<String>,
+    /// The unit's ActiveState.
+    pub active_state: Option<String>,
+    /// The unit's NRestarts.
+    pub nrestarts: Option<u64>,
+    /// When the unit became active (RFC 3339).
+    pub active_since: Option<String>,
+    /// Whether a restart would escalate to `snap restart microk8s`.
+    pub escalation_risk: Option<bool>,
+    /// dqlite voters seen from this node.
+    pub dqlite_voters: Option<usize>,
+    /// The dqlite leader seen from this node.
+    pub dqlite_leader: Option<String>,
+    /// The node's Ready condition.
+    pub node_state: Option<String>,
+    /// Seconds since the node's Lease was renewed.
+    pub lease_age_seconds: Option<i64>,
+}
+
+/// A gate that passed.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct GatePassed {
+    /// The gate, e.g. C(node lease renewed).
+    pub gate: String,
+    /// Seconds after the restart was issued.
+    pub after_seconds: f64,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The cluster-wide lock.
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct LockReport {
+    /// The Lease, as C(namespace/name).
+    pub lease: String,
+    /// This run's id (the Lease's holder while it runs).
+    pub run: Option<String>,
+    /// The run this one resumed (its record of finished nodes was honoured).
+    pub resumed: Option<String>,
+    /// The nodes that run had finished.
+    pub resumed_done: Vec<String>,
+}
+
+/// The validated action.
+#[derive(Debug, Clone)]
+pub struct KubeliteRestart {
+    cluster: ClusterArgs,
+    ssh: SshArgs,
+    nodes: Option<Vec<NodeTarget>>,
+    order: Order,
+    service: String,
+    gate_timeout: Duration,
+    settle: Duration,
+    restarted_within: Option<Duration>,
+    check_dqlite: bool,
+    lock_ttl: Duration,
+}
+
+/// What the plan found and decided.
+#[derive(Debug)]
+pub struct Plan {
+    nodes: Vec<PlannedNode>,
+    /// The configured API endpoint, and the node it is on (if it is one node's apiserver).
+    primary_node: Option<String>,
+    /// Each node's own apiserver, as a client.
+    apiservers: BTreeMap<String, Cluster>,
+}
+
+#[derive(Debug)]
+struct PlannedNode {
+    target: Target,
+    remote: Remote,
+    skip: Option<String>,
+}
+
+impl Action for KubeliteRestart {
+    const NAME: &'static str = "kubelite_restart";
+    const ABOUT: &'static str =
+        "Restart microk8s.daemon-kubelite one node at a time, proving each node healthy first";
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+    type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
+
+    fn validate(options: Options) -> Result<Self> {
+        options.ssh.check()?;
+        check_word("service", &options.service)?;
+        let positive = |option: &str, d: &Duration| -> Result<()> {
+            if d.seconds() > 0 {
+                Ok(())
+            } else {
+                Err(Error::InvalidOption {
+                    option: option.into(),
+                    problem: format!("must be longer than 0s, got {d}"),
+                })
+            }
+        };
+        positive("gate_timeout", &options.gate_timeout)?;
+        positive("lock_ttl", &options.lock_ttl)?;
+        if let Some(within) = &options.restarted_within {
+            positive("restarted_within", within)?;
+        }
+        if options.ssh.ssh_port == Some(0) {
+            return Err(Error::InvalidOption {
+                option: "ssh_port".into(),
+                problem: "must be between 1 and 65535".into(),
+            });
+        }
+        let nodes = match options.nodes {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(Error::InvalidOption {
+                    option: "nodes".into(),
+                    problem: "must name at least one node (omit it for the control plane)".into(),
+                });
+            }
+            Some(list) => {
+                let mut out: Vec<NodeTarget> = Vec::new();
+                for (index, spec) in list.into_iter().enumerate() {
+                    let at = format!("nodes[{index}]");
+                    let target = match spec {
+                        NodeSpec::Name(name) => NodeTarget {
+                            name,
+                            host: None,
+                            port: None,
+                            user: None,
+                        },
+                        NodeSpec::Target(target) => target,
+                    };
+                    check_subdomain(&format!("{at}.name"), &target.name)?;
+                    if let Some(host) = &target.host {
+                        check_host(&format!("{at}.host"), host)?;
+                    }
+                    if let Some(user) = &target.user {
+                        check_word(&format!("{at}.user"), user)?;
+                    }
+                    if target.port == Some(0) {
+                        return Err(Error::InvalidOption {
+                            option: format!("{at}.port"),
+                            problem: "must be between 1 and 65535".into(),
+                        });
+                    }
+                    if out.iter().any(|n| n.name == target.name) {
+                        return Err(Error::InvalidOption {
+                            option: at,
+                            problem: format!("node {:?} is listed twice", target.name),
+                        });
+                    }
+                    out.push(target);
+                }
+                Some(out)
+            }
+        };
+        Ok(Self {
+            cluster: options.cluster,
+            ssh: options.ssh,
+            nodes,
+            order: options.order,
+            service: options.service,
+            gate_timeout: options.gate_timeout,
+            settle: options.settle,
+            restarted_within: options.restarted_within,
+            check_dqlite: options.check_dqlite,
+            lock_ttl: options.lock_ttl,
+        })
+    }
+
+    fn cluster_args(&self) -> &ClusterArgs {
+        &self.cluster
+    }
+
+    /// Resolves the nodes, runs every pre-flight check, reads the lock and orders the nodes.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the pre-flight reads as one sequence: nodes, checks, lock, order, message"
+    )]
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        let cluster = &cx.cluster;
+        out.report.lock.lease = format!("{}/{}", LOCK.0, LOCK.1);
+        let listed: Vec<Node> = Api::<Node>::all(cluster.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(cluster.error("list", "nodes"))?
+            .items;
+        let targets = self.targets(&listed)?;
+        let addresses: BTreeMap<String, String> = listed
+            .iter()
+            .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
+            .collect();
+        let infos = read_nodes(cluster).await?;
+        let now = Timestamp::now();
+        let roles = self.leaderships(cluster, &addresses).await?;
+
+        // Pre-flight on every node, all of them, so that the report lists every problem.
+        let checks =
+            futures::future::join_all(targets.iter().map(|target| {
+                self.preflight(target, NodeReport::of(&infos, Some(&target.node), now))
+            }))
+            .await;
+        let mut planned = Vec::new();
+        let mut problems = Vec::new();
+        let mut dqlite_roles: BTreeMap<String, String> = BTreeMap::new();
+        for (target, (preflight, remote)) in targets.iter().zip(checks) {
+            for problem in &preflight.problems {
+                problems.push(format!("{}: {problem}", target.node));
+            }
+            if let Some(leader) = &preflight.dqlite_leader {
+                let ip = leader
+                    .rsplit_once(':')
+                    .map_or(leader.as_str(), |(ip, _)| ip);
+                if let Some((node, _)) = addresses.iter().find(|(_, a)| a.as_str() == ip) {
+                    dqlite_roles.insert(node.clone(), "dqlite".into());
+                }
+            }
+            let mut node_roles: Vec<String> = Vec::new();
+            node_roles.extend(roles.get(&target.node).cloned().unwrap_or_default());
+            out.report.nodes.push(NodeResult {
+                name: target.node.clone(),
+                host: target.host.clone(),
+                status: "not started".into(),
+                roles: node_roles,
+                preflight: preflight.clone(),
+                ..NodeResult::default()
+            });
+            if let Some(remote) = remote {
+                planned.push(PlannedNode {
+                    target: target.clone(),
+                    remote,
+                    skip: self.skip_reason(&preflight, now),
+                });
+            }
+        }
+        for node in &mut out.report.nodes {
+            if dqlite_roles.contains_key(&node.name) {
+                node.roles.insert(0, "dqlite".into());
+            }
+        }
+
+        let lock_state = lock::state_of(lock::read(cluster, LOCK.0, LOCK.1).await?.as_ref(), now);
+        if let LockState::Held {
+            holder,
+            since,
+            done,
+        } = &lock_state
+        {
+            problems.push(format!(
+                "lease {}/{} is held by run {holder} since {since}{}",
+                LOCK.0,
+                LOCK.1,
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (done: {})", done.join(", "))
+                }
+            ));
+        }
+        if !problems.is_empty() {
+            out.msg = format!(
+                "pre-flight failed, nothing restarted: {}",
+                problems.join("; ")
+            );
+            return Err(Error::CannotPlan {
+                action: Self::NAME,
+                problem: format!(
+                    "pre-flight failed, so no node was restarted: {}",
+                    problems.join("; ")
+                ),
+                hint: "fix what the pre-flight names (every node reachable over SSH and Ready, \
+                       dqlite with three voters and a leader, no restart-escalation risk: write \
+                       delegate.conf or delegate cpuset first), then run again"
+                    .into(),
+            });
+        }
+        Self::resume(&lock_state, &mut planned, out);
+        if self.order == Order::LeaderLast {
+            // Stable: nodes with as many leaderships keep their given order.
+            planned.sort_by_key(|p| {
+                out.report
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == p.target.node)
+                    .map_or(0, |n| n.roles.len())
+            });
+        }
+        out.report.order = planned.iter().map(|p| p.target.node.clone()).collect();
+        out.report
+            .nodes
+            .sort_by_key(|n| out.report.order.iter().position(|o| o == &n.name));
+        for node in &mut out.report.nodes {
+            if let Some(p) = planned.iter().find(|p| p.target.node == node.name) {
+                if let Some(why) = &p.skip {
+                    node.status = "skipped".into();
+                    node.reason = Some(why.clone());
+                } else if cx.check_mode {
+                    node.status = "would restart".into();
+                }
+            }
+        }
+        out.report.skipped = planned
+            .iter()
+            .filter(|p| p.skip.is_some())
+            .map(|p| p.target.node.clone())
+            .collect();
+        let to_restart: Vec<String> = planned
+            .iter()
+            .filter(|p| p.skip.is_none())
+            .map(|p| p.target.node.clone())
+            .collect();
+        if cx.check_mode {
+            out.report.restarted.clone_from(&to_restart);
+            out.changed = !to_restart.is_empty();
+        } else {
+            out.report.not_started.clone_from(&to_restart);
+        }
+        out.msg = if to_restart.is_empty() {
+            format!(
+                "nothing to restart: {} skipped",
+                out.report.skipped.join(", ")
+            )
+        } else {
+            format!(
+                "{} kubelite on {} one at a time{}",
+                if cx.check_mode {
+                    "would restart"
+                } else {
+                    "restarting"
+                },
+                to_restart.join(", then "),
+                if self.order == Order::LeaderLast {
+                    " (leaders last)"
+                } else {
+                    ""
+                }
+            )
+        };
+        let primary_node = primary_node(&cluster.endpoint, &addresses);
+        let mut apiservers = BTreeMap::new();
+        let port = endpoint_port(&cluster.endpoint);
+        for (node, ip) in &addresses {
+            if targets.iter().any(|t| &t.node == node) {
+                let url = format!("https://{}:{port}", bracket(ip));
+                apiservers.insert(
+                    node.clone(),
+                    connect_server(&self.cluster, Some(&url)).await?,
+                );
+            }
+        }
+        Ok(Plan {
+            nodes: planned,
+            primary_node,
+            apiservers,
+        })
+    }
+
+    /// Takes the lock, then restarts node after node, each through its gates.
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        if cx.check_mode || plan.nodes.iter().all(|n| n.skip.is_some()) {
+            for node in plan.nodes {
+                node.remote.close().await;
+            }
+            return Ok(());
+        }
+        let started = Instant::now();
+        let run = run_id();
+        let ttl = i32::try_from(self.lock_ttl.seconds()).unwrap_or(i32::MAX);
+        let (mut lock, taken_from) = lock::acquire(&cx.cluster, LOCK.0, LOCK.1, &run, ttl).await?;
+        out.report.lock.run = Some(run.clone());
+        match &taken_from {
+            LockState::Expired {
+                holder,
+                renewed_ago,
+                ..
+            } => out.warn(format!(
+                "took over lease {}/{} from run {holder}, which stopped renewing it {}s ago; \
+                 resuming after its record",
+                LOCK.0, LOCK.1, renewed_ago
+            )),
+            LockState::Released { .. } | LockState::Free | LockState::Held { .. } => {}
+        }
+        let result = self.restart_all(cx, &plan, &mut lock, out).await;
+        out.report.duration_seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                lock.finish(&cx.cluster).await?;
+            }
+            Err(error) => {
+                if let Err(release) = lock.release_keeping_record(&cx.cluster).await {
+                    out.warn(format!(
+                        "could not release the lock: {}; it expires after lock_ttl",
+                        release.message_with_causes()
+                    ));
+                }
+                for node in plan.nodes {
+                    node.remote.close().await;
+                }
+                return Err(error);
+            }
+        }
+        for node in plan.nodes {
+            node.remote.close().await;
+        }
+        out.msg = format!(
+            "restarted kubelite on {} one at a time in {:.0}s{}",
+            if out.report.restarted.is_empty() {
+                "no node".to_owned()
+            } else {
+                out.report.restarted.join(", then ")
+            },
+            out.report.duration_seconds,
+            if out.report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped {}", out.report.skipped.join(", "))
+            }
+        );
+        Ok(())
+    }
+
+    /// Every node Ready with a fresh Lease, and both leader leases held, after the run.
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        if out.report.restarted.is_empty() {
+            return Ok(());
+        }
+        let infos = read_nodes(&cx.cluster).await?;
+        let now = Timestamp::now();
+        let mut problems = Vec::new();
+        for name in &out.report.order {
+            let node = NodeReport::of(&infos, Some(name), now);
+            if node.state != NodeState::Ready || node.lease_expired {
+                problems.push(node.text());
+            }
+        }
+        for lease in LEADER_LEASES {
+            let held = leader_lease(&cx.cluster, lease).await?;
+            if !held.as_ref().is_some_and(|l| lease_held(l, now)) {
+                problems.push(format!("lease kube-system/{lease} not held"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotVerified {
+                what: problems.join("; "),
+                hint: "the nodes passed their gates but the control plane is not healthy now; \
+                       check `kubectl get nodes` and the kubelite journals"
+                    .into(),
+            })
+        }
+    }
+}
+
+impl KubeliteRestart {
+    /// The nodes to restart and how to reach them.
+    fn targets(&self, listed: &[Node]) -> Result<Vec<Target>> {
+        let names: Vec<&str> = listed
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect();
+        let targets: Vec<NodeTarget> = match &self.nodes {
+            Some(nodes) => {
+                for (index, node) in nodes.iter().enumerate() {
+                    if !names.contains(&node.name.as_str()) {
+                        return Err(Error::InvalidOption {
+                            option: format!("nodes[{index}]"),
+                            problem: format!(
+                                "{:?} is not a Node of the cluster (nodes: {})",
+                                node.name,
+                                names.join(", ")
+                            ),
+                        });
+                    }
+                }
+                nodes.clone()
+            }
+            None => {
+                let control_plane: Vec<&str> = listed
+                    .iter()
+                    .filter(|n| {
+                        n.metadata
+                            .labels
+                            .as_ref()
+                            .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
+                    })
+                    .filter_map(|n| n.metadata.name.as_deref())
+                    .collect();
+                let chosen = if control_plane.is_empty() {
+                    names
+                } else {
+                    control_plane
+                };
+                chosen
+                    .into_iter()
+                    .map(|name| NodeTarget {
+                        name: name.to_owned(),
+                        host: None,
+                        port: None,
+                        user: None,
+                    })
+                    .collect()
+            }
+        };
+        Ok(targets
+            .into_iter()
+            .map(|t| Target {
+                host: t.host.clone().unwrap_or_else(|| t.name.clone()),
+                node: t.name,
+                port: t.port,
+                user: t.user,
+            })
+            .collect())
+    }
+
+    /// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
+    async fn leaderships(
+        &self,
+        cluster: &Cluster,
+        _addresses: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in LEADER_LEASES {
+            if let Some(spec) = leader_lease(cluster, name).await?
+                && let Some(holder) = spec.holder_identity.as_deref()
+            {
+                let node = holder.split('_').next().unwrap_or(holder).to_owned();
+                out.entry(node).or_default().push(name.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pre-flight checks of one node, and its open connection when SSH works.
+    async fn preflight(&self, target: &Target, node: NodeReport) -> (Preflight, Option<Remote>) {
+        let mut pre = Preflight {
+            node_state: Some(node.state.label().to_owned()),
+            lease_age_seconds: node.lease_age,
+            ..Preflight::default()
+        };
+        if node.state != NodeState::Ready {
+            pre.problems
+                .push(format!("node is not Ready: {}", node.text()));
+        } else if node.lease_expired || node.lease_age.is_none() {
+            pre.problems
+                .push(format!("node Lease is not fresh: {}", node.text()));
+        }
+        let remote = match ssh::connect(&self.ssh, target).await {
+            Ok(remote) => remote,
+            Err(err) => {
+                pre.problems.push(err.message_with_causes());
+                return (pre, None);
+            }
+        };
+        pre.ssh = true;
+        if let Err(err) = self.unit_checks(&remote, &mut pre).await {
+            pre.problems.push(err.message_with_causes());
+        }
+        if self.check_dqlite
+            && let Err(err) = dqlite_checks(&remote, &mut pre).await
+        {
+            pre.problems.push(err.message_with_causes());
+        }
+        (pre, Some(remote))
+    }
+
+    fn unit(&self) -> String {
+        format!("snap.{}", self.service)
+    }
+
+    async fn unit_checks(&self, remote: &Remote, pre: &mut Preflight) -> Result<()> {
+        let unit = unit_state(remote, &self.unit()).await?;
+        pre.active_state = Some(unit.active.clone());
+        pre.nrestarts = Some(unit.nrestarts);
+        pre.active_since = unit.active_since.map(|t| t.to_string());
+        if unit.active != "active" {
+            pre.problems.push(format!(
+                "unit {} is {}, not active",
+                self.unit(),
+                unit.active
+            ));
+        }
+        let control = remote.run(false, "cat", &[SUBTREE_CONTROL]).await?;
+        let cpuset = control.success() && control.stdout.split_whitespace().any(|c| c == "cpuset");
+        let delegate = remote.run(false, "test", &["-e", DELEGATE_CONF]).await?;
+        let risk = unit.nrestarts > 0 && !cpuset && !delegate.success();
+        pre.escalation_risk = Some(risk);
+        if risk {
+            pre.problems.push(format!(
+                "restart-escalation risk: kubelite has restarted before (NRestarts={}), cpuset \
+                 is not in {SUBTREE_CONTROL} and {DELEGATE_CONF} is absent, so microk8s would \
+                 turn this restart into `snap restart microk8s` (dqlite included)",
+                unit.nrestarts
+            ));
+        }
+        Ok(())
+    }
+
+    fn skip_reason(&self, pre: &Preflight, now: Timestamp) -> Option<String> {
+        let within = self.restarted_within.as_ref()?;
+        let since: Timestamp = pre.active_since.as_deref()?.parse().ok()?;
+        let age = seconds_since(since, now);
+        (age < within.seconds()).then(|| {
+            format!(
+                "kubelite active since {since} ({} ago), within restarted_within ({within})",
+                crate::k8s::duration::format_duration(age)
+            )
+        })
+    }
+
+    /// Honours the record of an interrupted run: its finished nodes are skipped.
+    fn resume(state: &LockState, planned: &mut [PlannedNode], out: &mut Outcome<Report>) {
+        let (run, done) = match state {
+            LockState::Released { run, done } => (run.clone(), done),
+            LockState::Expired { holder, done, .. } => (holder.clone(), done),
+            LockState::Free | LockState::Held { .. } => return,
+        };
+        if done.is_empty() {
+            return;
+        }
+        out.report.lock.resumed = Some(run.clone());
+        out.report.lock.resumed_done.clone_from(done);
+        for node in planned.iter_mut() {
+            if done.contains(&node.target.node) {
+                node.skip = Some(format!("restarted by the interrupted run {run}, resumed"));
+            }
+        }
+    }
+
+    async fn restart_all(
+        &self,
+        cx: &Context,
+        plan: &Plan,
+        lock: &mut Lock,
+        out: &mut Outcome<Report>,
+    ) -> Result<()> {
+        for planned in &plan.nodes {
+            if planned.skip.is_some() || lock.done.contains(&planned.target.node) {
+                continue;
+            }
+            let node = &planned.target.node;
+            // While this node restarts, talk to another node's apiserver if the configured one
+            // is this node's.
+            let api = if plan.primary_node.as_deref() == Some(node.as_str()) {
+                plan.apiservers
+                    .iter()
+                    .find(|(other, _)| *other != node)
+                    .map_or(&cx.cluster, |(_, c)| c)
+            } else {
+                &cx.cluster
+            };
+            out.report.not_started.retain(|n| n != node);
+            let result = self.restart_one(cx, api, plan, planned, lock, out).await;
+            let entry = out.report.nodes.iter_mut().find(|n| &n.name == node);
+            match result {
+                Ok(()) => {
+                    if let Some(entry) = entry {
+                        entry.status = "restarted".into();
+                    }
+                    out.report.restarted.push(node.clone());
+                    lock.record(api, node).await?;
+                }
+                Err((gate, observed, error)) => {
+                    if let Some(entry) = entry {
+                        entry.status = "failed".into();
+                        entry.failed_gate = Some(gate);
+                        entry.observed = Some(observed);
+                        entry.reason = Some(error.message_with_causes());
+                    }
+                    out.report.failed = Some(node.clone());
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts one node and waits for its gates. On failure: the gate, what was observed, and
+    /// the error.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "restart, the gate loop and the settle loop share the node's timeline"
+    )]
+    async fn restart_one(
+        &self,
+        cx: &Context,
+        api: &Cluster,
+        plan: &Plan,
+        planned: &PlannedNode,
+        lock: &mut Lock,
+        out: &mut Outcome<Report>,
+    ) -> std::result::Result<(), (String, String, Error)> {
+        let node = planned.target.node.clone();
+        let remote = &planned.remote;
+        let fail = |gate: &str, observed: String| {
+            let error = Error::GateFailed {
+                node: node.clone(),
+                gate: gate.to_owned(),
+                after: self.gate_timeout.to_string(),
+                observed: observed.clone(),
+                hint: format!(
+                    "look at `journalctl -u {}` on {node}; no further node was touched, and a \
+                     rerun restarts only what is left",
+                    self.unit()
+                ),
+            };
+            (gate.to_owned(), observed, error)
+        };
+        cx.progress(Self::NAME, &format!("{node}: restarting {}", self.service));
+        let t0 = Timestamp::now();
+        let started = Instant::now();
+        let restarted = remote
+            .run(true, "snap", &["restart", &self.service])
+            .await
+            .map_err(|e| fail("restart", e.message_with_causes()))?;
+        // Restart issued: the run has changed something from here on.
+        out.changed = true;
+        if !restarted.success() {
+            return Err(fail(
+                "restart",
+                format!(
+                    "`snap restart {}` failed: {}",
+                    self.service,
+                    restarted.tail(6)
+                ),
+            ));
+        }
+        let deadline = started + self.gate_timeout.std();
+        let mut gates = Gates::default();
+        let mut timeline = Vec::new();
+        let pass = |gate: &str, timeline: &mut Vec<GatePassed>| {
+            let after = started.elapsed().as_secs_f64();
+            cx.progress(Self::NAME, &format!("{node}: {gate} after {after:.1}s"));
+            timeline.push(GatePassed {
+                gate: gate.to_owned(),
+                after_seconds: after,
+                at: Timestamp::now().to_string(),
+            });
+        };
+        let own = plan.apiservers.get(&node);
+        let mut recovery = None;
+        loop {
+            if let Err(err) = lock.renew_if_due(api).await {
+                return Err(fail("lock", err.message_with_causes()));
+            }
+            let mut observed = Vec::new();
+            if gates.unit.is_none() {
+                match unit_state(remote, &self.unit()).await {
+                    Ok(unit) if unit.active == "active" => {
+                        gates.unit = Some(unit.nrestarts);
+                        pass("unit active", &mut timeline);
+                    }
+                    Ok(unit) => observed.push(format!("unit {}", unit.active)),
+                    Err(err) => observed.push(err.message_with_causes()),
+                }
+            }
+            let infos = read_nodes(api).await.ok();
+            let now = Timestamp::now();
+            if !gates.lease {
+                let renewed = infos
+                    .as_ref()
+                    .and_then(|i| i.get(&node))
+                    .and_then(|i| i.lease_renewed);
+                if renewed.is_some_and(|r| r > t0) {
+                    gates.lease = true;
+                    recovery = Some(started.elapsed().as_secs_f64());
+                    pass("node lease renewed", &mut timeline);
+                } else {
+                    observed.push(format!(
+                        "node lease last renewed {}",
+                        renewed.map_or_else(|| "never".into(), |r| r.to_string())
+                    ));
+                }
+            }
+            if !gates.ready {
+                let state = infos.as_ref().map(|i| NodeReport::of(i, Some(&node), now));
+                if state.as_ref().is_some_and(|s| s.state == NodeState::Ready) {
+                    gates.ready = true;
+                    pass("node Ready", &mut timeline);
+                } else {
+                    observed.push(state.map_or_else(|| "nodes unreadable".into(), |s| s.text()));
+                }
+            }
+            if !gates.readyz {
+                match own {
+                    Some(own) => match readyz(own).await {
+                        Ok(()) => {
+                            gates.readyz = true;
+                            pass("apiserver /readyz", &mut timeline);
+                        }
+                        Err(why) => observed.push(format!("{node}'s apiserver: {why}")),
+                    },
+                    None => {
+                        gates.readyz = true;
+                        pass(
+                            "apiserver /readyz (no address known: skipped)",
+                            &mut timeline,
+                        );
+                    }
+                }
+            }
+            if !gates.leases {
+                match leader_leases_renewed(api, t0).await {
+                    Ok(None) => {
+                        gates.leases = true;
+                        pass(
+                            "scheduler and controller-manager leases held",
+                            &mut timeline,
+                        );
+                    }
+                    Ok(Some(why)) | Err(why) => observed.push(why),
+                }
+            }
+            if gates.all() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let gate = gates.first_pending();
+                let journal = remote
+                    .run(
+                        true,
+                        "journalctl",
+                        &["-u", &self.unit(), "-n", "15", "--no-pager"],
+                    )
+                    .await
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
+                return Err(fail(
+                    gate,
+                    format!("{}; journal:\n{}", observed.join("; "), journal.trim_end()),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // NRestarts must not climb: a unit that keeps dying passes "active" between deaths.
+        let settle_until = Instant::now() + self.settle.std();
+        loop {
+            let unit = unit_state(remote, &self.unit())
+                .await
+                .map_err(|e| fail("nrestarts stable", e.message_with_causes()))?;
+            if unit.active != "active" || Some(unit.nrestarts) > gates.unit {
+                return Err(fail(
+                    "nrestarts stable",
+                    format!(
+                        "unit {} with NRestarts={} (was {} when it came up): kubelite keeps \
+                         restarting",
+                        unit.active,
+                        unit.nrestarts,
+                        gates.unit.unwrap_or_default()
+                    ),
+                ));
+            }
+            if Instant::now() >= settle_until {
+                break;
+            }
+            if let Err(err) = lock.renew_if_due(api).await {
+                return Err(fail("lock", err.message_with_causes()));
+            }
+            tokio::time::sleep(POLL.max(std::time::Duration::from_millis(500))).await;
+        }
+        pass(&format!("settled {}", self.settle), &mut timeline);
+        if let Some(entry) = out.report.nodes.iter_mut().find(|n| n.name == node) {
+            entry.timeline = timeline;
+            entry.recovery_seconds = recovery;
+        }
+        out.report.recovery_seconds += recovery.unwrap_or_default();
+        Ok(())
+    }
+}
+
+/// Which gates passed; `unit` holds NRestarts when the unit came up.
+#[derive(Debug, Default)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "one flag per gate: the struct is the checklist"
+)]
+struct Gates {
+    unit: Option<u64>,
+    lease: bool,
+    ready: bool,
+    readyz: bool,
+    leases: bool,
+}
+
+impl Gates {
+    fn all(&self) -> bool {
+        self.unit.is_some() && self.lease && self.ready && self.readyz && self.leases
+    }
+
+    fn first_pending(&self) -> &'static str {
+        if self.unit.is_none() {
+            "unit active"
+        } else if !self.lease {
+            "node lease renewed"
+        } else if !self.ready {
+            "node Ready"
+        } else if !self.readyz {
+            "apiserver /readyz"
+        } else {
+            "scheduler and controller-manager leases held"
+        }
+    }
+}
+
+/// What `systemctl show` says of the unit.
+#[derive(Debug, Clone)]
+struct Unit {
+    active: String,
+    nrestarts: u64,
+    active_since: Option<Timestamp>,
+}
+
+async fn unit_state(remote: &Remote, unit: &str) -> Result<Unit> {
+    let output = remote
+        .run(
+            false,
+            "systemctl",
+            &[
+                "show",
+                unit,
+                "-p",
+                "ActiveState",
+                "-p",
+                "NRestarts",
+                "-p",
+                "ActiveEnterTimestamp",
+                "--timestamp=unix",
+            ],
+        )
+        .await?;
+    if !output.success() {
+        return Err(remote.error("run", format!("systemctl show {unit}: {}", output.tail(3))));
+    }
+    Ok(parse_unit(&output.stdout))
+}
+
+/// Parses `systemctl show -p ... --timestamp=unix` output.
+fn parse_unit(text: &str) -> Unit {
+    let mut unit = Unit {
+        active: "unknown".into(),
+        nrestarts: 0,
+        active_since: None,
+    };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("ActiveState", v)) => v.trim().clone_into(&mut unit.active),
+            Some(("NRestarts", v)) => unit.nrestarts = v.trim().parse().unwrap_or(0),
+            Some(("ActiveEnterTimestamp", v)) => {
+                unit.active_since = v
+                    .trim()
+                    .strip_prefix('@')
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .and_then(|s| Timestamp::from_second(s).ok());
+            }
+            _ => {}
+        }
+    }
+    unit
+}
+
+/// dqlite voters and leader, as this node sees them.
+async fn dqlite_checks(remote: &Remote, pre: &mut Preflight) -> Result<()> {
+    let args = |query: &'static str| -> Vec<String> {
+        vec![
+            "-s".into(),
+            format!("file://{DQLITE_BACKEND}/cluster.yaml"),
+            "-c".into(),
+            format!("{DQLITE_BACKEND}/cluster.crt"),
+            "-k".into(),
+            format!("{DQLITE_BACKEND}/cluster.key"),
+            "-f".into(),
+            "json".into(),
+            "k8s".into(),
+            query.into(),
+        ]
+    };
+    let cluster_args = args(".cluster");
+    let refs: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
+    let cluster = remote.run(true, DQLITE, &refs).await?;
+    if !cluster.success() {
+        pre.problems
+            .push(format!("dqlite .cluster failed: {}", cluster.tail(3)));
+        return Ok(());
+    }
+    let members: Vec<serde_json::Value> =
+        serde_json::from_str(cluster.stdout.trim()).unwrap_or_default();
+    let voters = members
+        .iter()
+        .filter(|m| m.get("Role").and_then(serde_json::Value::as_i64) == Some(0))
+        .count();
+    pre.dqlite_voters = Some(voters);
+    if voters < 3 {
+        pre.problems.push(format!(
+            "dqlite has {voters} voter(s): restarting one of fewer than three loses quorum"
+        ));
+    }
+    let leader_args = args(".leader");
+    let refs: Vec<&str> = leader_args.iter().map(String::as_str).collect();
+    let leader = remote.run(true, DQLITE, &refs).await?;
+    let address = leader.stdout.trim().trim_matches('"').to_owned();
+    if !leader.success() || address.is_empty() {
+        pre.problems.push(format!(
+            "dqlite reports no leader: {}",
+            if leader.success() {
+                "empty answer".to_owned()
+            } else {
+                leader.tail(3)
+            }
+        ));
+    } else {
+        pre.dqlite_leader = Some(address);
+    }
+    Ok(())
+}
+
+/// A leader-election lease in kube-system, if it exists.
+async fn leader_lease(
+    cluster: &Cluster,
+    name: &str,
+) -> Result<Option<k8s_openapi::api::coordination::v1::LeaseSpec>> {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-system");
+    Ok(api
+        .get_opt(name)
+        .await
+        .map_err(cluster.error("get", format!("lease kube-system/{name}")))?
+        .and_then(|l| l.spec))
+}
+
+/// `None` when both leader leases are held and renewed after `since`, else what is not.
+async fn leader_leases_renewed(
+    cluster: &Cluster,
+    since: Timestamp,
+) -> std::result::Result<Option<String>, String> {
+    let now = Timestamp::now();
+    for name in LEADER_LEASES {
+        let spec = leader_lease(cluster, name)
+            .await
+            .map_err(|e| e.message_with_causes())?;
+        let Some(spec) = spec else {
+            return Ok(Some(format!("lease kube-system/{name} does not exist")));
+        };
+        let renewed_after = spec.renew_time.as_ref().is_some_and(|t| t.0 > since);
+        if !lease_held(&spec, now) || !renewed_after {
+            return Ok(Some(format!(
+                "lease kube-system/{name} held by {} last renewed {}",
+                spec.holder_identity.as_deref().unwrap_or("nobody"),
+                spec.renew_time
+                    .as_ref()
+                    .map_or_else(|| "never".into(), |t| t.0.to_string())
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// GET /readyz on one apiserver.
+async fn readyz(cluster: &Cluster) -> std::result::Result<(), String> {
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match cluster.client.request_text(request).await {
+        Ok(text) if text.trim() == "ok" => Ok(()),
+        Ok(text) => Err(format!(
+            "/readyz says {:?}",
+            text.chars().take(200).collect::<String>()
+        )),
+        Err(err) => Err(crate::error::causes_text(&err)),
+    }
+}
+
+/// A node's InternalIP.
+fn internal_ip(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+}
+
+/// The node whose apiserver the configured endpoint is, if it is one node's.
+fn primary_node(endpoint: &str, addresses: &BTreeMap<String, String>) -> Option<String> {
+    let uri: http::Uri = endpoint.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    addresses
+        .iter()
+        .find(|(_, ip)| ip.as_str() == host)
+        .map(|(node, _)| node.clone())
+}
+
+/// The port of the configured endpoint (microk8s: 16443 on every node).
+fn endpoint_port(endpoint: &str) -> u16 {
+    endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.port_u16())
+        .unwrap_or(16443)
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    }
+}
+
+/// A run id: this host, process and time.
+fn run_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "kubemend".into(), |h| h.trim().to_owned());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn validate(value: Value) -> Result<KubeliteRestart> {
+        let Value::Object(options) = value else {
+            panic!("options are an object")
+        };
+        crate::protocol::deserialize_options::<Options>(options).and_then(KubeliteRestart::validate)
+    }
+
+    fn option_of(result: Result<KubeliteRestart>) -> String {
+        match result {
+            Err(Error::InvalidOption { option, .. }) => option,
+            other => panic!("expected an invalid option, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_naming_the_option_before_any_call() {
+        assert_eq!(
+            option_of(validate(json!({"nodes": ["k8s01; reboot"]}))),
+            "nodes[0].name"
+        );
+        assert_eq!(
+            option_of(validate(
+                json!({"nodes": [{"name": "k8s01", "host": "-oProxyCommand=x"}]})
+            )),
+            "nodes[0].host"
+        );
+        assert_eq!(
+            option_of(validate(
+                json!({"nodes": [{"name": "k8s01", "user": "a b"}]})
+            )),
+            "nodes[0].user"
+        );
+        assert_eq!(option_of(validate(json!({"nodes": []}))), "nodes");
+        assert_eq!(
+            option_of(validate(json!({"nodes": ["a", "a"]}))),
+            "nodes[1]"
+        );
+        assert_eq!(
+            option_of(validate(json!({"gate_timeout": "0s"}))),
+            "gate_timeout"
+        );
+        assert_eq!(
+            option_of(validate(json!({"gate_timeout": "-5m"}))),
+            "gate_timeout"
+        );
+        assert_eq!(option_of(validate(json!({"lock_ttl": "0m"}))), "lock_ttl");
+        assert_eq!(option_of(validate(json!({"order": "random"}))), "order");
+        assert_eq!(
+            option_of(validate(json!({"host_key_checking": "no"}))),
+            "host_key_checking"
+        );
+        assert_eq!(
+            option_of(validate(json!({"service": "kubelite; id"}))),
+            "service"
+        );
+        assert!(
+            validate(
+                json!({"nodes": ["k8s01", {"name": "k8s02", "host": "10.0.0.2", "port": 22}]})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn systemctl_show_is_read_with_unix_timestamps() {
+        let unit =
+            parse_unit("ActiveState=active\nNRestarts=3\nActiveEnterTimestamp=@1747294800\n");
+        assert_eq!(unit.active, "active");
+        assert_eq!(unit.nrestarts, 3);
+        assert_eq!(
+            unit.active_since.unwrap().to_string(),
+            "2025-05-15T07:40:00Z"
+        );
+        let down = parse_unit("ActiveState=inactive\nNRestarts=0\nActiveEnterTimestamp=\n");
+        assert!(down.active_since.is_none());
+    }
+
+    #[test]
+    fn the_configured_endpoint_is_matched_to_its_node() {
+        let addresses: BTreeMap<String, String> = [
+            ("k8s01".to_owned(), "127.0.1.1".to_owned()),
+            ("k8s02".to_owned(), "127.0.1.2".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            primary_node("https://127.0.1.1:16443", &addresses).as_deref(),
+            Some("k8s01")
+        );
+        assert_eq!(primary_node("https://127.0.0.1:16443", &addresses), None);
+        assert_eq!(endpoint_port("https://127.0.1.1:16443"), 16443);
+    }
+}
