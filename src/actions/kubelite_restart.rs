@@ -1391,14 +1391,15 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn validate(value: Value) -> Result<KubeliteRestart> {
+    /// Options through the whole validation, as the module and the CLI do it.
+    fn validate(value: Value) -> Result<()> {
         let Value::Object(options) = value else {
             panic!("options are an object")
         };
-        crate::protocol::deserialize_options::<Options>(options).and_then(KubeliteRestart::validate)
+        crate::actions::validate::<KubeliteRestart>(options)
     }
 
-    fn option_of(result: Result<KubeliteRestart>) -> String {
+    fn option_of(result: Result<()>) -> String {
         match result {
             Err(Error::InvalidOption { option, .. }) => option,
             other => panic!("expected an invalid option, got {other:?}"),
