@@ -52,7 +52,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -1229,10 +1229,15 @@ impl Diagnose {
         let now = Timestamp::now();
         let mut findings = Vec::new();
         for name in LEADER_LEASES {
+            // Listed (not read), so that `list` on leases is all it takes, as for stuck_pods.
+            let params = ListParams::default().fields(&format!("metadata.name={name}"));
             let lease = api
-                .get_opt(name)
+                .list(&params)
                 .await
-                .map_err(cluster.error("get", format!("lease kube-system/{name}")))?;
+                .map_err(cluster.error("list", format!("leases kube-system/{name}")))?
+                .items
+                .into_iter()
+                .next();
             findings.push(lease_finding(
                 name,
                 lease.as_ref(),
