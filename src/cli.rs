@@ -3,7 +3,8 @@
 //! Flags given on the command line are turned back into a JSON object of options (snake_case
 //! names, raw text values), laid over the `--params` file, and sent through the same validation
 //! as module args, so the CLI and the module accept exactly the same things. Exit status: 0
-//! success, 1 failure, 2 check mode found changes to make.
+//! success, 1 failure, 2 check mode found changes to make, 3 (diagnose) a finding at least as
+//! severe as `--fail-on`.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
@@ -32,7 +33,9 @@ struct RunFlags {
     #[arg(long)]
     diff: bool,
 
-    /// text: a readable diff and a one-line summary; json: the Ansible module result object.
+    /// text: a readable diff and a one-line summary (diagnose: a table of findings); json: the
+    /// Ansible module result object; prometheus (diagnose only): the findings as gauges for
+    /// node_exporter's textfile collector.
     #[arg(long, value_enum, default_value_t = Output::Text, value_name = "FORMAT")]
     output: Output,
 
@@ -48,6 +51,7 @@ const RUN_FLAG_IDS: &[&str] = &["check", "diff", "output", "params"];
 enum Output {
     Text,
     Json,
+    Prometheus,
 }
 
 /// The full clap command tree.
@@ -60,7 +64,8 @@ pub fn command() -> clap::Command {
             "Remediation actions for microk8s HA clusters.\n\n\
              Every action also runs as an Ansible binary module: install the binary (or a \
              symlink to it) under the module's name, e.g. library/calico_rbac.\n\n\
-             Exit status: 0 success, 1 failure, 2 --check found changes to make.",
+             Exit status: 0 success, 1 failure, 2 --check found changes to make, 3 diagnose \
+             found something at least as severe as --fail-on.",
         )
         .subcommand_required(true)
         .arg_required_else_help(true)
@@ -242,14 +247,43 @@ fn run_action(spec: &ModuleSpec, matches: &ArgMatches) -> i32 {
             report
         }
     };
-    match flags.output {
-        Output::Json => crate::print_json(&protocol::module_result(&report)),
-        Output::Text => print_text(&report, flags.diff),
+    let keys = report
+        .outcome
+        .as_ref()
+        .map(|o| o.report.clone())
+        .unwrap_or_default();
+    match (flags.output, spec.view) {
+        (Output::Json, _) => crate::print_json(&protocol::module_result(&report)),
+        (Output::Text, _) => print_text(&report, flags.diff, spec.view),
+        (Output::Prometheus, Some(view)) => {
+            let mut text = Value::String((view.prometheus)(&keys, report.failed()));
+            protocol::mask(&mut text, &report.secrets);
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}",
+                text.as_str().unwrap_or_default()
+            );
+            print_failure(&report);
+        }
+        (Output::Prometheus, None) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}: --output prometheus is only for diagnose",
+                spec.command_name()
+            );
+            return 1;
+        }
     }
-    exit_code(&report)
+    match spec.view {
+        Some(view) if !report.failed() => {
+            (view.exit_code)(&keys).unwrap_or_else(|| exit_code(&report))
+        }
+        _ => exit_code(&report),
+    }
 }
 
-/// 0 ok, 1 failed, 2 check mode found changes.
+/// 0 ok, 1 failed, 2 check mode found changes. diagnose adds 3: a finding reached
+/// `--fail-on`.
 #[must_use]
 pub fn exit_code(report: &Report) -> i32 {
     if report.failed() {
@@ -258,6 +292,27 @@ pub fn exit_code(report: &Report) -> i32 {
         EXIT_CHECK_CHANGES
     } else {
         0
+    }
+}
+
+/// The error of a failed run on stderr, with its hint.
+fn print_failure(report: &Report) {
+    if let Some((step, error)) = &report.failure {
+        let mut text = Value::String(format!(
+            "{}: failed ({step}): {}{}",
+            report.module,
+            error.message_with_causes(),
+            error
+                .hint()
+                .map(|h| format!("\nhint: {h}"))
+                .unwrap_or_default()
+        ));
+        protocol::mask(&mut text, &report.secrets);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            text.as_str().unwrap_or_default()
+        );
     }
 }
 
@@ -313,7 +368,7 @@ fn options_from_cli(
     Ok(options)
 }
 
-fn print_text(report: &Report, show_diff: bool) {
+fn print_text(report: &Report, show_diff: bool, view: Option<actions::View>) {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     let color = std::io::stdout().is_terminal();
@@ -349,6 +404,12 @@ fn print_text(report: &Report, show_diff: bool) {
         (true, false) => "changed",
         (false, _) => "ok",
     };
+    let own = view
+        .zip(report.outcome.as_ref())
+        .and_then(|(view, outcome)| (view.text)(&outcome.report));
+    if let Some(own) = own {
+        let _ = write!(stdout, "{}", mask(&own));
+    }
     match (&report.failure, &report.outcome) {
         (None, Some(outcome)) => {
             let _ = writeln!(

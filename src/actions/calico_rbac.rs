@@ -484,6 +484,12 @@ pub struct Report {
     ///
     /// Empty unless RV(verified) is V(false).
     pub denied: Vec<String>,
+    /// The missing permissions that a SubjectAccessReview denied before the change, as
+    /// C(namespace/name: verb resource.group): the gap confirmed. A missing permission not
+    /// listed here was allowed anyway (RBAC not enforced, or another binding grants it).
+    ///
+    /// V(null) when nothing was missing or no review could be made (a warning says why).
+    pub denied_before: Option<Vec<String>>,
 }
 
 /// A reviewed (ServiceAccount, permission) pair.
@@ -1159,6 +1165,9 @@ impl CalicoRbac {
         missing: &[Triple],
         outcome: &mut Outcome<Report>,
     ) {
+        if subjects.is_empty() {
+            return;
+        }
         let reviews = match Self::review_all(cluster, subjects, missing).await {
             Ok(reviews) => reviews,
             Err(err) => {
@@ -1169,6 +1178,13 @@ impl CalicoRbac {
                 return;
             }
         };
+        outcome.report.denied_before = Some(
+            reviews
+                .iter()
+                .filter(|(_, _, r)| !r.allowed)
+                .map(|((ns, name), t, _)| format!("{ns}/{name}: {t}"))
+                .collect(),
+        );
         let allowed: Vec<&Reviewed> = reviews.iter().filter(|(_, _, r)| r.allowed).collect();
         if allowed.is_empty() {
             return;

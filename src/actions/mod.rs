@@ -29,6 +29,7 @@ use crate::outcome::Outcome;
 use crate::protocol::{self, Flags, Report};
 
 pub mod calico_rbac;
+pub mod diagnose;
 pub mod kubelite_restart;
 pub mod stale_webhook;
 pub mod stuck_pods;
@@ -43,7 +44,7 @@ pub const MODULE_NAMES: &[&str] = &[
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
-pub const PLANNED: &[&str] = &["diagnose"];
+pub const PLANNED: &[&str] = &[];
 
 /// How the action is being run, and the cluster it runs against.
 #[derive(Debug, Clone)]
@@ -254,6 +255,20 @@ pub struct ModuleSpec {
     pub execute: fn(Map<String, Value>, Flags) -> Report,
     /// Only validates raw options (schema, types, then the action's own checks); no I/O.
     pub validate: fn(Map<String, Value>) -> Result<()>,
+    /// How the CLI shows the result, when the action has its own way (diagnose's table).
+    pub view: Option<View>,
+}
+
+/// An action's own CLI rendering of its result keys, in place of the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// The text output (`--output text`), or `None` for the default.
+    pub text: fn(&Map<String, Value>) -> Option<String>,
+    /// `--output prometheus`: the result in Prometheus text format; the flag says whether the
+    /// run failed.
+    pub prometheus: fn(&Map<String, Value>, bool) -> String,
+    /// The exit status of a run that did not fail, or `None` for the default.
+    pub exit_code: fn(&Map<String, Value>) -> Option<i32>,
 }
 
 impl ModuleSpec {
@@ -267,6 +282,14 @@ impl ModuleSpec {
             augment_args: <A::Options as Args>::augment_args,
             execute: execute::<A>,
             validate: validate::<A>,
+            view: None,
+        }
+    }
+
+    fn with_view(self, view: View) -> Self {
+        Self {
+            view: Some(view),
+            ..self
         }
     }
 
@@ -285,6 +308,11 @@ pub fn modules() -> Vec<ModuleSpec> {
         ModuleSpec::of::<kubelite_restart::KubeliteRestart>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),
         ModuleSpec::of::<stuck_pods::StuckPods>(),
+        ModuleSpec::of::<diagnose::Diagnose>().with_view(View {
+            text: diagnose::text,
+            prometheus: diagnose::prometheus,
+            exit_code: diagnose::exit_code,
+        }),
     ]
 }
 

@@ -14,11 +14,12 @@
 //! sample, and nested structs the `contains`. So the docs cannot drift from the results.
 //!
 //! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_rbac`],
-//! [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
+//! [`diagnose`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
 //!
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
 mod calico_rbac;
+mod diagnose;
 mod kubelite_restart;
 mod stale_webhook;
 mod stuck_pods;
@@ -86,6 +87,10 @@ fn written(module: &str) -> Option<Written> {
         "stale_webhook" => Written {
             version_added: stale_webhook::VERSION_ADDED,
             examples: stale_webhook::EXAMPLES,
+        },
+        "diagnose" => Written {
+            version_added: diagnose::VERSION_ADDED,
+            examples: diagnose::EXAMPLES,
         },
         "stuck_pods" => Written {
             version_added: stuck_pods::VERSION_ADDED,

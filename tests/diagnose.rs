@@ -1,0 +1,463 @@
+//! diagnose against the test bed: the seeded incident's findings and hints, a clean scope, a
+//! check the identity may not run, the Prometheus output and the `--fail-on` exit codes.
+//!
+//! The "node Ready while its Lease is stale" check is covered by a unit test
+//! (`actions::diagnose::tests`): on the test bed a stopped node turns Unknown 20 s after its
+//! Lease stops, too short a window to hold still for an assertion.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, PostParams};
+use kube::config::Kubeconfig;
+use serde_json::{Value, json};
+
+/// The findings of `check`.
+fn findings<'a>(result: &'a Value, check: &str) -> Vec<&'a Value> {
+    result["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["check"] == check)
+        .collect()
+}
+
+/// The status of `check` in `checks`.
+fn check_status<'a>(result: &'a Value, check: &str) -> &'a Value {
+    result["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("check {check} not reported: {result:#}"))
+}
+
+/// The stuck_pods finding of `kind` (terminating, pending) for namespace ci, if there is one.
+fn stuck_in_ci<'a>(result: &'a Value, kind: &str) -> Option<&'a Value> {
+    findings(result, "stuck_pods")
+        .into_iter()
+        .find(|f| f["id"] == format!("stuck_pods:{kind}:namespace/ci"))
+}
+
+/// `kubemend diagnose ARGS`: exit code and stdout.
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = support::kubemend()
+        .arg("diagnose")
+        .args(args)
+        .output()
+        .expect("kubemend diagnose");
+    (
+        out.status.code().expect("an exit code"),
+        String::from_utf8(out.stdout).expect("UTF-8"),
+    )
+}
+
+#[tokio::test]
+async fn the_seeded_incident_is_found_with_the_fix_for_each_finding() {
+    let _incident = support::incident();
+    let args = json!({"terminating_grace": "1s", "pending_age": "1s"});
+    // The Terminating pod counts as stuck once its deletion deadline (grace period) passed.
+    let result = support::wait_until(
+        "diagnose to see both stuck pods",
+        Duration::from_secs(120),
+        || async {
+            let (code, result) = support::run_module("diagnose", &args);
+            assert_eq!(code, 0, "{result:#}");
+            (stuck_in_ci(&result, "terminating").is_some()
+                && stuck_in_ci(&result, "pending").is_some())
+            .then_some(result)
+        },
+    )
+    .await;
+    assert_eq!(result["changed"], json!(false), "{result:#}");
+    assert_eq!(result["failed"], json!(false), "{result:#}");
+    calico_rbac_and_webhook_findings(&result);
+    stuck_pod_findings(&result);
+    calico_version_and_lease_findings(&result);
+
+    // 9. SSH checks are skipped, said so.
+    let kubelite = check_status(&result, "kubelite");
+    assert_eq!(kubelite["status"], "skipped");
+    assert_eq!(kubelite["reason"], "no SSH options given");
+
+    // The summary counts what is listed.
+    let count = |severity: &str| {
+        result["findings"]
+            .as_array()
+            .expect("present")
+            .iter()
+            .filter(|f| f["severity"] == severity)
+            .count()
+    };
+    for severity in ["info", "warning", "critical"] {
+        assert_eq!(
+            result["summary"][severity],
+            json!(count(severity)),
+            "{result:#}"
+        );
+    }
+
+    // Check mode changes nothing either.
+    let mut check = args.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let (code, checked) = support::run_module("diagnose", &check);
+    assert_eq!(code, 0, "{checked:#}");
+    assert_eq!(checked["changed"], json!(false));
+    assert!(!findings(&checked, "calico_rbac").is_empty());
+    cli_exit_codes_and_table();
+}
+
+fn calico_rbac_and_webhook_findings(result: &Value) {
+    // 1. The Calico RBAC gap, confirmed by SubjectAccessReview.
+    let calico = findings(result, "calico_rbac");
+    assert_eq!(calico.len(), 1, "{result:#}");
+    assert_eq!(calico[0]["severity"], "critical", "{:#}", calico[0]);
+    assert_eq!(calico[0]["object"], "clusterrole/calico-kube-controllers");
+    let evidence = calico[0]["evidence"].as_str().expect("a string");
+    // What the enabled workloadendpoint controller reads on the Kubernetes datastore.
+    assert!(evidence.contains("pods (core): list, watch"), "{evidence}");
+    assert!(
+        evidence.contains("SubjectAccessReview denies 2"),
+        "{evidence}"
+    );
+    assert_eq!(calico[0]["fix"]["module"], "calico_rbac");
+    assert_eq!(calico[0]["fix"]["command"], "kubemend calico-rbac");
+
+    // 3. The stale NewRelic webhook: failurePolicy Ignore, so a warning.
+    let webhook = findings(result, "stale_webhook")
+        .into_iter()
+        .find(|f| {
+            f["object"] == "mutatingwebhookconfiguration/newrelic-bundle-nri-metadata-injection"
+        })
+        .unwrap_or_else(|| panic!("no newrelic finding: {result:#}"));
+    assert_eq!(webhook["severity"], "warning", "{webhook:#}");
+    assert!(
+        webhook["evidence"]
+            .as_str()
+            .expect("present")
+            .contains("does not exist"),
+        "{webhook:#}"
+    );
+    assert_eq!(webhook["fix"]["module"], "stale_webhook");
+    assert_eq!(
+        webhook["fix"]["options"],
+        json!({"name": "newrelic-bundle-nri-metadata-injection"})
+    );
+}
+
+fn stuck_pod_findings(result: &Value) {
+    // 4. The AWX pod Pending unseen, and the frontend pod Terminating, with their fix.
+    let pending = stuck_in_ci(result, "pending").expect("present");
+    assert_eq!(pending["severity"], "critical", "{pending:#}");
+    assert!(
+        pending["evidence"]
+            .as_str()
+            .expect("present")
+            .contains("automation-job-1865-ntgbq"),
+        "{pending:#}"
+    );
+    assert_eq!(pending["fix"]["module"], "stuck_pods");
+    assert_eq!(pending["fix"]["options"]["kinds"], json!(["pending"]));
+    assert_eq!(pending["fix"]["options"]["namespaces"], json!(["ci"]));
+    let terminating = stuck_in_ci(result, "terminating").expect("present");
+    assert_eq!(terminating["severity"], "warning", "{terminating:#}");
+    assert!(
+        terminating["evidence"]
+            .as_str()
+            .expect("present")
+            .contains("dependency-track-frontend"),
+        "{terminating:#}"
+    );
+    assert_eq!(terminating["data"]["count"], 1, "{terminating:#}");
+    assert_eq!(
+        terminating["fix"]["options"]["kinds"],
+        json!(["terminating"])
+    );
+}
+
+fn calico_version_and_lease_findings(result: &Value) {
+    // 7. Calico v3.13.2 on Kubernetes v1.34.
+    let version = findings(result, "calico_version");
+    assert_eq!(version.len(), 1, "{result:#}");
+    assert_eq!(version[0]["severity"], "warning", "{:#}", version[0]);
+    assert_eq!(version[0]["data"]["calico_version"], "v3.13.2");
+    assert!(
+        version[0]["data"]["kubernetes_version"]
+            .as_str()
+            .expect("present")
+            .starts_with("v1.34"),
+        "{:#}",
+        version[0]
+    );
+    assert_eq!(version[0]["fix"]["module"], "calico_rbac");
+
+    // 5. The scheduler's leaseTransitions in the thousands.
+    let scheduler = findings(result, "leader_leases")
+        .into_iter()
+        .find(|f| f["object"] == "lease/kube-system/kube-scheduler")
+        .unwrap_or_else(|| panic!("no scheduler lease finding: {result:#}"));
+    assert_eq!(scheduler["severity"], "warning", "{scheduler:#}");
+    assert!(
+        scheduler["data"]["lease_transitions"]
+            .as_i64()
+            .expect("present")
+            >= 4499,
+        "{scheduler:#}"
+    );
+    assert!(
+        scheduler["hint"]
+            .as_str()
+            .expect("a string")
+            .contains("datastore"),
+        "{scheduler:#}"
+    );
+}
+
+/// `--fail-on` and the text table, on the seeded incident.
+fn cli_exit_codes_and_table() {
+    // --fail-on: 3 when a finding is that severe, else 0.
+    assert_eq!(cli(&["--fail-on", "critical"]).0, 3);
+    assert_eq!(
+        cli(&["--checks", "stale_webhook", "--fail-on", "warning"]).0,
+        3
+    );
+    assert_eq!(
+        cli(&["--checks", "stale_webhook", "--fail-on", "critical"]).0,
+        0
+    );
+    assert_eq!(cli(&["--checks", "stale_webhook"]).0, 0);
+
+    // The text table names the fix.
+    let (code, text) = cli(&["--checks", "calico_rbac,stale_webhook"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("SEVERITY"), "{text}");
+    assert!(text.contains("CRITICAL  calico_rbac"), "{text}");
+    assert!(
+        text.contains("kubemend stale-webhook --name newrelic-bundle-nri-metadata-injection"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_namespace_has_no_warning_or_critical_finding() {
+    let reaper = support::Reaper::new("diagnose-clean");
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({
+            "checks": ["stuck_pods", "rbac_enforced"],
+            "namespaces": [namespace],
+            "terminating_grace": "1s",
+            "pending_age": "1s",
+            "fail_on": "warning",
+        }),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(result["summary"]["warning"], 0, "{result:#}");
+    assert_eq!(result["summary"]["critical"], 0, "{result:#}");
+    assert_eq!(result["summary"]["skipped"], 0, "{result:#}");
+    assert_eq!(result["fail_on_reached"], json!(false), "{result:#}");
+    let stuck = findings(&result, "stuck_pods");
+    assert_eq!(stuck.len(), 1, "{result:#}");
+    assert_eq!(stuck[0]["object"], format!("namespace/{namespace}"));
+    // The test bed's apiservers run with RBAC.
+    assert_eq!(findings(&result, "rbac_enforced")[0]["severity"], "info");
+
+    let (code, _) = cli(&[
+        "--checks",
+        "stuck_pods",
+        "--namespaces",
+        &namespace,
+        "--fail-on",
+        "warning",
+    ]);
+    assert_eq!(code, 0);
+}
+
+/// A token for ServiceAccount `name` in `namespace`, bound to a ClusterRole (in `reaper`'s
+/// care) that may read everything and review access, but not read /metrics; and the API
+/// server URL and CA file.
+async fn limited_identity(
+    client: &kube::Client,
+    reaper: &support::Reaper,
+    namespace: &str,
+) -> BTreeMap<&'static str, String> {
+    let name = reaper.id.clone();
+    support::create(
+        &Api::<ClusterRole>::all(client.clone()),
+        json!({
+            "metadata": {"name": name, "labels": reaper.labels()},
+            "rules": [
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+                 "verbs": ["create"]},
+                {"nonResourceURLs": ["/version"], "verbs": ["get"]},
+            ],
+        }),
+    )
+    .await;
+    support::create(
+        &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
+        json!({"metadata": {"name": "diagnose"}}),
+    )
+    .await;
+    support::create(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": name, "labels": reaper.labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "diagnose", "namespace": namespace}],
+        }),
+    )
+    .await;
+    let request: TokenRequest =
+        support::from_json(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}));
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request("diagnose", &PostParams::default(), &request)
+        .await
+        .expect("token request")
+        .status
+        .expect("token")
+        .token;
+    let kubeconfig = Kubeconfig::read_from(&support::cluster().kubeconfig).expect("kubeconfig");
+    let context = kubeconfig.current_context.clone().expect("current context");
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .expect("context's cluster");
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .expect("cluster");
+    BTreeMap::from([
+        ("K8S_AUTH_HOST", cluster.server.expect("server")),
+        ("K8S_AUTH_API_KEY", token),
+        (
+            "K8S_AUTH_SSL_CA_CERT",
+            cluster.certificate_authority.expect("CA file"),
+        ),
+    ])
+}
+
+#[tokio::test]
+async fn a_check_the_identity_may_not_run_is_skipped_and_the_others_run() {
+    let reaper = support::Reaper::new("diagnose-denied");
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    let env = limited_identity(&client, &reaper, &namespace).await;
+    let mut cmd = support::kubemend();
+    cmd.env_remove("KUBECONFIG")
+        .envs(&env)
+        .args(["diagnose", "--output", "json"]);
+    let (code, result) = support::result_of(&cmd.output().expect("kubemend diagnose"));
+    assert_eq!(code, 0, "{result:#}");
+    let metrics = check_status(&result, "apiserver_403");
+    assert_eq!(metrics["status"], "skipped", "{result:#}");
+    assert!(
+        metrics["reason"]
+            .as_str()
+            .expect("present")
+            .starts_with("permission denied"),
+        "{metrics:#}"
+    );
+    for check in [
+        "rbac_enforced",
+        "stale_webhook",
+        "stuck_pods",
+        "leader_leases",
+        "node_leases",
+    ] {
+        assert_eq!(
+            check_status(&result, check)["status"],
+            "ran",
+            "{check}: {result:#}"
+        );
+    }
+    assert!(
+        result["msg"]
+            .as_str()
+            .expect("a string")
+            .contains("apiserver_403"),
+        "{result:#}"
+    );
+}
+
+fn venv_python() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make venv` (tests/ansible/venv.sh)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn prometheus_output_parses_with_the_prometheus_client() {
+    let (code, text) = cli(&[
+        "--checks",
+        "rbac_enforced,node_leases,kubelite",
+        "--output",
+        "prometheus",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let parser = r"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    out[family.name] = {'type': family.type, 'samples': [[s.labels, s.value] for s in family.samples]}
+print(json.dumps(out))
+";
+    let mut child = Command::new(venv_python())
+        .args(["-c", parser])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    std::io::Write::write_all(&mut child.stdin.take().expect("present"), text.as_bytes())
+        .expect("present");
+    let out = child.wait_with_output().expect("present");
+    assert!(
+        out.status.success(),
+        "the parser refused:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: Value = serde_json::from_slice(&out.stdout).expect("present");
+    let findings = &families["kubemend_diagnose_findings"];
+    assert_eq!(findings["type"], "gauge", "{families:#}");
+    let samples = findings["samples"].as_array().expect("present");
+    // A gauge per check and severity.
+    assert_eq!(samples.len(), 3 * 3, "{families:#}");
+    assert!(samples.iter().any(
+        |s| s[0] == json!({"check": "rbac_enforced", "severity": "info"})
+            && s[1].as_f64() == Some(1.0)
+    ));
+    let skipped = families["kubemend_diagnose_check_skipped"]["samples"]
+        .as_array()
+        .expect("present");
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s[0] == json!({"check": "kubelite"}) && s[1].as_f64() == Some(1.0)),
+        "{families:#}"
+    );
+    assert_eq!(
+        families["kubemend_diagnose_success"]["samples"][0][1].as_f64(),
+        Some(1.0)
+    );
+}
