@@ -214,6 +214,7 @@ fn run_action(spec: &ModuleSpec, matches: &ArgMatches) -> i32 {
             Flags {
                 check_mode: flags.check,
                 diff: flags.diff,
+                ..Flags::default()
             },
         ),
         Err(error) => {

@@ -1,8 +1,9 @@
 //! The Ansible side: reading module arguments and writing the one JSON result.
 //!
 //! Input is a file holding a bare JSON object (ansible-core writes the task's options plus its
-//! own `_ansible_*` keys). The `_ansible_*` keys are split off first: `_ansible_check_mode` and
-//! `_ansible_diff` are honoured, every other one is ignored, whatever future cores add. The rest is
+//! own `_ansible_*` keys). The `_ansible_*` keys are split off first: `_ansible_check_mode`,
+//! `_ansible_diff` and `_ansible_inject_invocation` are honoured, every other one is ignored,
+//! whatever future cores add. The rest is
 //! checked against the action's JSON schema: unknown options are rejected by name, required ones
 //! must be present, and values are coerced the way `AnsibleModule` does ("yes" and "1" for
 //! booleans, "3" for integers, "a,b" for lists). Only then is it deserialized into the typed
@@ -55,6 +56,10 @@ pub struct Flags {
     pub check_mode: bool,
     /// `_ansible_diff`: include `diff` in the result.
     pub diff: bool,
+    /// `_ansible_inject_invocation: false`: leave `invocation` out of the result. ansible-core
+    /// 2.21 sends the key (its INJECT_INVOCATION setting, off by default); older cores do not,
+    /// and always expect `invocation`.
+    pub omit_invocation: bool,
 }
 
 /// Reads an args or params file, refusing files larger than [`MAX_ARGS_BYTES`].
@@ -154,6 +159,7 @@ pub fn split_internal(args: Map<String, Value>) -> Result<(Map<String, Value>, F
         match key.as_str() {
             "_ansible_check_mode" => flags.check_mode = internal_bool(&key, &value)?,
             "_ansible_diff" => flags.diff = internal_bool(&key, &value)?,
+            "_ansible_inject_invocation" => flags.omit_invocation = !internal_bool(&key, &value)?,
             _ if key.starts_with("_ansible_") => {}
             _ => {
                 options.insert(key, value);
@@ -761,8 +767,8 @@ pub fn env_secrets() -> Vec<String> {
 }
 
 /// The module result: one JSON object with `changed`, `failed`, `msg` (always on failure),
-/// the action's data keys, `warnings`, `diff` (in diff mode), `invocation.module_args`, all
-/// masked.
+/// the action's data keys, `warnings`, `diff` (in diff mode), `invocation.module_args` (unless
+/// ansible-core asked for none), all masked.
 #[must_use]
 pub fn module_result(report: &Report) -> Value {
     let mut out = Map::new();
@@ -817,11 +823,13 @@ pub fn module_result(report: &Report) -> Value {
             }
         }
     }
-    let mut args = report.module_args.clone();
-    args.retain(|key, _| !key.starts_with("_ansible_"));
-    let mut invocation = Map::new();
-    invocation.insert("module_args".into(), Value::Object(args));
-    out.insert("invocation".into(), Value::Object(invocation));
+    if !report.flags.omit_invocation {
+        let mut args = report.module_args.clone();
+        args.retain(|key, _| !key.starts_with("_ansible_"));
+        let mut invocation = Map::new();
+        invocation.insert("module_args".into(), Value::Object(args));
+        out.insert("invocation".into(), Value::Object(invocation));
+    }
     let mut value = Value::Object(out);
     mask(&mut value, &report.secrets);
     value
@@ -996,11 +1004,38 @@ mod tests {
             flags,
             Flags {
                 check_mode: true,
-                diff: true
+                diff: true,
+                omit_invocation: false
             }
         );
         let err = split_internal(obj(json!({"_ansible_check_mode": "perhaps"}))).unwrap_err();
         assert!(err.to_string().contains("_ansible_check_mode"), "{err}");
+    }
+
+    #[test]
+    fn invocation_is_left_out_only_when_ansible_core_says_so() {
+        let flags = |args: Value| split_internal(obj(args)).unwrap().1;
+        assert!(
+            !flags(json!({})).omit_invocation,
+            "cores before 2.21 send no key"
+        );
+        assert!(!flags(json!({"_ansible_inject_invocation": true})).omit_invocation);
+        assert!(flags(json!({"_ansible_inject_invocation": false})).omit_invocation);
+        let report = |omit_invocation| Report {
+            module: "probe".into(),
+            flags: Flags {
+                omit_invocation,
+                ..Flags::default()
+            },
+            module_args: obj(json!({"name": "a"})),
+            secrets: Vec::new(),
+            result: Ok(Outcome::default()),
+        };
+        assert_eq!(
+            module_result(&report(false))["invocation"],
+            json!({"module_args": {"name": "a"}})
+        );
+        assert!(module_result(&report(true)).get("invocation").is_none());
     }
 
     #[test]
