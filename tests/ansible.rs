@@ -999,7 +999,7 @@ fn role_documentation_renders_with_ansible_doc() {
 
 /// The sidecar docs (`plugins/modules/<module>.yml`, generated from the options structs):
 /// `ansible-doc` renders each, with exactly the options of the module's schema, the same
-/// defaults, and no_log where the schema says so.
+/// defaults, and no `no_log` (not a documentation key).
 #[test]
 fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
     let modules = runtime_action_group();
@@ -1046,11 +1046,11 @@ fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
                 default,
                 "{fqcn} {name}"
             );
-            let no_log = property.get("x-no-log") == Some(&json!(true));
-            assert_eq!(
-                option["no_log"] == json!(true),
-                no_log,
-                "{fqcn} {name} no_log"
+            // no_log is part of the argument spec, which the binary enforces itself (masking
+            // is tested in module_protocol.rs); validate-modules refuses it in the docs.
+            assert!(
+                option.get("no_log").is_none(),
+                "{fqcn} {name}: no_log does not belong in DOCUMENTATION"
             );
         }
     }
