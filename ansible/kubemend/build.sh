@@ -90,7 +90,7 @@ for module in $modules; do
     ln "$first" "$dest/plugins/modules/$module"
   fi
 done
-echo "build.sh: $(echo $modules | tr ' ' ',') -> $dest/plugins/modules"
+echo "build.sh: $(printf '%s\n' "$modules" | paste -sd, -) -> $dest/plugins/modules"
 
 if [ -n "$tarball" ]; then
   galaxy="ansible-galaxy"
