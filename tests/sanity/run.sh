@@ -16,6 +16,9 @@
 # are excluded by path (`--exclude`), so the collection needs no tests/sanity/ignore-*.txt;
 # their sidecar docs, plugins/modules/<module>.yml, are validated.
 #
+# Then `ansible-doc` renders each module's docs (ansible-test's ansible-doc test reads .py
+# plugins only).
+#
 # ansible-test creates a virtualenv per sanity test and bootstraps pip into it with a
 # get-pip.py that it downloads from a host of its own unless the file is already in its cache,
 # ~/.ansible/test/cache/get_pip_<pip version>.py. Here HOME is .venv-sanity/home, and that
@@ -54,7 +57,7 @@ pythons_for() {
 # shims on PATH fail for versions that are not selected).
 find_python() {
   local minor candidate pyenv_root
-  pyenv_root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+  pyenv_root="$(pyenv root 2>/dev/null || echo "${HOME:-/root}/.pyenv")"
   for minor in "$@"; do
     for candidate in "python$minor" "$pyenv_root"/versions/"$minor".*/bin/"python$minor"; do
       if command -v "$candidate" >/dev/null 2>&1 \
@@ -78,10 +81,14 @@ trap 'rm -rf "$work"' EXIT
 "$here/../../ansible/kubemend/build.sh" --binary "$binary" --link --into "$work" >/dev/null
 collection="$work/ansible_collections/kubemend/microk8s"
 excludes=()
+fqcns=()
 for module in "$collection"/plugins/modules/*; do
   case "$module" in
     *.yml|*.yaml) ;;
-    *) excludes+=(--exclude "plugins/modules/$(basename "$module")") ;;
+    *)
+      excludes+=(--exclude "plugins/modules/$(basename "$module")")
+      fqcns+=("kubemend.microk8s.$(basename "$module")")
+      ;;
   esac
 done
 
@@ -126,10 +133,23 @@ print(get_venv_packages(Python)["pip"])' "$minor")"
     ${sanity_args[@]+"${sanity_args[@]}"}); then
     failed+=("$version")
   fi
+
+  # ansible-test's ansible-doc test covers .py plugins only: render the modules' docs here.
+  echo "run.sh: ansible-doc ${fqcns[*]}"
+  if ! HOME="$home" ANSIBLE_COLLECTIONS_PATH="$work" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+    "$venv/bin/ansible-doc" --json -t module "${fqcns[@]}" >"$work/docs.json" \
+    || ! "$venv/bin/python" -c '
+import json, sys
+docs = json.load(open(sys.argv[1]))
+missing = [name for name in sys.argv[2:] if not docs.get(name, {}).get("doc", {}).get("options")]
+sys.exit("ansible-doc rendered no options for %s" % ", ".join(missing) if missing else 0)' \
+      "$work/docs.json" "${fqcns[@]}"; then
+    failed+=("$version (ansible-doc)")
+  fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "run.sh: ansible-test sanity failed for ansible-core ${failed[*]}" >&2
+  echo "run.sh: failed for ansible-core ${failed[*]}" >&2
   exit 1
 fi
-echo "run.sh: ansible-test sanity passed for ansible-core ${versions[*]}"
+echo "run.sh: ansible-test sanity and ansible-doc passed for ansible-core ${versions[*]}"
