@@ -17,7 +17,7 @@
 # their sidecar docs, plugins/modules/<module>.yml, are validated.
 #
 # Then `ansible-doc` renders each module's docs (ansible-test's ansible-doc test reads .py
-# plugins only).
+# plugins only), and a module result has `invocation` exactly when that core asks for it.
 #
 # ansible-test creates a virtualenv per sanity test and bootstraps pip into it with a
 # get-pip.py that it downloads from a host of its own unless the file is already in its cache,
@@ -146,10 +146,27 @@ sys.exit("ansible-doc rendered no options for %s" % ", ".join(missing) if missin
       "$work/docs.json" "${fqcns[@]}"; then
     failed+=("$version (ansible-doc)")
   fi
+
+  # invocation in a module result: always before ansible-core 2.21; from 2.21 on only with
+  # INJECT_INVOCATION (off by default). A bad name fails before any cluster access.
+  for inject in 0 1; do
+    if [ "$inject" = 1 ] || [ "$version" = 2.15 ]; then want=yes; else want=no; fi
+    # The task fails on purpose: only its output counts.
+    result="$(cd "$work"; HOME="$home" ANSIBLE_COLLECTIONS_PATH="$work" \
+      ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false ANSIBLE_INJECT_INVOCATION="$inject" \
+      "$venv/bin/ansible" localhost -c local -m kubemend.microk8s.calico_rbac \
+      -a 'name="bad name"' -vvv 2>&1)" || true
+    if grep -q '"invocation"' <<<"$result"; then got=yes; else got=no; fi
+    if ! grep -q 'is not a valid Kubernetes name' <<<"$result" || [ "$got" != "$want" ]; then
+      echo "run.sh: INJECT_INVOCATION=$inject: invocation expected: $want, got: $got" >&2
+      echo "$result" >&2
+      failed+=("$version (invocation)")
+    fi
+  done
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "run.sh: failed for ansible-core ${failed[*]}" >&2
   exit 1
 fi
-echo "run.sh: ansible-test sanity and ansible-doc passed for ansible-core ${versions[*]}"
+echo "run.sh: ansible-test sanity, ansible-doc and invocation passed for ansible-core ${versions[*]}"
