@@ -2,8 +2,9 @@
 //! `tests/ansible/venv.sh` creates: each module through ansible-playbook in check mode, diff
 //! mode, for real and a second time (idempotent); the monthly maintenance playbook through
 //! ansible-runner on a private data dir with AWX's credential variables, as AWX runs it;
-//! ansible-lint on the collection; and the role's variables against its argument spec and the
-//! modules' schemas.
+//! ansible-lint on the collection; the built layout (modules as hard links of one binary) and
+//! its tarball; and the role's variables against its argument spec and the modules' schemas.
+//! `ansible-test sanity` runs outside cargo, with two ansible-core versions (`make sanity`).
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
