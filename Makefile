@@ -7,12 +7,12 @@ VENV := .venv
 BENCH_VENV := .venv-bench
 FUZZ_SECONDS ?= 60
 
-.PHONY: help test lint fmt clippy ansible-lint fuzz cluster venv schemas bench bench-venv release down
+.PHONY: help test lint fmt clippy ansible-lint sanity fuzz cluster venv schemas bench bench-venv release down
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-test: lint fuzz cluster ## Lint, fuzz the args parser, start the test bed, run every test.
+test: lint sanity fuzz cluster ## Lint, sanity-test the collection, fuzz the args parser, start the test bed, run every test.
 	$(CARGO) test --locked --all-targets
 
 lint: fmt clippy ansible-lint ## rustfmt, clippy (warnings are errors), ansible-lint.
@@ -27,6 +27,12 @@ clippy:
 ansible-lint: venv
 	$(CARGO) build --locked
 	ansible/kubemend/lint.sh
+
+# ansible-test sanity on a built copy of the collection, with ansible-core 2.15 and 2.21 from
+# pinned venvs under .venv-sanity/ (tests/sanity/run.sh).
+sanity: ## ansible-test sanity on the built collection (oldest and newest ansible-core).
+	$(CARGO) build --locked
+	tests/sanity/run.sh
 
 fuzz: ## Fuzz the Ansible args parser for FUZZ_SECONDS (needs nightly and cargo-fuzz).
 	fuzz/run.sh $(FUZZ_SECONDS)

@@ -239,6 +239,7 @@ fn run_action(spec: &ModuleSpec, matches: &ArgMatches) -> i32 {
                 check_mode: flags.check,
                 diff: flags.diff,
                 progress: true,
+                ..Flags::default()
             },
         ),
         Err(error) => {

@@ -1,8 +1,9 @@
 //! The Ansible side: reading module arguments and writing the one JSON result.
 //!
 //! Input is a file holding a bare JSON object (ansible-core writes the task's options plus its
-//! own `_ansible_*` keys). The `_ansible_*` keys are split off first: `_ansible_check_mode` and
-//! `_ansible_diff` are honoured, every other one is ignored, whatever future cores add. The rest is
+//! own `_ansible_*` keys). The `_ansible_*` keys are split off first: `_ansible_check_mode`,
+//! `_ansible_diff` and `_ansible_inject_invocation` are honoured, every other one is ignored,
+//! whatever future cores add. The rest is
 //! checked against the action's JSON schema: unknown options are rejected by name, required ones
 //! must be present, and values are coerced the way `AnsibleModule` does ("yes" and "1" for
 //! booleans, "3" for integers, "a,b" for lists). Only then is it deserialized into the typed
@@ -58,6 +59,10 @@ pub const RESERVED_KEYS: &[&str] = &[
 
 /// What ansible-core tells the module through `_ansible_*` keys, as far as kubemend cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches, each set by one `_ansible_*` key or CLI flag"
+)]
 pub struct Flags {
     /// `_ansible_check_mode`: report what would change, change nothing.
     pub check_mode: bool,
@@ -66,6 +71,10 @@ pub struct Flags {
     /// Print progress lines on stderr as long steps advance (the CLI; never in module mode,
     /// where stderr is not shown).
     pub progress: bool,
+    /// `_ansible_inject_invocation: false`: leave `invocation` out of the result. ansible-core
+    /// 2.21 sends the key (its INJECT_INVOCATION setting, off by default); older cores do not,
+    /// and always expect `invocation`.
+    pub omit_invocation: bool,
 }
 
 /// Reads an args or params file, refusing files larger than [`MAX_ARGS_BYTES`].
@@ -167,6 +176,7 @@ pub fn split_internal(args: Map<String, Value>) -> Result<(Map<String, Value>, F
         match key.as_str() {
             "_ansible_check_mode" => flags.check_mode = internal_bool(&key, &value)?,
             "_ansible_diff" => flags.diff = internal_bool(&key, &value)?,
+            "_ansible_inject_invocation" => flags.omit_invocation = !internal_bool(&key, &value)?,
             _ if key.starts_with("_ansible_") => {}
             _ => {
                 options.insert(key, value);
@@ -926,7 +936,8 @@ fn with_trimmed(secrets: &mut Vec<String>) {
 
 /// The module result: one JSON object with `changed`, `failed`, `msg` (on failure the error,
 /// with `hint` and `failed_step`), the action's report keys (also on failure, as far as the run
-/// got), `warnings`, `diff` (in diff mode), `invocation.module_args`, all masked.
+/// got), `warnings`, `diff` (in diff mode), `invocation.module_args` (unless ansible-core
+/// asked for none), all masked.
 #[must_use]
 pub fn module_result(report: &Report) -> Value {
     let mut out = Map::new();
@@ -984,11 +995,13 @@ pub fn module_result(report: &Report) -> Value {
         };
         out.insert("diff".into(), diff);
     }
-    let mut args = report.module_args.clone();
-    args.retain(|key, _| !key.starts_with("_ansible_"));
-    let mut invocation = Map::new();
-    invocation.insert("module_args".into(), Value::Object(args));
-    out.insert("invocation".into(), Value::Object(invocation));
+    if !report.flags.omit_invocation {
+        let mut args = report.module_args.clone();
+        args.retain(|key, _| !key.starts_with("_ansible_"));
+        let mut invocation = Map::new();
+        invocation.insert("module_args".into(), Value::Object(args));
+        out.insert("invocation".into(), Value::Object(invocation));
+    }
     let mut value = Value::Object(out);
     mask(&mut value, &report.secrets);
     value
@@ -1162,10 +1175,36 @@ mod tests {
                 check_mode: true,
                 diff: true,
                 progress: false,
+                omit_invocation: false,
             }
         );
         let err = split_internal(obj(json!({"_ansible_check_mode": "perhaps"}))).unwrap_err();
         assert!(err.to_string().contains("_ansible_check_mode"), "{err}");
+    }
+
+    #[test]
+    fn invocation_is_left_out_only_when_ansible_core_says_so() {
+        let flags = |args: Value| split_internal(obj(args)).unwrap().1;
+        assert!(
+            !flags(json!({})).omit_invocation,
+            "cores before 2.21 send no key"
+        );
+        assert!(!flags(json!({"_ansible_inject_invocation": true})).omit_invocation);
+        assert!(flags(json!({"_ansible_inject_invocation": false})).omit_invocation);
+        let report = |omit_invocation| {
+            let flags = Flags {
+                omit_invocation,
+                ..Flags::default()
+            };
+            let mut report = Report::new("probe", flags, obj(json!({"name": "a"})), Vec::new());
+            report.set_outcome(Outcome::<Map<String, Value>>::default());
+            report
+        };
+        assert_eq!(
+            module_result(&report(false))["invocation"],
+            json!({"module_args": {"name": "a"}})
+        );
+        assert!(module_result(&report(true)).get("invocation").is_none());
     }
 
     #[test]

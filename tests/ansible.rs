@@ -2,8 +2,9 @@
 //! `tests/ansible/venv.sh` creates: each module through ansible-playbook in check mode, diff
 //! mode, for real and a second time (idempotent); the monthly maintenance playbook through
 //! ansible-runner on a private data dir with AWX's credential variables, as AWX runs it;
-//! ansible-lint on the collection; and the role's variables against its argument spec and the
-//! modules' schemas.
+//! ansible-lint on the collection; the built layout (modules as hard links of one binary) and
+//! its tarball; and the role's variables against its argument spec and the modules' schemas.
+//! `ansible-test sanity` runs outside cargo, with two ansible-core versions (`make sanity`).
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
@@ -977,7 +978,7 @@ fn role_documentation_renders_with_ansible_doc() {
 
 /// The sidecar docs (`plugins/modules/<module>.yml`, generated from the options structs):
 /// `ansible-doc` renders each, with exactly the options of the module's schema, the same
-/// defaults, and no_log where the schema says so.
+/// defaults, and no `no_log` (not a documentation key).
 #[test]
 fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
     let modules = runtime_action_group();
@@ -1024,11 +1025,11 @@ fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
                 default,
                 "{fqcn} {name}"
             );
-            let no_log = property.get("x-no-log") == Some(&json!(true));
-            assert_eq!(
-                option["no_log"] == json!(true),
-                no_log,
-                "{fqcn} {name} no_log"
+            // no_log is part of the argument spec, which the binary enforces itself (masking
+            // is tested in module_protocol.rs); validate-modules refuses it in the docs.
+            assert!(
+                option.get("no_log").is_none(),
+                "{fqcn} {name}: no_log does not belong in DOCUMENTATION"
             );
         }
     }
@@ -1047,6 +1048,13 @@ fn collection_passes_ansible_lint_with_the_production_profile() {
     assert!(
         all.contains("Profile 'production' was required, and it passed"),
         "{all}"
+    );
+    // Warnings pass the profile but are findings all the same (sanity[cannot-ignore] for
+    // tests/sanity/ignore-*.txt entries was one).
+    assert!(
+        all.contains(" 0 warning(s)"),
+        "ansible-lint warned:
+{all}"
     );
 }
 
@@ -1184,4 +1192,157 @@ fn action_group_is_every_module_the_binary_implements() {
     let mut expected: Vec<String> = group.iter().map(|m| (*m).to_owned()).collect();
     expected.sort();
     assert_eq!(linked, expected);
+}
+
+/// Each module is a regular file, all hard links of one binary, and nothing is under bin/
+/// (ansible-test reads bin/ as Python scripts). ansible-core takes a symlinked plugin for an
+/// alias and leaves it out of `ansible-doc -F` and `-l`.
+#[test]
+fn modules_are_hard_links_of_one_binary_that_ansible_doc_lists() {
+    use std::os::unix::fs::MetadataExt as _;
+    let collection = collections().join("ansible_collections/kubemend/microk8s");
+    assert!(
+        !collection.join("bin").exists(),
+        "build.sh left a bin/ directory"
+    );
+    let modules = runtime_action_group();
+    let inodes: Vec<u64> = modules
+        .iter()
+        .map(|module| {
+            let path = collection.join("plugins/modules").join(module);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.is_file(), "{} is not a regular file", path.display());
+            meta.ino()
+        })
+        .collect();
+    assert!(
+        inodes.windows(2).all(|pair| pair[0] == pair[1]),
+        "the modules are not hard links of one file: inodes {inodes:?}"
+    );
+
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let out = ansible("ansible-doc", work.path())
+        .args(["-t", "module", "-F", "kubemend.microk8s"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for module in &modules {
+        assert!(
+            stdout.contains(&format!("kubemend.microk8s.{module} ")),
+            "ansible-doc -F does not list {module}:\n{stdout}"
+        );
+    }
+}
+
+/// `ansible-doc -l` with a short description per module. ansible-core 2.15 to 2.22.0rc1 read
+/// the module file itself first (`read_docstub`), fail to decode the binary as UTF-8 and then
+/// report that error even though the sidecar docs they read next were fine
+/// (`_get_plugin_list_descriptions` in `ansible/cli/doc.py`): every module is dropped from the
+/// list with "has a documentation formatting error". `ansible-doc <module>` and `-F` work.
+#[test]
+#[ignore = "ansible-core drops binary modules with sidecar docs from ansible-doc -l (cli/doc.py)"]
+fn ansible_doc_lists_the_modules_with_their_short_descriptions() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let out = ansible("ansible-doc", work.path())
+        .args(["-t", "module", "-l", "--json", "kubemend.microk8s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for module in runtime_action_group() {
+        let description = &listed[format!("kubemend.microk8s.{module}")];
+        assert!(
+            description.as_str().is_some_and(|d| !d.is_empty()),
+            "{module} not listed: {listed}\n{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The tarball holds the binary once: `ansible-galaxy collection build` packs the other
+/// modules as tar hard links of the first. Installed, each module is a regular file again.
+#[test]
+fn tarball_holds_the_binary_once_and_installs_every_module() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let dist = work.path().join("dist");
+    let out = Command::new(collection_source().join("build.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_kubemend"))
+        .arg("--link")
+        .arg("--into")
+        .arg(work.path().join("build"))
+        .arg("--tarball")
+        .arg(&dist)
+        .env("PATH", path_with_venv())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", text(&out.stderr));
+    let tarball = std::fs::read_dir(&dist)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .unwrap();
+    let listing = Command::new("tar")
+        .arg("-tvzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = text(&listing.stdout);
+    let modules = runtime_action_group();
+    let members: Vec<&str> = listing
+        .lines()
+        .filter(|line| {
+            modules
+                .iter()
+                .any(|m| line.contains(&format!(" plugins/modules/{m}")) && !line.contains(".yml"))
+        })
+        .collect();
+    assert_eq!(members.len(), modules.len(), "{listing}");
+    let regular = members.iter().filter(|line| line.starts_with('-')).count();
+    let hard_links = members.iter().filter(|line| line.starts_with('h')).count();
+    assert_eq!(
+        (regular, hard_links),
+        (1, modules.len() - 1),
+        "one copy of the binary expected:\n{listing}"
+    );
+    // The size of the copy built from, not of CARGO_BIN_EXE_kubemend: a build in the same
+    // target dir may have replaced that since.
+    let built = work
+        .path()
+        .join("build/ansible_collections/kubemend/microk8s/plugins/modules")
+        .join(&modules[0]);
+    let binary_size = std::fs::metadata(built).unwrap().len();
+    let tarball_size = std::fs::metadata(&tarball).unwrap().len();
+    assert!(
+        tarball_size < binary_size,
+        "tarball {tarball_size} B, binary {binary_size} B"
+    );
+
+    let installed = work.path().join("installed");
+    let out = ansible("ansible-galaxy", work.path())
+        .args(["collection", "install", "--force", "-p"])
+        .arg(&installed)
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", text(&out.stderr));
+    for module in &modules {
+        let path = installed
+            .join("ansible_collections/kubemend/microk8s/plugins/modules")
+            .join(module);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file(), "{} not installed as a file", path.display());
+        assert_eq!(meta.len(), binary_size, "{}", path.display());
+    }
+}
+
+fn path_with_venv() -> String {
+    format!(
+        "{}:{}",
+        root().join(".venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }

@@ -174,6 +174,26 @@ fn no_log_value_is_masked_even_in_a_failure() {
     );
 }
 
+/// ansible-core 2.21 sends `_ansible_inject_invocation` (false unless INJECT_INVOCATION is on)
+/// and its own modules then return no `invocation`; older cores send no such key.
+#[test]
+fn invocation_is_returned_unless_ansible_core_asks_for_none() {
+    let args = |inject: &str| format!(r#"{{"name": "bad name"{inject}}}"#).into_bytes();
+    let run = run_module("calico_rbac", Some(&args("")));
+    assert_eq!(run.result["invocation"]["module_args"]["name"], "bad name");
+    let run = run_module(
+        "calico_rbac",
+        Some(&args(r#", "_ansible_inject_invocation": true"#)),
+    );
+    assert_eq!(run.result["invocation"]["module_args"]["name"], "bad name");
+    let run = run_module(
+        "calico_rbac",
+        Some(&args(r#", "_ansible_inject_invocation": false"#)),
+    );
+    assert_input_failure(&run, "name");
+    assert!(run.result.get("invocation").is_none(), "{}", run.stdout);
+}
+
 #[test]
 fn unreachable_api_names_the_endpoint_and_a_hint() {
     let run = run_module(

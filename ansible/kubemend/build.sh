@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Puts a built kubemend binary into this collection as its modules: bin/kubemend, and one symlink
-# plugins/modules/<module> -> ../../bin/kubemend per module of the action group in
-# meta/runtime.yml. The binary dispatches on the name it is run under (AnsiballZ_<module>).
+# Puts a built kubemend binary into this collection as its modules: one regular file per module
+# of the action group in meta/runtime.yml, plugins/modules/<module>, all hard links of one copy.
+# The binary dispatches on the name it is run under (AnsiballZ_<module>).
+#
+# Why hard links: ansible-core lists a symlinked plugin as an alias of its target and leaves it
+# out (ansible-doc -l, -F), so each module must be a real file; and `ansible-galaxy collection
+# build` packs the second and later names of a hard-linked file as tar hard links, so the
+# tarball holds the binary once (three copies would triple it: gzip cannot share data between
+# members that far apart). `ansible-galaxy collection install` writes each module as a file of
+# its own. There is no bin/ directory: ansible-test reads files under bin/ as Python scripts.
 #
 #   build.sh [--binary PATH] [--link] [--into DIR] [--tarball DIR]
 #
 #   --binary PATH  the binary to use (default: target/release/kubemend of this repository;
 #                  build it with `cargo build --release`, statically linked for the EE/host:
 #                  `--target x86_64-unknown-linux-musl`)
-#   --link         symlink bin/kubemend to the binary instead of copying it (ansible copies
-#                  the module file it finds on each run anyway; saves a copy in test builds)
+#   --link         hard-link the modules to the binary itself instead of copying it (a copy when
+#                  they are on different file systems; saves a copy in test builds)
 #   --into DIR     leave this tree alone: copy the collection to
 #                  DIR/ansible_collections/kubemend/microk8s and put the binary there (use
 #                  DIR as ANSIBLE_COLLECTIONS_PATH); without it the binary goes into this tree,
@@ -67,17 +74,23 @@ if [ -n "$into" ]; then
   tar -C "$here" "${excludes[@]}" -cf - . | tar -C "$dest" -xf -
 fi
 
-mkdir -p "$dest/bin" "$dest/plugins/modules"
-if $link; then
-  ln -sfn "$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")" "$dest/bin/kubemend"
-else
-  rm -f "$dest/bin/kubemend"
-  install -m 0755 "$binary" "$dest/bin/kubemend"
-fi
+# Builds of earlier versions put the binary in bin/.
+rm -f "$dest/bin/kubemend"
+rmdir "$dest/bin" 2>/dev/null || true
+mkdir -p "$dest/plugins/modules"
+first=""
 for module in $modules; do
-  ln -sfn ../../bin/kubemend "$dest/plugins/modules/$module"
+  rm -f "$dest/plugins/modules/$module"
+  if [ -z "$first" ]; then
+    first="$dest/plugins/modules/$module"
+    if ! { $link && ln -L "$binary" "$first" 2>/dev/null; }; then
+      install -m 0755 "$binary" "$first"
+    fi
+  else
+    ln "$first" "$dest/plugins/modules/$module"
+  fi
 done
-echo "build.sh: $(echo $modules | tr ' ' ',') -> $dest/plugins/modules"
+echo "build.sh: $(printf '%s\n' "$modules" | paste -sd, -) -> $dest/plugins/modules"
 
 if [ -n "$tarball" ]; then
   galaxy="ansible-galaxy"

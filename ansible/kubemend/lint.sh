@@ -6,7 +6,7 @@
 #   lint.sh [--binary PATH] [ANSIBLE-LINT ARGS...]
 #
 #   --binary PATH  the kubemend binary to build the copy with (default: target/debug/kubemend,
-#                  else target/release/kubemend)
+#                  else target/release/kubemend, under CARGO_TARGET_DIR if set)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,7 +17,8 @@ if [ "${1:-}" = "--binary" ]; then
   binary="${2:?--binary needs a path}"
   shift 2
 else
-  for candidate in "$root/target/debug/kubemend" "$root/target/release/kubemend"; do
+  target="${CARGO_TARGET_DIR:-$root/target}"
+  for candidate in "$target/debug/kubemend" "$target/release/kubemend"; do
     if [ -f "$candidate" ]; then
       binary="$candidate"
       break

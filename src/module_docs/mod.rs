@@ -4,10 +4,12 @@
 //!
 //! DOCUMENTATION is derived from the options structs, like `schemas/<module>.json`: the
 //! action's ABOUT is the short description and the struct's doc comment the description; each
-//! option's type, elements, default, choices (enums), required, no_log (`x-no-log`) and
-//! suboptions (nested objects such as RuleSpec) come from its JSON schema, and an option whose
-//! flag takes a PATH, DIR or FILE is `type: path`. Binary modules cannot use doc fragments, so
-//! the cluster-access options are repeated in every module.
+//! option's type, elements, default, choices (enums), required and suboptions (nested objects
+//! such as RuleSpec) come from its JSON schema, and an option whose flag takes a PATH, DIR or
+//! FILE is `type: path`. `no_log` (`x-no-log`) is left out: it belongs to the argument spec, not
+//! to the docs, whose schema refuses it; the option's description says that it is never shown.
+//! Binary modules cannot use doc fragments, so the cluster-access options are repeated in every
+//! module.
 //!
 //! RETURN is derived the same way from the action's Report struct: each field's doc comment
 //! is the description, its type the type, `x-sample` (a schemars extension on the field) the
@@ -404,9 +406,6 @@ fn option(property: &Value, root: &Value, is_path: bool) -> Map<String, Value> {
     if let Some(aliases) = property.get(crate::protocol::ALIASES_KEYWORD) {
         option.insert("aliases".into(), aliases.clone());
     }
-    if property.get(crate::protocol::NO_LOG_KEYWORD) == Some(&Value::Bool(true)) {
-        option.insert("no_log".into(), Value::Bool(true));
-    }
     option
 }
 
@@ -600,6 +599,44 @@ mod tests {
         }
     }
 
+    /// The keys ansible-test's validate-modules allows in a module option (`option_schema` in
+    /// its `schema.py`, ansible-core 2.15 to 2.21).
+    const OPTION_KEYS: &[&str] = &[
+        "description",
+        "required",
+        "choices",
+        "aliases",
+        "version_added",
+        "version_added_collection",
+        "default",
+        "type",
+        "elements",
+        "suboptions",
+    ];
+
+    fn option_keys_are_allowed(options: &Value, at: &str) {
+        for (name, option) in options.as_object().into_iter().flatten() {
+            for key in option.as_object().unwrap().keys() {
+                assert!(
+                    OPTION_KEYS.contains(&key.as_str()),
+                    "{at}.{name}: `{key}` is not allowed in DOCUMENTATION options"
+                );
+            }
+            if let Some(inner) = option.get("suboptions") {
+                option_keys_are_allowed(inner, &format!("{at}.{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn options_have_only_keys_the_docs_schema_allows() {
+        for spec in actions::modules() {
+            let (_, text) = file(&spec);
+            let doc: Value = serde_saphyr::from_str(&text).unwrap();
+            option_keys_are_allowed(&doc["DOCUMENTATION"]["options"], spec.name);
+        }
+    }
+
     #[test]
     fn every_description_is_text() {
         for spec in actions::modules() {
@@ -620,7 +657,6 @@ mod tests {
         let doc = documentation(&spec, "0.1.0");
         let options = &doc["options"];
         assert_eq!(options["kubeconfig"]["type"], "path");
-        assert_eq!(options["api_key"]["no_log"], true);
         assert_eq!(options["validate_certs"]["type"], "bool");
         assert!(options["validate_certs"].get("default").is_none());
         assert_eq!(options["extra_rules"]["type"], "list");
