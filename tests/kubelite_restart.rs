@@ -1,0 +1,492 @@
+//! kubelite_restart against the test bed: real sshd per node, real sudo, the node's own
+//! kubelite processes, and the test bed's record of every kubelite start and stop.
+//!
+//! Every test holds all three node locks (it restarts nodes) and removes a lock Lease left by
+//! an earlier test first, so that runs never resume each other's records by accident.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams};
+use serde_json::{Value, json};
+
+const LOCK_LEASE: &str = "kubemend-kubelite-restart";
+
+/// Options for a run on the test bed; `extra` is merged in.
+fn args(extra: &Value) -> Value {
+    let mut args = json!({
+        "ssh_config": support::cluster().ssh_config,
+        "settle": "1s",
+        "gate_timeout": "90s",
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        args[key] = value.clone();
+    }
+    args
+}
+
+/// Removes a lock Lease an earlier test left behind.
+async fn no_lock_lease() {
+    let client = support::client().await;
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    let _ = leases.delete(LOCK_LEASE, &DeleteParams::default()).await;
+}
+
+async fn lock_lease() -> Option<Lease> {
+    let client = support::client().await;
+    Api::<Lease>::namespaced(client, "kube-system")
+        .get_opt(LOCK_LEASE)
+        .await
+        .unwrap()
+}
+
+fn now() -> f64 {
+    Timestamp::now().as_duration().as_secs_f64()
+}
+
+/// The test bed's kubelite events after `since`: (time, node, what).
+fn events_since(since: f64) -> Vec<(f64, String, String)> {
+    let path = support::cluster().run_dir.join("nodes/kubelite-events");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let t: f64 = parts.next()?.parse().ok()?;
+            let node = parts.next()?.to_owned();
+            let what = parts.next()?.to_owned();
+            (t >= since).then_some((t, node, what))
+        })
+        .collect()
+}
+
+/// Each node's down windows (stopping until started) and a check that no two overlap.
+fn assert_never_two_down(events: &[(f64, String, String)]) -> BTreeMap<String, usize> {
+    let mut down: BTreeMap<String, f64> = BTreeMap::new();
+    let mut restarts: BTreeMap<String, usize> = BTreeMap::new();
+    for (t, node, what) in events {
+        match what.as_str() {
+            "stopping" => {
+                assert!(
+                    down.is_empty() || down.contains_key(node),
+                    "{node} went down at {t} while {:?} was down: {events:?}",
+                    down.keys().collect::<Vec<_>>()
+                );
+                down.insert(node.clone(), *t);
+            }
+            "started" if down.remove(node).is_some() => {
+                *restarts.entry(node.clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(down.is_empty(), "still down at the end: {down:?}");
+    restarts
+}
+
+fn gates(node: &Value) -> Vec<String> {
+    node["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["gate"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn node_entry<'a>(result: &'a Value, name: &str) -> &'a Value {
+    result["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no entry for {name}: {result}"))
+}
+
+async fn scheduler_holder() -> String {
+    let client = support::client().await;
+    let lease = Api::<Lease>::namespaced(client, "kube-system")
+        .get("kube-scheduler")
+        .await
+        .unwrap();
+    let holder = lease.spec.unwrap().holder_identity.unwrap();
+    holder.split('_').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let leader = scheduler_holder().await;
+    let since = now();
+    let (code, result) = support::run_module("kubelite_restart", &args(&json!({})));
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(result["changed"], json!(true));
+    let order: Vec<&str> = result["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3, "{result:#}");
+    assert_eq!(
+        order[2], leader,
+        "the scheduler's leader goes last: {result:#}"
+    );
+    assert_eq!(result["restarted"], json!(order));
+    for name in &order {
+        let node = node_entry(&result, name);
+        assert_eq!(node["status"], "restarted");
+        let passed = gates(node);
+        for gate in [
+            "unit active",
+            "node lease renewed",
+            "node Ready",
+            "apiserver /readyz",
+            "scheduler and controller-manager leases held",
+            "settled 1s",
+        ] {
+            assert!(
+                passed.iter().any(|g| g == gate),
+                "{name}: no {gate:?} in {passed:?}"
+            );
+        }
+        assert!(node["recovery_seconds"].as_f64().unwrap() > 0.0);
+    }
+    let restarts = assert_never_two_down(&events_since(since));
+    for name in &order {
+        assert_eq!(
+            restarts.get(*name),
+            Some(&1),
+            "{name} restarted once: {restarts:?}"
+        );
+    }
+    assert!(
+        lock_lease().await.is_none(),
+        "a finished run deletes its lock"
+    );
+
+    // The monthly run again within the hour: nothing to do.
+    let since = now();
+    let (code, again) = support::run_module(
+        "kubelite_restart",
+        &args(&json!({"restarted_within": "1h"})),
+    );
+    assert_eq!(code, 0, "{again:#}");
+    assert_eq!(again["changed"], json!(false), "{again:#}");
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 3, "{again:#}");
+    assert!(events_since(since).is_empty());
+}
+
+#[tokio::test]
+async fn kubelite_restart_refuses_before_any_restart_when_a_node_is_unfit() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    for (fault, words) in [
+        ("ssh-down", "ssh to node \"k8s02\""),
+        ("no-dqlite-leader", "dqlite reports no leader"),
+        ("escalation-risk", "restart-escalation risk"),
+    ] {
+        let out = support::testcluster(&["fault", "k8s02", fault]);
+        assert!(out.status.success(), "{fault}: {out:?}");
+        let since = now();
+        let (code, result) = support::run_module("kubelite_restart", &args(&json!({})));
+        assert_eq!(code, 1, "{fault}: {result:#}");
+        assert_eq!(result["failed_step"], "plan", "{fault}: {result:#}");
+        assert_eq!(result["changed"], json!(false), "{fault}: {result:#}");
+        let msg = result["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("k8s02") && msg.contains(words),
+            "{fault}: {msg}"
+        );
+        assert!(
+            events_since(since).is_empty(),
+            "{fault}: something restarted"
+        );
+        let out = support::testcluster(&["fault", "clear", "k8s02"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(lock_lease().await.is_none(), "a refused run takes no lock");
+}
+
+#[tokio::test]
+async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_what_is_left() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let given = json!({"order": "given", "nodes": ["k8s01", "k8s02", "k8s03"]});
+    for (fault, gate) in [("restart-fails", "restart"), ("never-ready", "unit active")] {
+        no_lock_lease().await;
+        assert!(
+            support::testcluster(&["fault", "k8s02", fault])
+                .status
+                .success()
+        );
+        let since = now();
+        let mut options = args(&given);
+        options["gate_timeout"] = json!("15s");
+        let (code, result) = support::run_module("kubelite_restart", &options);
+        assert_eq!(code, 1, "{fault}: {result:#}");
+        assert_eq!(result["failed_step"], "apply", "{fault}: {result:#}");
+        assert_eq!(
+            result["changed"],
+            json!(true),
+            "k8s01 was restarted: {result:#}"
+        );
+        assert_eq!(result["failed"], json!("k8s02"), "{result:#}");
+        assert_eq!(result["restarted"], json!(["k8s01"]), "{result:#}");
+        assert_eq!(result["not_started"], json!(["k8s03"]), "{result:#}");
+        let failed = node_entry(&result, "k8s02");
+        assert_eq!(failed["failed_gate"], gate, "{fault}: {failed:#}");
+        assert!(failed["observed"].as_str().is_some_and(|o| !o.is_empty()));
+        assert!(
+            result["msg"].as_str().unwrap().contains(gate),
+            "{}",
+            result["msg"]
+        );
+        let touched: Vec<String> = events_since(since).into_iter().map(|e| e.1).collect();
+        assert!(
+            !touched.iter().any(|n| n == "k8s03"),
+            "k8s03 untouched: {touched:?}"
+        );
+
+        // The fault goes away; a rerun resumes: k8s01 is not restarted again.
+        assert!(
+            support::testcluster(&["fault", "clear", "k8s02"])
+                .status
+                .success()
+        );
+        let _ = support::ssh("k8s02", "sudo -n snap start microk8s.daemon-kubelite");
+        let since = now();
+        let (code, rerun) = support::run_module("kubelite_restart", &args(&given));
+        assert_eq!(code, 0, "{fault}: {rerun:#}");
+        assert_eq!(rerun["restarted"], json!(["k8s02", "k8s03"]), "{rerun:#}");
+        assert_eq!(rerun["skipped"], json!(["k8s01"]), "{rerun:#}");
+        assert_eq!(rerun["lock"]["resumed_done"], json!(["k8s01"]), "{rerun:#}");
+        let restarts = assert_never_two_down(&events_since(since));
+        assert!(!restarts.contains_key("k8s01"), "{restarts:?}");
+    }
+}
+
+/// A CLI run in the background, printing its JSON result.
+fn spawn_cli(options: &Value, dir: &std::path::Path, name: &str) -> Child {
+    let params = dir.join(format!("{name}.json"));
+    std::fs::write(&params, options.to_string()).unwrap();
+    support::kubemend()
+        .args(["kubelite-restart", "--output", "json", "--params"])
+        .arg(&params)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn result_of(child: Child) -> (i32, Value) {
+    support::result_of(&child.wait_with_output().unwrap())
+}
+
+#[tokio::test]
+async fn kubelite_restart_lets_exactly_one_of_two_runs_started_together_proceed() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = args(&json!({"nodes": ["k8s03"]}));
+    let since = now();
+    let first = spawn_cli(&options, dir.path(), "a");
+    let second = spawn_cli(&options, dir.path(), "b");
+    let results = [result_of(first), result_of(second)];
+    let ok: Vec<&Value> = results
+        .iter()
+        .filter(|(c, _)| *c == 0)
+        .map(|r| &r.1)
+        .collect();
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|r| &r.1)
+        .collect();
+    assert_eq!((ok.len(), refused.len()), (1, 1), "{results:#?}");
+    let msg = refused[0]["msg"].as_str().unwrap();
+    assert!(msg.contains("is held by run"), "{msg}");
+    let restarts = assert_never_two_down(&events_since(since));
+    assert_eq!(restarts.get("k8s03"), Some(&1), "{restarts:?}");
+}
+
+#[tokio::test]
+async fn kubelite_restart_killed_mid_run_is_resumed_by_the_next_run() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = args(&json!({
+        "order": "given", "nodes": ["k8s01", "k8s02", "k8s03"], "lock_ttl": "5s",
+    }));
+    let mut child = spawn_cli(&options, dir.path(), "killed");
+    // Once the lock records k8s01 as done, kill the run, as a dead AWX job would be.
+    support::wait_until(
+        "k8s01 recorded as done",
+        Duration::from_secs(90),
+        || async {
+            let lease = lock_lease().await?;
+            let done = lease.metadata.annotations?.get("kubemend.io/done")?.clone();
+            done.contains("k8s01").then_some(())
+        },
+    )
+    .await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Its lock expires after lock_ttl without renewal; until then another run is refused.
+    support::wait_until(
+        "the dead run's lock to expire",
+        Duration::from_secs(30),
+        || async {
+            let spec = lock_lease().await?.spec?;
+            let renewed = spec.renew_time?.0;
+            let ttl = i64::from(spec.lease_duration_seconds?);
+            (Timestamp::now().as_second() - renewed.as_second() > ttl).then_some(())
+        },
+    )
+    .await;
+    // Whatever the killed run was doing to k8s02 finishes on its own (snap restart runs on).
+    support::wait_until("k8s02 active", Duration::from_secs(60), || async {
+        (support::unit_property("k8s02", "ActiveState") == "active").then_some(())
+    })
+    .await;
+    let (code, rerun) = support::run_module("kubelite_restart", &options);
+    assert_eq!(code, 0, "{rerun:#}");
+    assert_eq!(rerun["skipped"], json!(["k8s01"]), "{rerun:#}");
+    assert_eq!(rerun["restarted"], json!(["k8s02", "k8s03"]), "{rerun:#}");
+    assert!(
+        rerun["warnings"].to_string().contains("took over"),
+        "{rerun:#}"
+    );
+}
+
+#[tokio::test]
+async fn kubelite_restart_works_through_the_apiserver_of_the_node_it_restarts() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let since = now();
+    let (code, result) = support::run_module(
+        "kubelite_restart",
+        &args(&json!({"context": "k8s01", "nodes": ["k8s01"]})),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(result["restarted"], json!(["k8s01"]), "{result:#}");
+    let restarts = assert_never_two_down(&events_since(since));
+    assert_eq!(restarts.get("k8s01"), Some(&1));
+}
+
+/// An ssh_config like the test bed's without its key, and an ssh-agent holding the key: the
+/// way an AWX Machine credential hands its key over. Without the agent the same run fails.
+#[tokio::test]
+async fn kubelite_restart_reaches_the_nodes_through_an_ssh_agent_with_no_key_option() {
+    let cluster = support::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(&cluster.ssh_config).unwrap();
+    let key = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("IdentityFile "))
+        .unwrap()
+        .to_owned();
+    let agentless: String = config
+        .lines()
+        .filter(|l| {
+            !l.trim().starts_with("IdentityFile") && !l.trim().starts_with("IdentitiesOnly")
+        })
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        });
+    let config_path = dir.path().join("ssh_config");
+    std::fs::write(&config_path, agentless).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until("the agent's socket", Duration::from_secs(10), || async {
+        socket.exists().then_some(())
+    })
+    .await;
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let options = args(&json!({"ssh_config": config_path, "_ansible_check_mode": true}));
+    // HOME without keys of its own, so that only the agent can authenticate.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |agent: bool, options: &Value| {
+        let params = dir.path().join("params.json");
+        std::fs::write(&params, options.to_string()).unwrap();
+        let mut cmd = support::kubemend();
+        cmd.args(["module", "kubelite_restart"])
+            .arg(&params)
+            .env("HOME", &home);
+        if agent {
+            cmd.env("SSH_AUTH_SOCK", &socket);
+        } else {
+            cmd.env_remove("SSH_AUTH_SOCK");
+        }
+        support::result_of(&cmd.output().unwrap())
+    };
+    let (code, result) = run(true, &options);
+    assert_eq!(code, 0, "{result:#}");
+    for node in result["nodes"].as_array().unwrap() {
+        assert_eq!(node["preflight"]["ssh"], json!(true), "{node:#}");
+    }
+    let mut one = options.clone();
+    one["nodes"] = json!(["k8s01"]);
+    let (code, result) = run(false, &one);
+    assert_eq!(code, 1, "without the agent there is no key: {result:#}");
+    assert!(
+        result["msg"].as_str().unwrap().contains("ssh to node"),
+        "{result:#}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+#[test]
+fn kubelite_restart_bad_input_fails_before_any_ssh_or_api_call() {
+    for (args, option) in [
+        (json!({"nodes": ["k8s01; reboot"]}), "nodes[0].name"),
+        (json!({"order": "sideways"}), "order"),
+        (json!({"gate_timeout": "0s"}), "gate_timeout"),
+        (json!({"settle": "-1m"}), "settle"),
+        (json!({"host_key_checking": false}), "host_key_checking"),
+    ] {
+        // An unreachable API and no ssh_config: any call would fail differently.
+        let dir = tempfile::tempdir().unwrap();
+        let params = dir.path().join("args.json");
+        std::fs::write(&params, args.to_string()).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_kubemend"))
+            .args(["module", "kubelite_restart"])
+            .arg(&params)
+            .env("K8S_AUTH_HOST", "https://127.0.0.1:1")
+            .output()
+            .unwrap();
+        let (code, result) = support::result_of(&output);
+        assert_eq!(code, 1, "{args}: {result}");
+        assert_eq!(result["failed_step"], "validate", "{args}: {result}");
+        assert!(
+            result["msg"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("\"{option}")),
+            "{args}: {result}"
+        );
+    }
+}
