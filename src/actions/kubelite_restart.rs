@@ -224,9 +224,9 @@ pub struct Report {
     /// Nodes restarted by this run (in check mode: that would be).
     pub restarted: Vec<String>,
     /// Nodes skipped: restarted recently (restarted_within) or by the interrupted run resumed.
-    pub skipped: Vec<String>,
+    pub skipped_nodes: Vec<String>,
     /// The node whose restart or gate failed; V(null) when none did.
-    pub failed: Option<String>,
+    pub failed_node: Option<String>,
     /// Nodes not touched because the run stopped before them.
     pub not_started: Vec<String>,
     /// The cluster-wide lock.
@@ -568,7 +568,7 @@ impl Action for KubeliteRestart {
                 }
             }
         }
-        out.report.skipped = planned
+        out.report.skipped_nodes = planned
             .iter()
             .filter(|p| p.skip.is_some())
             .map(|p| p.target.node.clone())
@@ -587,7 +587,7 @@ impl Action for KubeliteRestart {
         out.msg = if to_restart.is_empty() {
             format!(
                 "nothing to restart: {} skipped",
-                out.report.skipped.join(", ")
+                out.report.skipped_nodes.join(", ")
             )
         } else {
             format!(
@@ -679,10 +679,10 @@ impl Action for KubeliteRestart {
                 out.report.restarted.join(", then ")
             },
             out.report.duration_seconds,
-            if out.report.skipped.is_empty() {
+            if out.report.skipped_nodes.is_empty() {
                 String::new()
             } else {
-                format!("; skipped {}", out.report.skipped.join(", "))
+                format!("; skipped {}", out.report.skipped_nodes.join(", "))
             }
         );
         Ok(())
@@ -855,10 +855,15 @@ impl KubeliteRestart {
         let risk = unit.nrestarts > 0 && !cpuset && !delegate.success();
         pre.escalation_risk = Some(risk);
         if risk {
+            let cpuset = if control.success() {
+                format!("cpuset is not in {SUBTREE_CONTROL}")
+            } else {
+                format!("{SUBTREE_CONTROL} cannot be read, so cpuset delegation is not shown")
+            };
             pre.problems.push(format!(
-                "restart-escalation risk: kubelite has restarted before (NRestarts={}), cpuset \
-                 is not in {SUBTREE_CONTROL} and {DELEGATE_CONF} is absent, so microk8s would \
-                 turn this restart into `snap restart microk8s` (dqlite included)",
+                "restart-escalation risk: kubelite has restarted before (NRestarts={}), \
+                 {cpuset}, and {DELEGATE_CONF} is absent, so microk8s would turn this restart \
+                 into `snap restart microk8s` (dqlite included)",
                 unit.nrestarts
             ));
         }
@@ -936,7 +941,7 @@ impl KubeliteRestart {
                         entry.observed = Some(observed);
                         entry.reason = Some(error.message_with_causes());
                     }
-                    out.report.failed = Some(node.clone());
+                    out.report.failed_node = Some(node.clone());
                     return Err(error);
                 }
             }

@@ -524,6 +524,13 @@ mod tests {
             let report = (spec.default_report)();
             let produced: Vec<&String> = report.as_object().unwrap().keys().collect();
             assert_eq!(documented, produced, "{}: RETURN vs Report", spec.name);
+            for key in &produced {
+                assert!(
+                    !crate::protocol::RESERVED_KEYS.contains(&key.as_str()),
+                    "{}: report key {key:?} is a protocol key and would be dropped",
+                    spec.name
+                );
+            }
             for (key, value) in returns.as_object().unwrap() {
                 for field in ["description", "type", "returned"] {
                     assert!(
