@@ -917,3 +917,46 @@ async fn calico_rbac_restart_controller_false_adds_rules_without_a_restart() {
     );
     fixture.cleanup().await;
 }
+
+/// A rollout that cannot complete (its pods fit no node, so they stay Pending) fails the
+/// verify step after restart_timeout; the partial result keeps the role change and the
+/// restart.
+#[tokio::test]
+async fn calico_rbac_fails_verify_when_the_restarted_controller_does_not_get_ready_in_time() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let (client, ns, name) = (&fixture.client, &fixture.namespace, &fixture.name);
+    wait_for_replica_sets(client, ns, name).await;
+    let unschedulable = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"kubemend.test/no-such-node": "true"}
+    }}}});
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&unschedulable),
+        )
+        .await
+        .unwrap();
+    let mut args = fixture.args();
+    args["restart_timeout"] = json!("3s");
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true), "{result}");
+    assert_eq!(result["failed_step"], json!("verify"), "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_eq!(result["controller_restarted"], json!(true), "{result}");
+    assert_eq!(result["controller_pod"], json!(null), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("its rollout did not complete within 3s (restart_timeout)"),
+        "{msg}"
+    );
+    assert_eq!(
+        restarted_at(client, ns, name).await.as_deref(),
+        result["controller_restarted_at"].as_str()
+    );
+    assert_etcd_v3_13_2_permissions(client, ns, name).await;
+    fixture.cleanup().await;
+}
