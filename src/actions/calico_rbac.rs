@@ -544,7 +544,8 @@ pub struct Report {
     /// The name of a Ready pod of the Deployment's new ReplicaSet after the restart, found
     /// once the rollout was complete.
     ///
-    /// V(null) unless the Deployment was restarted and its rollout completed.
+    /// V(null) unless the Deployment was restarted and its rollout completed, and when it
+    /// has 0 replicas (a warning says so).
     #[schemars(extend("x-sample" = "calico-kube-controllers-6d8f7c9b5-x2k4p"))]
     pub controller_pod: Option<String>,
 }
@@ -815,8 +816,7 @@ impl Action for CalicoRbac {
             .await;
         out.msg = self.message(cx.check_mode, &out.report);
         if out.report.controller_restarted_at.is_some() {
-            let pod = self.wait_for_rollout(&cx.cluster).await?;
-            out.report.controller_pod = Some(pod);
+            out.report.controller_pod = self.wait_for_rollout(&cx.cluster, out).await?;
             out.msg = self.message(cx.check_mode, &out.report);
         }
         Ok(())
@@ -977,15 +977,29 @@ impl CalicoRbac {
     }
 
     /// Polls the Deployment until its rollout is complete and a pod of its current ReplicaSet
-    /// is Ready; returns that pod's name. Fails after `restart_timeout`, saying what it was
-    /// still waiting for.
-    async fn wait_for_rollout(&self, cluster: &Cluster) -> Result<String> {
+    /// is Ready; returns that pod's name (`None` for a Deployment scaled to 0, warned about).
+    /// Fails after `restart_timeout`, saying what it was still waiting for.
+    async fn wait_for_rollout(
+        &self,
+        cluster: &Cluster,
+        out: &mut Outcome<Report>,
+    ) -> Result<Option<String>> {
         let label = self.deployment_label();
         let deadline = tokio::time::Instant::now() + self.restart_timeout.std();
         loop {
-            let waiting = match self.rollout_state(cluster).await? {
-                Ok(pod) => return Ok(pod),
-                Err(waiting) => waiting,
+            let waiting = match self.rollout_state(cluster).await {
+                Ok(Ok(Some(pod))) => return Ok(Some(pod)),
+                Ok(Ok(None)) => {
+                    out.warn(format!(
+                        "{label} has 0 replicas: no pod runs calico-kube-controllers"
+                    ));
+                    return Ok(None);
+                }
+                Ok(Err(waiting)) => waiting,
+                Err(err @ Error::NotFound { .. }) => return Err(err),
+                // A read that failed (an API server restarting, a dropped connection) is
+                // tried again until the deadline.
+                Err(err) => format!("the last read failed: {}", err.message_with_causes()),
             };
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::NotVerified {
@@ -1011,7 +1025,7 @@ impl CalicoRbac {
     async fn rollout_state(
         &self,
         cluster: &Cluster,
-    ) -> Result<std::result::Result<String, String>> {
+    ) -> Result<std::result::Result<Option<String>, String>> {
         let label = self.deployment_label();
         let Some(deployment) = self.read_deployment(cluster).await? else {
             return Err(Error::NotFound {
@@ -1021,6 +1035,9 @@ impl CalicoRbac {
         };
         if let Some(waiting) = rollout_pending(&deployment) {
             return Ok(Err(waiting));
+        }
+        if deployment.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+            return Ok(Ok(None));
         }
         let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &self.namespace);
         let sets = sets
@@ -1049,6 +1066,7 @@ impl CalicoRbac {
             .map_err(cluster.error("list", format!("pods in {}", self.namespace)))?
             .items;
         Ok(ready_pod_of(rs, &pods)
+            .map(Some)
             .ok_or_else(|| format!("no Ready pod of ReplicaSet {rs_name} yet")))
     }
 
