@@ -177,6 +177,10 @@ fn action_command(spec: &ModuleSpec) -> clap::Command {
         match properties.get(&id).and_then(|p| p.get("default")) {
             Some(Value::String(s)) => arg.default_value(s.clone()),
             Some(Value::Number(n)) => arg.default_value(n.to_string()),
+            // A flag that takes true or false (one whose default is true): show the default.
+            Some(Value::Bool(b)) if arg.get_action().takes_values() => {
+                arg.default_value(b.to_string())
+            }
             _ => arg,
         }
     })

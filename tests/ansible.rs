@@ -408,6 +408,14 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
     assert!(!support::allowed(&client, &namespace, sa, "", "pods", "list").await);
     let real = ansible_playbook("calico_rbac.yml", &vars, &[]);
     assert!(real.changed(CALICO_TASK), "{:#}", real.result(CALICO_TASK));
+    // The Deployment is restarted; scaled to 0, it has no pod to wait for.
+    let result = real.result(CALICO_TASK);
+    assert_eq!(result["controller_restarted"], json!(true), "{result:#}");
+    assert_eq!(result["controller_pod"], json!(null), "{result:#}");
+    assert!(
+        result["warnings"].to_string().contains("has 0 replicas"),
+        "{result:#}"
+    );
     let stored = roles.get(&role).await.unwrap();
     assert_ne!(resource_version(&stored), rv_before);
     let granted = serde_json::to_value(stored.rules.unwrap()).unwrap();
@@ -429,6 +437,10 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
     );
     assert_eq!(again.doc["stats"]["localhost"]["changed"], json!(0));
     assert_eq!(resource_version(&roles.get(&role).await.unwrap()), rv_fixed);
+    assert_eq!(
+        again.result(CALICO_TASK)["controller_restarted"],
+        json!(false)
+    );
 
     cleanup(&client, &namespace, &[&role], &[&role]).await;
 }
@@ -852,7 +864,7 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let summary = &artifact_data["microk8s_maintenance"];
     assert_eq!(
         summary["calico_rbac"]["changed"],
-        json!(false),
+        json!(true),
         "{artifact_data:#}"
     );
     assert_eq!(

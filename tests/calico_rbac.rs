@@ -12,14 +12,17 @@
 
 mod support;
 
+use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubemend::actions::calico_rbac::{CalicoRbac, Options};
 use kubemend::actions::{Action as _, Context};
 use serde_json::{Value, json};
@@ -158,6 +161,118 @@ impl Fixture {
             .delete(&self.namespace, &dp)
             .await;
     }
+}
+
+/// The pod-template annotation `kubectl rollout restart` sets.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The Deployment `namespace/name` as it is now.
+async fn deployment(client: &Client, namespace: &str, name: &str) -> Deployment {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// The `kubectl.kubernetes.io/restartedAt` annotation of the Deployment's pod template.
+async fn restarted_at(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let deployment = deployment(client, namespace, name).await;
+    deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(RESTARTED_AT).cloned())
+}
+
+/// The names of the ReplicaSets the Deployment owns, sorted.
+async fn replica_sets(client: &Client, namespace: &str, name: &str) -> Vec<String> {
+    let uid = deployment(client, namespace, name).await.metadata.uid;
+    let mut names: Vec<String> = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(|rs| rs.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the Deployment owns a ReplicaSet (its first rollout has begun); returns them.
+async fn wait_for_replica_sets(client: &Client, namespace: &str, name: &str) -> Vec<String> {
+    support::wait_until(
+        &format!("a ReplicaSet of deployment {namespace}/{name}"),
+        Duration::from_secs(60),
+        || async {
+            let sets = replica_sets(client, namespace, name).await;
+            (!sets.is_empty()).then_some(sets)
+        },
+    )
+    .await
+}
+
+/// Asserts that the result names a Ready pod of a ReplicaSet that is not one of `before` and
+/// whose template carries the restart annotation the result reports, and that the Deployment's
+/// template carries it too.
+async fn assert_restarted(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    before: &[String],
+    result: &Value,
+) {
+    assert_eq!(result["controller_restarted"], json!(true), "{result}");
+    let at = result["controller_restarted_at"].as_str().unwrap();
+    assert!(
+        k8s_openapi::jiff::Timestamp::from_str(at).is_ok(),
+        "RFC 3339: {at}"
+    );
+    assert_eq!(
+        restarted_at(client, namespace, name).await.as_deref(),
+        Some(at)
+    );
+    let pod_name = result["controller_pod"].as_str().unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(pod_name)
+        .await
+        .unwrap();
+    let ready = pod
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "pod {pod_name} is Ready");
+    let owner = pod
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.kind == "ReplicaSet")
+        .unwrap();
+    assert!(
+        !before.contains(&owner.name),
+        "{pod_name} belongs to a new ReplicaSet, not one of {before:?}"
+    );
+    let rs = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .get(&owner.name)
+        .await
+        .unwrap();
+    let rs_at = rs
+        .spec
+        .and_then(|s| s.template)
+        .and_then(|t| t.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(RESTARTED_AT).cloned());
+    assert_eq!(rs_at.as_deref(), Some(at), "ReplicaSet {}", owner.name);
 }
 
 /// What the fixture's ServiceAccount must be allowed after the fix (v3.13.2 etcdv3, node and
@@ -494,6 +609,7 @@ async fn calico_rbac_fixes_the_seeded_incident_and_names_the_etcd_only_controlle
     let client = support::client().await;
     let sa = ("kube-system", "calico-kube-controllers");
     assert!(!support::allowed(&client, sa.0, sa.1, "", "pods", "list").await);
+    let before = wait_for_replica_sets(&client, sa.0, sa.1).await;
     let output = support::kubemend()
         .args(["calico-rbac", "--check", "--diff"])
         .output()
@@ -501,6 +617,11 @@ async fn calico_rbac_fixes_the_seeded_incident_and_names_the_etcd_only_controlle
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("pods"), "{stdout}");
+    assert!(
+        stdout.contains("would restart deployment kube-system/calico-kube-controllers"),
+        "{stdout}"
+    );
+    assert_eq!(restarted_at(&client, sa.0, sa.1).await, None);
     let (code, result) = support::run_module("calico_rbac", &json!({"_ansible_diff": true}));
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["changed"], json!(true), "{result}");
@@ -523,8 +644,22 @@ async fn calico_rbac_fixes_the_seeded_incident_and_names_the_etcd_only_controlle
     );
     assert!(support::allowed(&client, sa.0, sa.1, "", "pods", "list").await);
     assert!(support::allowed(&client, sa.0, sa.1, "", "pods", "watch").await);
+    // The controller, stuck since its first cache load failed, is restarted: a new
+    // ReplicaSet whose pod is Ready (kwok plays the kubelets, so the seeded pods get Ready).
+    assert_restarted(&client, sa.0, sa.1, &before, &result).await;
+    let msg = result["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("restarted deployment kube-system/calico-kube-controllers, new pod"),
+        "{msg}"
+    );
+    let annotation = restarted_at(&client, sa.0, sa.1).await;
+    let sets = replica_sets(&client, sa.0, sa.1).await;
     let (_, again) = support::run_module("calico_rbac", &json!({}));
     assert_eq!(again["changed"], json!(false), "{again}");
+    assert_eq!(again["controller_restarted"], json!(false), "{again}");
+    assert_eq!(again["controller_pod"], json!(null), "{again}");
+    assert_eq!(restarted_at(&client, sa.0, sa.1).await, annotation);
+    assert_eq!(replica_sets(&client, sa.0, sa.1).await, sets);
 }
 
 /// Deployment containers with a sidecar first, then kube-controllers with `env`.
@@ -689,6 +824,16 @@ async fn calico_rbac_without_the_deployment_needs_the_datastore() {
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["datastore"], json!("etcdv3"), "{result}");
     assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    // Nothing to restart: a warning, no restart.
+    assert_eq!(result["controller_restarted"], json!(false), "{result}");
+    let missing = format!(
+        "deployment {}/absent does not exist, so nothing was restarted",
+        fixture.namespace
+    );
+    assert!(
+        result["warnings"].to_string().contains(&missing),
+        "{result}"
+    );
     // On the Kubernetes datastore upstream grants workloadendpoint nothing, but enabled it
     // still lists and watches pods: those reads are required, with the warning to drop it.
     args["datastore"] = json!("kubernetes");
@@ -698,5 +843,121 @@ async fn calico_rbac_without_the_deployment_needs_the_datastore() {
     let warnings = result["warnings"].to_string();
     assert!(warnings.contains("etcd-only"), "{result}");
     assert!(warnings.contains("pods"), "{result}");
+    fixture.cleanup().await;
+}
+
+/// Adding rules restarts the controller's Deployment (check mode only says it would); a
+/// second run adds nothing and restarts nothing.
+#[tokio::test]
+async fn calico_rbac_restarts_the_controller_after_adding_rules_and_not_when_nothing_is_added() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let (client, ns, name) = (&fixture.client, &fixture.namespace, &fixture.name);
+    let before = wait_for_replica_sets(client, ns, name).await;
+    let mut args = fixture.args();
+    args["_ansible_check_mode"] = json!(true);
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["controller_restarted"], json!(true), "{result}");
+    assert_eq!(result["controller_restarted_at"], json!(null), "{result}");
+    assert_eq!(result["controller_pod"], json!(null), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(
+        msg.ends_with(&format!("; would restart deployment {ns}/{name}")),
+        "{msg}"
+    );
+    assert_eq!(restarted_at(client, ns, name).await, None);
+
+    let (code, result) = support::run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_restarted(client, ns, name, &before, &result).await;
+    let after = replica_sets(client, ns, name).await;
+    assert!(after.len() > before.len(), "{before:?} then {after:?}");
+
+    let annotation = restarted_at(client, ns, name).await;
+    let generation = deployment(client, ns, name).await.metadata.generation;
+    let (code, again) = support::run_module("calico_rbac", &fixture.args());
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["changed"], json!(false), "{again}");
+    assert_eq!(again["controller_restarted"], json!(false), "{again}");
+    assert_eq!(again["controller_pod"], json!(null), "{again}");
+    assert_eq!(restarted_at(client, ns, name).await, annotation);
+    let unchanged = deployment(client, ns, name).await.metadata.generation;
+    assert_eq!(unchanged, generation);
+    assert_eq!(replica_sets(client, ns, name).await, after);
+    fixture.cleanup().await;
+}
+
+/// `restart_controller: false` (here the CLI flag `--restart-controller false`): the rules are
+/// added, the Deployment is left alone.
+#[tokio::test]
+async fn calico_rbac_restart_controller_false_adds_rules_without_a_restart() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let (client, ns, name) = (&fixture.client, &fixture.namespace, &fixture.name);
+    let generation = deployment(client, ns, name).await.metadata.generation;
+    let output = support::kubemend()
+        .args(fixture.cli_args())
+        .args(["--restart-controller", "false", "--output", "json"])
+        .output()
+        .unwrap();
+    let (code, result) = support::result_of(&output);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    assert_eq!(result["controller_restarted"], json!(false), "{result}");
+    assert_eq!(result["controller_pod"], json!(null), "{result}");
+    assert!(
+        !result["msg"].as_str().unwrap().contains("restart"),
+        "{result}"
+    );
+    assert_eq!(restarted_at(client, ns, name).await, None);
+    assert_eq!(
+        deployment(client, ns, name).await.metadata.generation,
+        generation
+    );
+    fixture.cleanup().await;
+}
+
+/// A rollout that cannot complete (its pods fit no node, so they stay Pending) fails the
+/// verify step after restart_timeout; the partial result keeps the role change and the
+/// restart.
+#[tokio::test]
+async fn calico_rbac_fails_verify_when_the_restarted_controller_does_not_get_ready_in_time() {
+    let fixture = Fixture::new(v3_13_2_rules()).await;
+    let (client, ns, name) = (&fixture.client, &fixture.namespace, &fixture.name);
+    wait_for_replica_sets(client, ns, name).await;
+    let unschedulable = json!({"spec": {"template": {"spec": {
+        "nodeSelector": {"kubemend.test/no-such-node": "true"}
+    }}}});
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&unschedulable),
+        )
+        .await
+        .unwrap();
+    let mut args = fixture.args();
+    args["restart_timeout"] = json!("3s");
+    let (code, result) = support::run_module("calico_rbac", &args);
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(result["failed"], json!(true), "{result}");
+    assert_eq!(result["failed_step"], json!("verify"), "{result}");
+    assert_eq!(result["changed"], json!(true), "{result}");
+    assert_eq!(result["added_rules"], pods_list_watch(), "{result}");
+    assert_eq!(result["verified"], json!(true), "{result}");
+    assert_eq!(result["controller_restarted"], json!(true), "{result}");
+    assert_eq!(result["controller_pod"], json!(null), "{result}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("its rollout did not complete within 3s (restart_timeout)"),
+        "{msg}"
+    );
+    assert_eq!(
+        restarted_at(client, ns, name).await.as_deref(),
+        result["controller_restarted_at"].as_str()
+    );
+    assert_etcd_v3_13_2_permissions(client, ns, name).await;
     fixture.cleanup().await;
 }

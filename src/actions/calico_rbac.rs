@@ -20,17 +20,29 @@
 //! The update carries the resourceVersion that was read; on a conflict the role is read again
 //! and the plan recomputed, at most [`MAX_ATTEMPTS`](crate::k8s::retry::MAX_ATTEMPTS) times. A missing role is created.
 //!
+//! # Restart
+//! Added RBAC does not revive a running controller (in v3.13 the workloadendpoint controller
+//! retries its first cache load forever without re-checking the error), so when rules were
+//! added (option `restart_controller`, default true) the Deployment is restarted as `kubectl
+//! rollout restart` does: a strategic merge patch of its pod template's
+//! `kubectl.kubernetes.io/restartedAt` annotation, right after the role change. Nothing is
+//! restarted when nothing was added; a missing Deployment is warned about, not restarted.
+//!
 //! # Check mode
 //! Same observation and plan; the write is sent as a server-side dry run (nothing stored, the
 //! resourceVersion unchanged) to catch admission or permission problems, whose refusal becomes a
-//! warning. No SubjectAccessReview verification of the pending change is possible.
+//! warning. No SubjectAccessReview verification of the pending change is possible. The
+//! Deployment is not patched: `controller_restarted: true` says it would be restarted.
 //!
 //! # Verification
 //! SubjectAccessReviews for the ServiceAccount that runs the controllers (option
 //! `service_account`, else the Deployment's, else those bound to the role): before the change
 //! for the missing permissions (an "allowed" there means RBAC is not enforced or another binding
 //! grants it, and is warned about), and after the change for every required permission
-//! (`verified`, `denied`).
+//! (`verified`, `denied`). After a restart, the rollout: the Deployment's status is polled until
+//! the controller observed the latest generation, every replica is updated and available, and
+//! a pod of the current ReplicaSet is Ready (`controller_pod`). A rollout that does not get
+//! there within `restart_timeout` fails the verify step; the role change stays reported.
 //!
 //! # Errors
 //! A ClusterRole with an aggregationRule fails: the aggregation controller would overwrite the
@@ -46,14 +58,14 @@ use std::str::FromStr;
 
 use clap::Args;
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +75,7 @@ use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::FIELD_MANAGER;
 use crate::k8s::delete::dry_run_refused;
+use crate::k8s::duration::Duration;
 use crate::k8s::names::{check_label, check_subdomain};
 use crate::k8s::retry::{Attempt, on_conflict};
 use crate::outcome::{Diff, Outcome};
@@ -133,6 +146,32 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub service_account: Option<String>,
+
+    /// When rules were added, restart the Deployment named by namespace and deployment the way
+    /// `kubectl rollout restart` does, then wait (bounded by restart_timeout) until its rollout
+    /// is complete and a new pod is Ready. Added RBAC alone does not revive a running
+    /// controller: in v3.13 the workloadendpoint controller retries its first cache load
+    /// forever without re-checking the error, so it stays broken until its pod restarts.
+    /// Nothing is restarted when nothing was added, nor when the Deployment does not exist (a
+    /// warning says so). Check mode only reports that it would restart.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[serde(default = "default_true")]
+    pub restart_controller: bool,
+
+    /// How long to wait after a restart for the Deployment's rollout to complete and a new
+    /// pod to be Ready, e.g. 90s, 5m; the verify step fails when it does not. Must fit within
+    /// timeout, which bounds the whole run.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_restart_timeout")]
+    pub restart_timeout: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_restart_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_name() -> String {
@@ -407,6 +446,8 @@ pub struct CalicoRbac {
     requirement: Requirement,
     extra_rules: Vec<RuleSpec>,
     service_account: Option<String>,
+    restart_controller: bool,
+    restart_timeout: Duration,
 }
 
 /// The derived requirement, with what it was derived from.
@@ -418,6 +459,8 @@ struct Derivation {
     rules: Vec<RuleSpec>,
     service_account: Option<String>,
     warnings: Vec<String>,
+    /// Whether the Deployment exists (it is what a restart restarts).
+    deployment_found: bool,
 }
 
 /// What the plan found: the required rules, the role as read and what it lacks.
@@ -426,6 +469,7 @@ pub struct Plan {
     required: Vec<RuleSpec>,
     current: Option<ClusterRole>,
     missing: Vec<Triple>,
+    deployment_found: bool,
 }
 
 /// The result keys.
@@ -490,6 +534,26 @@ pub struct Report {
     ///
     /// V(null) when nothing was missing or no review could be made (a warning says why).
     pub denied_before: Option<Vec<String>>,
+    /// Whether the calico-kube-controllers Deployment was (in check mode, would be) restarted
+    /// because rules were added, as `kubectl rollout restart` does.
+    ///
+    /// V(false) when nothing was added, with O(restart_controller=false), or when the
+    /// Deployment does not exist (a warning says so).
+    #[schemars(extend("x-sample" = true))]
+    pub controller_restarted: bool,
+    /// The C(kubectl.kubernetes.io/restartedAt) annotation the restart set on the
+    /// Deployment's pod template (RFC 3339).
+    ///
+    /// V(null) unless the Deployment was restarted (never in check mode).
+    #[schemars(extend("x-sample" = "2026-12-01T09:30:00Z"))]
+    pub controller_restarted_at: Option<String>,
+    /// The name of a Ready pod of the Deployment's new ReplicaSet after the restart, found
+    /// once the rollout was complete.
+    ///
+    /// V(null) unless the Deployment was restarted and its rollout completed, and when it
+    /// has 0 replicas (a warning says so).
+    #[schemars(extend("x-sample" = "calico-kube-controllers-6d8f7c9b5-x2k4p"))]
+    pub controller_pod: Option<String>,
 }
 
 /// A reviewed (ServiceAccount, permission) pair.
@@ -506,6 +570,8 @@ impl Action for CalicoRbac {
     const NAME: &'static str = "calico_rbac";
     const ABOUT: &'static str =
         "Ensure the calico-kube-controllers ClusterRole grants what the running Calico needs";
+    /// Room for the default restart_timeout (5m) after the role change.
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
     type Options = Options;
     type Plan = Plan;
     type Report = Report;
@@ -573,6 +639,12 @@ impl Action for CalicoRbac {
         for (index, rule) in options.extra_rules.iter().enumerate() {
             rule.check(&format!("extra_rules[{index}]"))?;
         }
+        if options.restart_timeout.seconds() <= 0 {
+            return Err(Error::InvalidOption {
+                option: "restart_timeout".into(),
+                problem: "must be longer than 0s".into(),
+            });
+        }
         let requirement = match options.rules {
             Some(rules) => {
                 if rules.is_empty() {
@@ -600,6 +672,8 @@ impl Action for CalicoRbac {
             requirement,
             extra_rules: options.extra_rules,
             service_account: options.service_account,
+            restart_controller: options.restart_controller,
+            restart_timeout: options.restart_timeout,
         })
     }
 
@@ -641,6 +715,7 @@ impl Action for CalicoRbac {
             required,
             current,
             missing,
+            deployment_found: derivation.deployment_found,
         })
     }
 
@@ -721,6 +796,10 @@ impl Action for CalicoRbac {
         out.report.verified = None;
         out.report.denied = Vec::new();
         out.msg = self.message(cx.check_mode, &out.report);
+        if self.restart_controller {
+            self.restart(cx, plan.deployment_found, out).await?;
+            out.msg = self.message(cx.check_mode, &out.report);
+        }
         Ok(())
     }
 
@@ -742,8 +821,102 @@ impl Action for CalicoRbac {
         self.verify_reviews(&cx.cluster, &subjects, &required, out)
             .await;
         out.msg = self.message(cx.check_mode, &out.report);
+        if out.report.controller_restarted_at.is_some() {
+            out.report.controller_pod = self.wait_for_rollout(&cx.cluster, out).await?;
+            out.msg = self.message(cx.check_mode, &out.report);
+        }
         Ok(())
     }
+}
+
+/// The pod-template annotation `kubectl rollout restart` sets.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// How often the rollout after a restart is read.
+const ROLLOUT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What a Deployment's status says about its rollout: `None` when it is complete (the
+/// controller observed the latest generation, and every replica is updated and available),
+/// else what it is waiting for.
+#[must_use]
+pub fn rollout_pending(deployment: &Deployment) -> Option<String> {
+    let generation = deployment.metadata.generation.unwrap_or_default();
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or_default();
+    if observed < generation {
+        return Some(format!(
+            "the deployment controller has not observed generation {generation} yet (observed \
+             {observed})"
+        ));
+    }
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or_default();
+    if updated != replicas {
+        return Some(format!("{updated} of {replicas} replicas updated"));
+    }
+    let available = status.available_replicas.unwrap_or_default();
+    if available != replicas {
+        return Some(format!(
+            "{available} of {replicas} updated replicas available"
+        ));
+    }
+    None
+}
+
+/// The ReplicaSet of `deployment`'s current revision, among `sets`: owned by it and carrying
+/// its `deployment.kubernetes.io/revision`.
+fn current_replica_set<'a>(
+    deployment: &Deployment,
+    sets: &'a [ReplicaSet],
+) -> Option<&'a ReplicaSet> {
+    let revision = |meta: &ObjectMeta| {
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned()
+    };
+    let uid = deployment.metadata.uid.as_deref()?;
+    let wanted = revision(&deployment.metadata)?;
+    sets.iter().find(|rs| {
+        owned_by(&rs.metadata, uid) && revision(&rs.metadata).as_deref() == Some(wanted.as_str())
+    })
+}
+
+/// The revision annotation the deployment controller keeps on a Deployment and its ReplicaSets.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid)
+}
+
+/// The name of a Ready pod (not being deleted) of ReplicaSet `rs`, among `pods`; the first by
+/// name.
+fn ready_pod_of(rs: &ReplicaSet, pods: &[Pod]) -> Option<String> {
+    let uid = rs.metadata.uid.as_deref()?;
+    let mut ready: Vec<String> = pods
+        .iter()
+        .filter(|pod| owned_by(&pod.metadata, uid) && pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        })
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect();
+    ready.sort();
+    ready.into_iter().next()
 }
 
 /// The rules of a role as read (none when absent).
@@ -752,6 +925,157 @@ fn rules_of(role: Option<&ClusterRole>) -> Vec<PolicyRule> {
 }
 
 impl CalicoRbac {
+    fn deployment_label(&self) -> String {
+        format!("deployment {}/{}", self.namespace, self.deployment)
+    }
+
+    /// Restarts the Deployment as `kubectl rollout restart` does: its pod template gets the
+    /// annotation `kubectl.kubernetes.io/restartedAt` = now (RFC 3339). Check mode only
+    /// records that it would; a missing Deployment is warned about.
+    async fn restart(
+        &self,
+        cx: &Context,
+        deployment_found: bool,
+        out: &mut Outcome<Report>,
+    ) -> Result<()> {
+        let label = self.deployment_label();
+        let missing = || {
+            format!(
+                "{label} does not exist, so nothing was restarted; restart whatever runs \
+                 calico-kube-controllers so that it loads the added permissions"
+            )
+        };
+        if !deployment_found {
+            out.warn(missing());
+            return Ok(());
+        }
+        if cx.check_mode {
+            out.report.controller_restarted = true;
+            return Ok(());
+        }
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let patch = serde_json::json!({
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let api: Api<Deployment> = Api::namespaced(cx.cluster.client.clone(), &self.namespace);
+        match api
+            .patch(&self.deployment, &params, &Patch::Strategic(&patch))
+            .await
+        {
+            Ok(_) => {
+                out.report.controller_restarted = true;
+                out.report.controller_restarted_at = Some(now);
+                Ok(())
+            }
+            // Deleted since the plan read it.
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                out.warn(missing());
+                Ok(())
+            }
+            Err(err) => Err(cx.cluster.error("patch", label)(err)),
+        }
+    }
+
+    /// Polls the Deployment until its rollout is complete and a pod of its current ReplicaSet
+    /// is Ready; returns that pod's name (`None` for a Deployment scaled to 0, warned about).
+    /// Fails after `restart_timeout`, saying what it was still waiting for.
+    async fn wait_for_rollout(
+        &self,
+        cluster: &Cluster,
+        out: &mut Outcome<Report>,
+    ) -> Result<Option<String>> {
+        let label = self.deployment_label();
+        let deadline = tokio::time::Instant::now() + self.restart_timeout.std();
+        loop {
+            let waiting = match self.rollout_state(cluster).await {
+                Ok(Ok(Some(pod))) => return Ok(Some(pod)),
+                Ok(Ok(None)) => {
+                    out.warn(format!(
+                        "{label} has 0 replicas: no pod runs calico-kube-controllers"
+                    ));
+                    return Ok(None);
+                }
+                Ok(Err(waiting)) => waiting,
+                Err(err @ Error::NotFound { .. }) => return Err(err),
+                // A read that failed (an API server restarting, a dropped connection) is
+                // tried again until the deadline.
+                Err(err) => format!("the last read failed: {}", err.message_with_causes()),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NotVerified {
+                    what: format!(
+                        "{label} was restarted but its rollout did not complete within {} \
+                         (restart_timeout): {waiting}",
+                        self.restart_timeout
+                    ),
+                    hint: format!(
+                        "see `kubectl -n {ns} rollout status deployment/{name}` and `kubectl -n \
+                         {ns} describe deployment/{name}`; the role change is made",
+                        ns = self.namespace,
+                        name = self.deployment
+                    ),
+                });
+            }
+            tokio::time::sleep(ROLLOUT_POLL).await;
+        }
+    }
+
+    /// One look at the rollout: the name of a Ready pod of the current ReplicaSet once the
+    /// rollout is complete, else what it is waiting for.
+    async fn rollout_state(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<std::result::Result<Option<String>, String>> {
+        let label = self.deployment_label();
+        let Some(deployment) = self.read_deployment(cluster).await? else {
+            return Err(Error::NotFound {
+                object: label,
+                hint: "it was deleted while its rollout was awaited".into(),
+            });
+        };
+        if let Some(waiting) = rollout_pending(&deployment) {
+            return Ok(Err(waiting));
+        }
+        if deployment.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+            return Ok(Ok(None));
+        }
+        let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &self.namespace);
+        let sets = sets
+            .list(&ListParams::default())
+            .await
+            .map_err(cluster.error("list", format!("replicasets in {}", self.namespace)))?
+            .items;
+        let Some(rs) = current_replica_set(&deployment, &sets) else {
+            return Ok(Err("no ReplicaSet of its current revision yet".into()));
+        };
+        let rs_name = rs.metadata.name.clone().unwrap_or_default();
+        let Some(hash) = rs
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+        else {
+            return Ok(Err(format!(
+                "ReplicaSet {rs_name} has no pod-template-hash label"
+            )));
+        };
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &self.namespace);
+        let pods = pods
+            .list(&ListParams::default().labels(&format!("pod-template-hash={hash}")))
+            .await
+            .map_err(cluster.error("list", format!("pods in {}", self.namespace)))?
+            .items;
+        Ok(ready_pod_of(rs, &pods)
+            .map(Some)
+            .ok_or_else(|| format!("no Ready pod of ReplicaSet {rs_name} yet")))
+    }
+
     /// Reads the role; an aggregated one is refused (its controller would overwrite the rules).
     async fn read_role(&self, cluster: &Cluster) -> Result<Option<ClusterRole>> {
         let roles: Api<ClusterRole> = Api::all(cluster.client.clone());
@@ -777,6 +1101,7 @@ impl CalicoRbac {
                 return Ok(Derivation {
                     rules: rules.clone(),
                     service_account: deployment.as_ref().map(service_account_of),
+                    deployment_found: deployment.is_some(),
                     ..Derivation::default()
                 });
             }
@@ -790,6 +1115,7 @@ impl CalicoRbac {
         let deployment_label = format!("deployment {}/{}", self.namespace, self.deployment);
         let mut derivation = Derivation {
             service_account: deployment.as_ref().map(service_account_of),
+            deployment_found: deployment.is_some(),
             ..Derivation::default()
         };
         if deployment.is_none() && (version.is_none() || controllers.is_none()) {
@@ -1286,11 +1612,27 @@ impl CalicoRbac {
             (false, true) => "would add to",
             (false, false) => "added to",
         };
-        format!(
+        let mut msg = format!(
             "{verb} clusterrole {:?} for {source}: {}",
             self.name,
             summary.join("; ")
-        )
+        );
+        if report.controller_restarted {
+            let deployment = self.deployment_label();
+            if check_mode {
+                let _ = write!(msg, "; would restart {deployment}");
+            } else {
+                match &report.controller_pod {
+                    Some(pod) => {
+                        let _ = write!(msg, "; restarted {deployment}, new pod {pod} Ready");
+                    }
+                    None => {
+                        let _ = write!(msg, "; restarted {deployment}");
+                    }
+                }
+            }
+        }
+        msg
     }
 }
 
@@ -1731,6 +2073,122 @@ mod tests {
             err.to_string().contains("extra_rules[0].resources"),
             "{err}"
         );
+    }
+
+    fn deployment(value: serde_json::Value) -> Deployment {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_rollout_is_complete_once_the_latest_generation_is_observed_updated_and_available() {
+        let at = |generation: i64, observed: i64, updated: i32, available: i32| {
+            deployment(serde_json::json!({
+                "metadata": {"generation": generation},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "updatedReplicas": updated,
+                           "availableReplicas": available, "replicas": 2}
+            }))
+        };
+        let waiting = rollout_pending(&at(3, 2, 2, 2)).unwrap();
+        assert!(waiting.contains("generation 3"), "{waiting}");
+        let waiting = rollout_pending(&at(3, 3, 1, 2)).unwrap();
+        assert!(waiting.contains("1 of 2 replicas updated"), "{waiting}");
+        let waiting = rollout_pending(&at(3, 3, 2, 1)).unwrap();
+        assert!(
+            waiting.contains("1 of 2 updated replicas available"),
+            "{waiting}"
+        );
+        assert_eq!(rollout_pending(&at(3, 3, 2, 2)), None);
+        assert_eq!(rollout_pending(&at(3, 4, 2, 2)), None);
+        // No status yet: nothing observed.
+        let fresh = deployment(serde_json::json!({
+            "metadata": {"generation": 1}, "spec": {"selector": {}, "template": {}}
+        }));
+        assert!(rollout_pending(&fresh).is_some());
+    }
+
+    #[test]
+    fn the_new_pod_is_a_ready_one_of_the_current_revisions_replica_set() {
+        let d = deployment(serde_json::json!({
+            "metadata": {"uid": "d1", "annotations": {REVISION: "2"}},
+            "spec": {"selector": {}, "template": {}}
+        }));
+        let rs = |name: &str, uid: &str, owner: &str, revision: &str| -> ReplicaSet {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "uid": uid, "annotations": {REVISION: revision},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                         "name": "d", "uid": owner}]},
+                "spec": {"selector": {}}
+            }))
+            .unwrap()
+        };
+        let sets = vec![
+            rs("old", "r1", "d1", "1"),
+            rs("other", "r9", "d9", "2"),
+            rs("new", "r2", "d1", "2"),
+        ];
+        let current = current_replica_set(&d, &sets).unwrap();
+        assert_eq!(current.metadata.name.as_deref(), Some("new"));
+        let pod = |name: &str, owner: &str, ready: &str, deleting: bool| -> Pod {
+            let mut value = serde_json::json!({
+                "metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1",
+                    "kind": "ReplicaSet", "name": "rs", "uid": owner}]},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}
+            });
+            if deleting {
+                value["metadata"]["deletionTimestamp"] = "2026-12-01T09:00:00Z".into();
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let pods = vec![
+            pod("a-old", "r1", "True", false),
+            pod("b-new-unready", "r2", "False", false),
+            pod("c-new-going", "r2", "True", true),
+            pod("d-new", "r2", "True", false),
+        ];
+        assert_eq!(ready_pod_of(current, &pods).as_deref(), Some("d-new"));
+        assert_eq!(ready_pod_of(current, &pods[..3]), None);
+    }
+
+    #[test]
+    fn the_message_says_whether_the_controller_was_or_would_be_restarted() {
+        let action = CalicoRbac::validate(
+            serde_json::from_value(serde_json::json!({"calico_version": "v3.13.2"})).unwrap(),
+        )
+        .unwrap();
+        let mut report = Report {
+            calico_version: Some("v3.13.2".into()),
+            added_rules: vec![RuleSpec::new("", &["pods"], &["list", "watch"])],
+            controller_restarted: true,
+            ..Report::default()
+        };
+        let msg = action.message(true, &report);
+        assert!(
+            msg.ends_with("; would restart deployment kube-system/calico-kube-controllers"),
+            "{msg}"
+        );
+        report.controller_pod = Some("calico-kube-controllers-abc-xyz".into());
+        let msg = action.message(false, &report);
+        assert!(
+            msg.ends_with(
+                "; restarted deployment kube-system/calico-kube-controllers, new pod \
+                 calico-kube-controllers-abc-xyz Ready"
+            ),
+            "{msg}"
+        );
+        report.controller_restarted = false;
+        assert!(!action.message(false, &report).contains("restart"));
+    }
+
+    #[test]
+    fn restart_controller_defaults_to_true_with_a_five_minute_timeout() {
+        let options: Options = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(options.restart_controller);
+        assert_eq!(options.restart_timeout.seconds(), 300);
+        let validate =
+            |v: serde_json::Value| CalicoRbac::validate(serde_json::from_value(v).unwrap());
+        let err = validate(serde_json::json!({"restart_timeout": "0s"})).unwrap_err();
+        assert!(err.to_string().contains("restart_timeout"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub(super) const EXAMPLES: &str = r#"- name: Ensure the calico-kube-controllers 
     enabled_controllers:
       - node
 
+- name: Ensure the ClusterRole grants what Calico needs; restart the controller in a later window
+  # By default the Deployment is restarted after rules were added (added RBAC does not revive
+  # a running controller) and the run waits for a new Ready pod.
+  kubemend.microk8s.calico_rbac:
+    restart_controller: false
+
+- name: Ensure the ClusterRole grants what Calico needs, allowing a slow rollout
+  kubemend.microk8s.calico_rbac:
+    restart_timeout: 10m
+    timeout: 15m
+
 - name: Ensure the ClusterRole also lets the controllers read ConfigMaps
   kubemend.microk8s.calico_rbac:
     extra_rules:
