@@ -251,6 +251,38 @@ impl RuleSpec {
         }
         Ok(())
     }
+
+    /// How many (group, resource, verb) triples the rule expands to.
+    fn size(&self) -> usize {
+        self.api_groups
+            .len()
+            .saturating_mul(self.resources.len())
+            .saturating_mul(self.verbs.len())
+    }
+}
+
+/// Most (group, resource, verb) triples the given rules may expand to. Calico's largest role
+/// (v3.32) is about 220; a few kilobytes of lists could otherwise expand to hundreds of
+/// millions and exhaust memory.
+pub const MAX_RULE_TRIPLES: usize = 10_000;
+
+/// Checks each rule of `option` and bounds their expansion.
+fn check_rules(option: &str, rules: &[RuleSpec]) -> Result<()> {
+    let mut total: usize = 0;
+    for (index, rule) in rules.iter().enumerate() {
+        rule.check(&format!("{option}[{index}]"))?;
+        total = total.saturating_add(rule.size());
+        if total > MAX_RULE_TRIPLES {
+            return Err(Error::InvalidOption {
+                option: format!("{option}[{index}]"),
+                problem: format!(
+                    "the rules expand to more than {MAX_RULE_TRIPLES} (api group, resource, \
+                     verb) permissions; list what is needed, or use \"*\""
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One atomic permission: (apiGroup, resource[/subresource], verb).
@@ -636,9 +668,7 @@ impl Action for CalicoRbac {
             })?),
             None => None,
         };
-        for (index, rule) in options.extra_rules.iter().enumerate() {
-            rule.check(&format!("extra_rules[{index}]"))?;
-        }
+        check_rules("extra_rules", &options.extra_rules)?;
         if options.restart_timeout.seconds() <= 0 {
             return Err(Error::InvalidOption {
                 option: "restart_timeout".into(),
@@ -653,9 +683,7 @@ impl Action for CalicoRbac {
                         problem: "must not be empty (omit it to derive the rules)".into(),
                     });
                 }
-                for (index, rule) in rules.iter().enumerate() {
-                    rule.check(&format!("rules[{index}]"))?;
-                }
+                check_rules("rules", &rules)?;
                 Requirement::Explicit(rules)
             }
             None => Requirement::Derived {
@@ -2035,6 +2063,18 @@ mod tests {
                 RuleSpec::new("", &["pods"], &["get"]),
             ]
         );
+    }
+
+    #[test]
+    fn rules_that_expand_to_too_many_permissions_are_refused() {
+        let many: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+        let rule = serde_json::json!({"api_groups": many, "resources": many, "verbs": many});
+        let err = CalicoRbac::validate(
+            serde_json::from_value(serde_json::json!({"extra_rules": [rule]})).unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("extra_rules[0]"), "{err}");
+        assert!(err.to_string().contains("10000"), "{err}");
     }
 
     #[test]
