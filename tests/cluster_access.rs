@@ -38,7 +38,9 @@ impl Run {
 /// The binary as ansible-core runs it, in an environment that names no cluster but `env`'s.
 fn module_command(dir: &Path, module: &str, args: &Value, env: &[(&str, &str)]) -> Command {
     let binary = dir.join(format!("AnsiballZ_{module}"));
-    if !binary.exists() {
+    // A hard link, not a copy: a copy's write descriptor can leak into a child another test
+    // forks meanwhile, and exec then fails with "Text file busy".
+    if !binary.exists() && std::fs::hard_link(env!("CARGO_BIN_EXE_kubemend"), &binary).is_err() {
         std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
     }
     let args_file = dir.join("args");
