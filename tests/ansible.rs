@@ -24,7 +24,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::{Client, Resource};
@@ -593,12 +593,15 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     unscheduled_pod(&pods).await;
     // The role on this test's objects only: its Calico, its namespace's pods. The webhook scan
-    // is cluster-wide, so it is left to the check-mode run of the ansible-runner test.
+    // and the diagnoses are cluster-wide, so they are left to the check-mode run of the
+    // ansible-runner test; the kubelite restart to the test that restarts every node.
     let vars = json!({
         "kubemend_kubeconfig": kubeconfig(),
         "microk8s_maintenance_calico_rbac_name": role,
         "microk8s_maintenance_calico_rbac_namespace": namespace,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_kubelite_restart_enabled": false,
+        "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_stuck_pods_namespaces": [namespace],
         "microk8s_maintenance_stuck_pods_pending_age": "1s",
         "microk8s_maintenance_stuck_pods_include_bare_pods": true,
@@ -627,23 +630,53 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
 }
 
 /// AWX's Kubernetes bearer-token credential for a ServiceAccount of a test's own, bound to the
-/// ClusterRole the collection documents (docs/rbac.yml, under the test's own name): the
-/// K8S_AUTH_* variables AWX injects into the job's environment.
+/// roles the collection documents (docs/rbac.yml: its ClusterRole, and its Role in kube-system,
+/// under the test's own name): the K8S_AUTH_* variables AWX injects into the job's environment.
 async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
-    let mut role = yaml(&collection_source().join("docs/rbac.yml"));
-    role["metadata"]["name"] = json!(name);
-    support::create(&Api::<ClusterRole>::all(client.clone()), role).await;
+    let source = std::fs::read_to_string(collection_source().join("docs/rbac.yml")).unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&source).unwrap();
+    let of_kind = |kind: &str| {
+        let mut doc = documents
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in docs/rbac.yml"))
+            .clone();
+        doc["metadata"]["name"] = json!(name);
+        doc
+    };
+    support::create(
+        &Api::<ClusterRole>::all(client.clone()),
+        of_kind("ClusterRole"),
+    )
+    .await;
+    let role = of_kind("Role");
+    let role_namespace = role["metadata"]["namespace"].as_str().unwrap().to_owned();
+    support::create(
+        &Api::<Role>::namespaced(client.clone(), &role_namespace),
+        role,
+    )
+    .await;
     support::create(
         &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "awx-job"}}),
     )
     .await;
+    let subjects = json!([{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}]);
     support::create(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}],
+            "subjects": subjects,
+        }),
+    )
+    .await;
+    support::create(
+        &Api::<RoleBinding>::namespaced(client.clone(), &role_namespace),
+        json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subjects,
         }),
     )
     .await;
@@ -735,7 +768,8 @@ fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str
 }
 
 /// Runs the monthly maintenance as AWX does: `ansible-runner run` on a private data dir (project,
-/// inventory, env with the credential's variables, extra vars and `--check --diff`) under
+/// the test bed's inventory with its nodes in the group microk8s, env with the credential's
+/// variables, extra vars and `--check --diff`) under
 /// `work`. Returns its artifacts dir, after checking that the job succeeded, and its output.
 fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (PathBuf, String) {
     let data = work.join("runner");
@@ -748,7 +782,7 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     )
     .unwrap();
     std::fs::copy(
-        root().join("tests/ansible/inventory.yml"),
+        root().join("tests/ansible/inventory-testbed.yml"),
         data.join("inventory/hosts.yml"),
     )
     .unwrap();
@@ -759,8 +793,13 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     write_json(
         &data.join("env/extravars"),
         // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed
-        // may hold old stuck pods of other tests, more than max_pods.
-        &json!({"microk8s_maintenance_stuck_pods_namespaces": ["ci"]}),
+        // may hold old stuck pods of other tests, more than max_pods. The nodes are the
+        // inventory's group microk8s, reached through the test bed's ssh_config.
+        &json!({
+            "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+            "microk8s_maintenance_diagnose_namespaces": ["ci"],
+            "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
+        }),
     );
     std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
 
@@ -783,9 +822,31 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     (artifacts, context)
 }
 
+/// What shows that a node's kubelite was (re)started: the test bed's record of every start and
+/// stop, and each unit's NRestarts and ActiveEnterTimestamp as `systemctl show` reports them.
+fn kubelite_starts() -> (String, Vec<(String, String)>) {
+    let events = support::cluster().run_dir.join("nodes/kubelite-events");
+    let record = std::fs::read_to_string(events).unwrap_or_default();
+    let units = support::NODES
+        .iter()
+        .map(|node| {
+            (
+                support::unit_property(node, "NRestarts"),
+                support::unit_property(node, "ActiveEnterTimestamp"),
+            )
+        })
+        .collect();
+    (record, units)
+}
+
+/// The whole role as AWX runs it, in check mode, with the permissions of docs/rbac.yml only:
+/// both diagnoses, every step (the kubelite restart's pre-flight over SSH included), the
+/// summary, and nothing written or restarted. It holds every node (the pre-flight needs them
+/// all healthy; nodes first, then the incident) and the seeded incident.
 #[tokio::test]
 async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_incident_and_writes_nothing()
  {
+    let _nodes = support::all_nodes_lock();
     let _incident = support::incident();
     let client = support::client().await;
     let namespace = support::namespace(&client, "ansible-awx").await;
@@ -800,10 +861,54 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .get("automation-job-1865-ntgbq")
         .await
         .unwrap();
+    let starts_before = kubelite_starts();
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let (artifacts, context) = runner_check_mode(work.path(), &credential);
     let (tasks, artifact_data) = job_events(&artifacts);
+
+    // The opening diagnose sees the incident, with every check but the SSH one (kubelite)
+    // allowed by docs/rbac.yml.
+    let before = checked(
+        &tasks,
+        "Diagnose the cluster before the maintenance",
+        &context,
+    );
+    assert!(
+        before["summary"]["critical"].as_u64().unwrap() >= 1,
+        "{before:#}"
+    );
+    let skipped: Vec<&Value> = before["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
+        .collect();
+    assert!(skipped.is_empty(), "checks skipped: {skipped:#?}");
+
+    // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
+    // pre-flight passed, nothing restarted.
+    let restart = checked(
+        &tasks,
+        "Restart daemon-kubelite on each node in turn, leaders last",
+        &context,
+    );
+    let mut order: Vec<&str> = restart["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    order.sort_unstable();
+    assert_eq!(order, support::NODES, "{restart:#}");
+    for node in restart["nodes"].as_array().unwrap() {
+        assert_eq!(node["status"], json!("would restart"), "{restart:#}");
+    }
+    assert_eq!(
+        kubelite_starts(),
+        starts_before,
+        "check mode started or stopped a kubelite"
+    );
 
     // calico_rbac: would add what the enabled workloadendpoint controller reads on the
     // Kubernetes datastore (pods list/watch, the review's 403), and warns that it is an
@@ -848,16 +953,48 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         &context,
     );
 
+    // The closing diagnose ran; in check mode it does not fail the job.
+    let after = checked(
+        &tasks,
+        "Diagnose the cluster after the maintenance",
+        &context,
+    );
+    assert_eq!(after["fail_on_reached"], json!(true), "{after:#}");
+
     // The job's statistics (AWX artifacts) carry the summary of each step.
     let summary = &artifact_data["microk8s_maintenance"];
-    assert_eq!(
-        summary["calico_rbac"]["changed"],
-        json!(false),
+    assert_eq!(summary["check_mode"], json!(true), "{artifact_data:#}");
+    for step in [
+        "diagnose_before",
+        "calico_rbac",
+        "stale_webhook",
+        "kubelite_restart",
+        "stuck_pods",
+        "diagnose_after",
+    ] {
+        assert_eq!(
+            summary[step]["ran"],
+            json!(true),
+            "{step}: {artifact_data:#}"
+        );
+    }
+    assert!(
+        summary["stale_webhook"]["fixed"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!(webhook))),
         "{artifact_data:#}"
     );
     assert_eq!(
-        summary["stale_webhook"]["changed"],
-        json!(true),
+        summary["kubelite_restart"]["fixed"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{artifact_data:#}"
+    );
+    assert!(
+        summary["diagnose_before"]["findings"]
+            .as_object()
+            .is_some_and(|f| f.values().any(|s| s == "critical")),
         "{artifact_data:#}"
     );
 
@@ -876,6 +1013,13 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .unwrap();
     assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
 
+    let dp = DeleteParams::default();
+    let _ = Api::<Role>::namespaced(client.clone(), "kube-system")
+        .delete(&access, &dp)
+        .await;
+    let _ = Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
+        .delete(&access, &dp)
+        .await;
     cleanup(&client, &namespace, &[&access], &[&access]).await;
 }
 
@@ -883,8 +1027,10 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
 /// role does before any module runs.
 fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
     let mut all = json!({
+        "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_calico_rbac_enabled": false,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_stuck_pods_enabled": false,
     });
     for (key, value) in vars.as_object().unwrap() {
@@ -939,23 +1085,22 @@ fn role_refuses_invalid_variables_before_any_step() {
 }
 
 #[test]
-fn kubelite_restart_hook_is_off_by_default_and_fails_clearly_when_switched_on() {
-    let off = monthly_maintenance_without_steps(&json!({}));
-    assert!(off.output.status.success(), "{}", off.context());
-    assert_eq!(
-        off.result("Restart kubelite on each node in turn")["skipped"],
-        json!(true)
-    );
-
-    let on = monthly_maintenance_without_steps(
+fn kubelite_restart_step_fails_clearly_when_the_inventory_names_no_node() {
+    // tests/ansible/inventory.yml has localhost only: no group microk8s.
+    let run = monthly_maintenance_without_steps(
         &json!({"microk8s_maintenance_kubelite_restart_enabled": true}),
     );
-    assert!(!on.output.status.success(), "{}", on.context());
-    let messages = failure_messages(&on);
+    assert!(!run.output.status.success(), "{}", run.context());
+    let messages = failure_messages(&run);
     assert!(
-        messages.contains("no kubelite_restart module yet"),
+        messages.contains("The inventory group microk8s has no hosts"),
         "{messages}\n{}",
-        on.context()
+        run.context()
+    );
+    assert!(
+        !run.context().contains("kubemend.microk8s.kubelite_restart"),
+        "the module ran without nodes\n{}",
+        run.context()
     );
 }
 
@@ -1083,10 +1228,18 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
     let options = specs["argument_specs"]["main"]["options"]
         .as_object()
         .unwrap();
-    let tasks: String = ["tasks/main.yml", "tasks/kubelite_restart.yml"]
-        .iter()
-        .map(|f| std::fs::read_to_string(role.join(f)).unwrap())
+    let tasks: String = std::fs::read_dir(role.join("tasks"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
         .collect();
+    // The role's own variables, not a module option of the same default: the inventory group
+    // of the nodes, and the closing diagnose's threshold (the module's fail_on defaults to
+    // never; the role fails a maintenance that left something critical).
+    let role_own = [
+        "microk8s_maintenance_kubelite_restart_group",
+        "microk8s_maintenance_diagnose_fail_on",
+    ];
     let mut problems = Vec::new();
 
     let mut names: Vec<&String> = defaults.keys().chain(options.keys()).collect();
@@ -1139,7 +1292,7 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
             problems.push(format!("{name}: names no module"));
             continue;
         };
-        if option == "enabled" {
+        if option == "enabled" || role_own.contains(&name.as_str()) {
             continue;
         }
         let schema_path = root().join("schemas").join(format!("{module}.json"));
