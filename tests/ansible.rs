@@ -1499,3 +1499,98 @@ fn path_with_venv() -> String {
         std::env::var("PATH").unwrap_or_default()
     )
 }
+
+/// ansible/ee/execution-environment.yml through `ansible-builder create` (no container engine
+/// needed): a build context on the awx-ee base image whose final stage installs the collection
+/// tarball put next to the file, and nothing else (the binary needs no Python or system
+/// packages). The tarball in the context installs every module.
+#[test]
+fn execution_environment_build_context_installs_the_collection() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let ee = work.path().join("ee");
+    let out = Command::new(collection_source().join("build.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_kubemend"))
+        .arg("--link")
+        .arg("--into")
+        .arg(work.path().join("build"))
+        .arg("--tarball")
+        .arg(&ee)
+        .env("PATH", path_with_venv())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", text(&out.stderr));
+    std::fs::copy(
+        root().join("ansible/ee/execution-environment.yml"),
+        ee.join("execution-environment.yml"),
+    )
+    .unwrap();
+    let out = ansible("ansible-builder", &ee)
+        .args([
+            "create",
+            "--context",
+            "context",
+            "--output-filename",
+            "Containerfile",
+        ])
+        .args(["-f", "execution-environment.yml"])
+        .output()
+        .unwrap();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "ansible-builder create: {all}");
+    assert!(!all.contains("USER directive"), "{all}");
+
+    let context = ee.join("context");
+    let containerfile = std::fs::read_to_string(context.join("Containerfile")).unwrap();
+    assert!(
+        containerfile.contains("ARG EE_BASE_IMAGE=\"quay.io/ansible/awx-ee:"),
+        "{containerfile}"
+    );
+    let final_stage = containerfile
+        .split("FROM base AS final")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no final stage:\n{containerfile}"));
+    let copy = final_stage
+        .find("COPY _build/kubemend/ /tmp/kubemend/")
+        .unwrap_or_else(|| panic!("no COPY of the tarball:\n{containerfile}"));
+    let install = final_stage
+        .find("ansible-galaxy collection install --collections-path /usr/share/ansible/collections /tmp/kubemend/*.tar.gz")
+        .unwrap_or_else(|| panic!("no install of the tarball:\n{containerfile}"));
+    assert!(copy < install, "{containerfile}");
+    // No Python or system requirements: the modules are one static binary.
+    for unwanted in ["requirements.txt", "bindep.txt", "requirements.yml"] {
+        assert!(
+            !context.join("_build").join(unwanted).exists(),
+            "the context installs {unwanted}"
+        );
+    }
+    let tarballs: Vec<PathBuf> = std::fs::read_dir(context.join("_build/kubemend"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(tarballs.len(), 1, "{tarballs:?}");
+    assert!(
+        tarballs[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("kubemend-microk8s-"),
+        "{tarballs:?}"
+    );
+
+    let installed = work.path().join("installed");
+    let out = ansible("ansible-galaxy", work.path())
+        .args(["collection", "install", "--force", "--collections-path"])
+        .arg(&installed)
+        .arg(&tarballs[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", text(&out.stderr));
+    for module in runtime_action_group() {
+        let path = installed
+            .join("ansible_collections/kubemend/microk8s/plugins/modules")
+            .join(&module);
+        assert!(path.is_file(), "{} not installed", path.display());
+    }
+}

@@ -98,5 +98,6 @@ if [ -n "$tarball" ]; then
     galaxy="$root/.venv/bin/ansible-galaxy"
   fi
   mkdir -p "$tarball"
-  (cd "$dest" && "$galaxy" collection build --force --output-path "$(cd "$tarball" && pwd)" .)
+  tarball="$(cd "$tarball" && pwd)"
+  (cd "$dest" && "$galaxy" collection build --force --output-path "$tarball" .)
 fi
