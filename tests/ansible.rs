@@ -8,8 +8,11 @@
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
-//! Every test works on objects of its own (unique names); only the ansible-runner test uses the
-//! seeded incident, and it holds `support::incident()`.
+//! Every test works on objects of its own (unique names), except the two runs of the whole
+//! monthly maintenance on the test bed's nodes and the seeded incident (ansible-runner in check
+//! mode, and for real, which restarts every node): they hold `support::all_nodes_lock()` and
+//! then `support::incident()`. The collection's execution environment goes through
+//! `ansible-builder create`.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
@@ -192,13 +195,24 @@ fn write_json(path: &Path, value: &Value) {
 /// with these extra vars and flags, with a stdout callback: `results_json` (parsed) or
 /// `default` (what an operator sees, returned as text).
 fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback: &str) -> Output {
+    ansible_playbook_in("inventory.yml", playbook, vars, flags, callback)
+}
+
+/// `ansible_playbook_with` on the inventory `tests/ansible/<inventory>`.
+fn ansible_playbook_in(
+    inventory: &str,
+    playbook: &str,
+    vars: &Value,
+    flags: &[&str],
+    callback: &str,
+) -> Output {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars_file = work.path().join("vars.json");
     write_json(&vars_file, vars);
     ansible("ansible-playbook", work.path())
         .env("ANSIBLE_STDOUT_CALLBACK", callback)
         .arg("-i")
-        .arg(root().join("tests/ansible/inventory.yml"))
+        .arg(root().join("tests/ansible").join(inventory))
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .args(flags)
@@ -212,7 +226,25 @@ fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback:
 }
 
 fn ansible_playbook(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
-    let output = ansible_playbook_with(playbook, vars, flags, "results_json");
+    playbook_run(
+        ansible_playbook_with(playbook, vars, flags, "results_json"),
+        playbook,
+    )
+}
+
+/// `ansible_playbook` on the test bed's inventory (its nodes in the group microk8s).
+fn ansible_playbook_on_testbed(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
+    let output = ansible_playbook_in(
+        "inventory-testbed.yml",
+        playbook,
+        vars,
+        flags,
+        "results_json",
+    );
+    playbook_run(output, playbook)
+}
+
+fn playbook_run(output: Output, playbook: &str) -> PlaybookRun {
     let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "ansible-playbook {playbook} printed no JSON document ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
@@ -633,10 +665,11 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
 /// roles the collection documents (docs/rbac.yml: its ClusterRole, and its Role in kube-system,
 /// under the test's own name): the K8S_AUTH_* variables AWX injects into the job's environment.
 async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
-    let source = std::fs::read_to_string(collection_source().join("docs/rbac.yml")).unwrap();
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&source).unwrap();
+    let list = yaml(&collection_source().join("docs/rbac.yml"));
     let of_kind = |kind: &str| {
-        let mut doc = documents
+        let mut doc = list["items"]
+            .as_array()
+            .unwrap()
             .iter()
             .find(|d| d["kind"] == kind)
             .unwrap_or_else(|| panic!("no {kind} in docs/rbac.yml"))
@@ -822,6 +855,86 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     (artifacts, context)
 }
 
+/// The check-mode run's opening diagnose and kubelite restart plan: the diagnose sees the
+/// incident with every check but the SSH one (kubelite) allowed by docs/rbac.yml; the restart
+/// plans the inventory's three nodes, each pre-flight passed.
+fn check_mode_diagnose_and_restart_plan(tasks: &BTreeMap<String, TaskEvent>, context: &str) {
+    let before = checked(
+        tasks,
+        "Diagnose the cluster before the maintenance",
+        context,
+    );
+    assert!(
+        before["summary"]["critical"].as_u64().unwrap() >= 1,
+        "{before:#}"
+    );
+    let skipped: Vec<&Value> = before["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
+        .collect();
+    assert!(skipped.is_empty(), "checks skipped: {skipped:#?}");
+
+    // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
+    // pre-flight passed, nothing restarted.
+    let restart = checked(
+        tasks,
+        "Restart daemon-kubelite on each node in turn, leaders last",
+        context,
+    );
+    let mut order: Vec<&str> = restart["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    order.sort_unstable();
+    assert_eq!(order, support::NODES, "{restart:#}");
+    for node in restart["nodes"].as_array().unwrap() {
+        assert_eq!(node["status"], json!("would restart"), "{restart:#}");
+    }
+}
+
+/// The check-mode run's job statistics (AWX artifacts): every step ran, with what it would fix.
+fn check_mode_summary(artifact_data: &Value, webhook: &str) {
+    let summary = &artifact_data["microk8s_maintenance"];
+    assert_eq!(summary["check_mode"], json!(true), "{artifact_data:#}");
+    for step in [
+        "diagnose_before",
+        "calico_rbac",
+        "stale_webhook",
+        "kubelite_restart",
+        "stuck_pods",
+        "diagnose_after",
+    ] {
+        assert_eq!(
+            summary[step]["ran"],
+            json!(true),
+            "{step}: {artifact_data:#}"
+        );
+    }
+    assert!(
+        summary["stale_webhook"]["fixed"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!(webhook))),
+        "{artifact_data:#}"
+    );
+    assert_eq!(
+        summary["kubelite_restart"]["fixed"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{artifact_data:#}"
+    );
+    assert!(
+        summary["diagnose_before"]["findings"]
+            .as_object()
+            .is_some_and(|f| f.values().any(|s| s == "critical")),
+        "{artifact_data:#}"
+    );
+}
+
 /// What shows that a node's kubelite was (re)started: the test bed's record of every start and
 /// stop, and each unit's NRestarts and ActiveEnterTimestamp as `systemctl show` reports them.
 fn kubelite_starts() -> (String, Vec<(String, String)>) {
@@ -867,43 +980,7 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let (artifacts, context) = runner_check_mode(work.path(), &credential);
     let (tasks, artifact_data) = job_events(&artifacts);
 
-    // The opening diagnose sees the incident, with every check but the SSH one (kubelite)
-    // allowed by docs/rbac.yml.
-    let before = checked(
-        &tasks,
-        "Diagnose the cluster before the maintenance",
-        &context,
-    );
-    assert!(
-        before["summary"]["critical"].as_u64().unwrap() >= 1,
-        "{before:#}"
-    );
-    let skipped: Vec<&Value> = before["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
-        .collect();
-    assert!(skipped.is_empty(), "checks skipped: {skipped:#?}");
-
-    // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
-    // pre-flight passed, nothing restarted.
-    let restart = checked(
-        &tasks,
-        "Restart daemon-kubelite on each node in turn, leaders last",
-        &context,
-    );
-    let mut order: Vec<&str> = restart["order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
-    order.sort_unstable();
-    assert_eq!(order, support::NODES, "{restart:#}");
-    for node in restart["nodes"].as_array().unwrap() {
-        assert_eq!(node["status"], json!("would restart"), "{restart:#}");
-    }
+    check_mode_diagnose_and_restart_plan(&tasks, &context);
     assert_eq!(
         kubelite_starts(),
         starts_before,
@@ -961,42 +1038,7 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     );
     assert_eq!(after["fail_on_reached"], json!(true), "{after:#}");
 
-    // The job's statistics (AWX artifacts) carry the summary of each step.
-    let summary = &artifact_data["microk8s_maintenance"];
-    assert_eq!(summary["check_mode"], json!(true), "{artifact_data:#}");
-    for step in [
-        "diagnose_before",
-        "calico_rbac",
-        "stale_webhook",
-        "kubelite_restart",
-        "stuck_pods",
-        "diagnose_after",
-    ] {
-        assert_eq!(
-            summary[step]["ran"],
-            json!(true),
-            "{step}: {artifact_data:#}"
-        );
-    }
-    assert!(
-        summary["stale_webhook"]["fixed"]
-            .as_array()
-            .is_some_and(|f| f.contains(&json!(webhook))),
-        "{artifact_data:#}"
-    );
-    assert_eq!(
-        summary["kubelite_restart"]["fixed"]
-            .as_array()
-            .map(Vec::len),
-        Some(3),
-        "{artifact_data:#}"
-    );
-    assert!(
-        summary["diagnose_before"]["findings"]
-            .as_object()
-            .is_some_and(|f| f.values().any(|s| s == "critical")),
-        "{artifact_data:#}"
-    );
+    check_mode_summary(&artifact_data, webhook);
 
     // Check mode wrote nothing.
     assert_eq!(
@@ -1021,6 +1063,100 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .delete(&access, &dp)
         .await;
     cleanup(&client, &namespace, &[&access], &[&access]).await;
+}
+
+/// The whole role for real on the seeded incident, as `make demo` runs it: every step fixes
+/// its part (the kubelite restart restarts all three nodes, leaders last), the closing
+/// diagnose finds nothing critical, so the play succeeds; a second run with
+/// `restarted_within` changes nothing and starts no kubelite. Holds every node, then the
+/// incident.
+#[tokio::test]
+async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_nothing() {
+    let _nodes = support::all_nodes_lock();
+    let _incident = support::incident();
+    let vars = json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
+        "microk8s_maintenance_kubelite_restart_settle": "1s",
+        // The incident's namespace only (other tests' namespaces come and go), where the AWX
+        // job pod has no controller; the seeded pods are seconds old.
+        "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        "microk8s_maintenance_stuck_pods_include_bare_pods": true,
+        "microk8s_maintenance_stuck_pods_pending_age": "1s",
+        "microk8s_maintenance_stuck_pods_terminating_grace": "1s",
+        // The closing diagnose must not count the pod the dependency-track ReplicaSet
+        // re-creates for the one deleted, in the seconds before it is scheduled.
+        "microk8s_maintenance_diagnose_namespaces": ["ci"],
+        "microk8s_maintenance_diagnose_pending_age": "15s",
+        "microk8s_maintenance_diagnose_terminating_grace": "15s",
+    });
+    let (record_before, units_before) = kubelite_starts();
+
+    let real = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
+    let before = real.result("Diagnose the cluster before the maintenance");
+    assert!(
+        before["summary"]["critical"].as_u64() >= Some(1),
+        "{before:#}\n{}",
+        real.context()
+    );
+    assert!(
+        real.changed("Ensure the calico-kube-controllers ClusterRole grants what Calico needs")
+    );
+    assert!(real.changed("Remove admission webhook configurations whose backend is gone"));
+    let restart_task = "Restart daemon-kubelite on each node in turn, leaders last";
+    let restart = real.result(restart_task);
+    let mut restarted: Vec<&str> = restart["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    restarted.sort_unstable();
+    assert_eq!(restarted, support::NODES, "{restart:#}");
+    let stuck = real.result("Force-delete pods that are stuck Terminating or were never scheduled");
+    assert!(
+        stuck["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "automation-job-1865-ntgbq"),
+        "{stuck:#}"
+    );
+    let after = real.result("Diagnose the cluster after the maintenance");
+    assert_eq!(after["summary"]["critical"], json!(0), "{after:#}");
+    assert_eq!(real.doc["stats"]["localhost"]["failures"], json!(0));
+    let (record_after, units_after) = kubelite_starts();
+    for (node, ((_, active_before), (_, active_after))) in support::NODES
+        .iter()
+        .zip(units_before.iter().zip(&units_after))
+    {
+        assert_ne!(active_before, active_after, "{node} not restarted");
+        let started = record_after[record_before.len()..]
+            .lines()
+            .any(|l| l.ends_with(&format!(" {node} started")));
+        assert!(started, "no start of {node} recorded:\n{record_after}");
+    }
+
+    // Again, skipping nodes restarted in the last 10 minutes: nothing to do.
+    let mut vars = vars;
+    vars["microk8s_maintenance_kubelite_restart_restarted_within"] = json!("10m");
+    let again = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
+    assert!(
+        !again.changed(restart_task),
+        "{:#}",
+        again.result(restart_task)
+    );
+    assert_eq!(
+        again.doc["stats"]["localhost"]["changed"],
+        json!(0),
+        "{}",
+        again.context()
+    );
+    assert_eq!(
+        kubelite_starts(),
+        (record_after, units_after),
+        "the second run started or stopped a kubelite"
+    );
 }
 
 /// The collection's monthly playbook with every step switched off, and `vars` on top: what the
