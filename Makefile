@@ -6,8 +6,16 @@ TESTCLUSTER := tests/cluster/testcluster
 VENV := .venv
 BENCH_VENV := .venv-bench
 FUZZ_SECONDS ?= 60
+# The release build: static (musl), size-optimized (profile dist in Cargo.toml), not
+# position-independent (static-pie's relocation table alone is 330 kB), at most 8 MB.
+MUSL_TARGET := x86_64-unknown-linux-musl
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_BIN := $(TARGET_DIR)/$(MUSL_TARGET)/dist/kubemend
+RELEASE_RUSTFLAGS := -C relocation-model=static
+RELEASE_MAX_BYTES := 8000000
+DIST := dist
 
-.PHONY: help test lint fmt clippy ansible-lint sanity fuzz cluster venv schemas bench bench-venv release down
+.PHONY: help test lint fmt clippy ansible-lint sanity fuzz cluster venv schemas bench bench-venv release collection ee demo down
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,10 +57,32 @@ $(VENV)/.installed: tests/ansible/requirements.txt tests/ansible/venv.sh
 schemas: ## Regenerate the committed JSON schemas and module docs.
 	$(CARGO) run --locked -- schema --out-dir schemas --docs-dir ansible/kubemend/plugins/modules
 
-release: ## Build the optimized binary (LTO, stripped).
-	$(CARGO) build --locked --release
+# ring compiles C for the musl target: musl-gcc (Debian's musl-tools). .ci/run installs both.
+release: ## The static x86_64 musl binary for the collection and the EE (fails above 8 MB).
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@command -v musl-gcc >/dev/null || { echo "make release: musl-gcc is missing (Debian: apt-get install musl-tools)" >&2; exit 1; }
+	CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(RELEASE_RUSTFLAGS)" \
+	  $(CARGO) build --locked --profile dist --target $(MUSL_TARGET)
+	@if ldd $(RELEASE_BIN) >/dev/null 2>&1 && ! ldd $(RELEASE_BIN) 2>&1 | grep -q 'statically linked'; then \
+	  echo "make release: $(RELEASE_BIN) is dynamically linked" >&2; exit 1; fi
+	@size=$$(stat -c %s $(RELEASE_BIN)); \
+	  echo "make release: $(RELEASE_BIN), static, $$size bytes (limit $(RELEASE_MAX_BYTES))"; \
+	  [ "$$size" -le $(RELEASE_MAX_BYTES) ] || { echo "make release: the binary is larger than 8 MB" >&2; exit 1; }
 
-bench: release cluster bench-venv ## Run the benchmarks and write BENCHMARKS.md.
+collection: release venv ## The collection tarball in dist/, with the release binary as its modules.
+	ansible/kubemend/build.sh --binary $(RELEASE_BIN) --into $(TARGET_DIR)/collection --tarball $(DIST)
+
+ee: collection ## The execution environment's build context in target/ee/context (ansible-builder create).
+	rm -rf $(TARGET_DIR)/ee && mkdir -p $(TARGET_DIR)/ee
+	cp ansible/ee/execution-environment.yml $(DIST)/kubemend-microk8s-*.tar.gz $(TARGET_DIR)/ee/
+	cd $(TARGET_DIR)/ee && $(abspath $(VENV))/bin/ansible-builder create --context context --output-filename Containerfile
+
+demo: ## Start the test bed, seed the incident, diagnose, run the monthly maintenance, diagnose again.
+	scripts/demo.sh
+
+# The benchmarks measure the glibc release build (target/release/kubemend), as BENCHMARKS.md says.
+bench: cluster bench-venv ## Run the benchmarks and write BENCHMARKS.md.
+	$(CARGO) build --locked --release
 	python3 bench/run.py
 
 bench-venv: $(BENCH_VENV)/.installed ## The benchmarks' virtualenv: pinned ansible (with kubernetes.core) and kubernetes.

@@ -8,8 +8,11 @@
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
-//! Every test works on objects of its own (unique names); only the ansible-runner test uses the
-//! seeded incident, and it holds `support::incident()`.
+//! Every test works on objects of its own (unique names), except the two runs of the whole
+//! monthly maintenance on the test bed's nodes and the seeded incident (ansible-runner in check
+//! mode, and for real, which restarts every node): they hold `support::all_nodes_lock()` and
+//! then `support::incident()`. The collection's execution environment goes through
+//! `ansible-builder create`.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
@@ -24,7 +27,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::{Client, Resource};
@@ -192,13 +195,24 @@ fn write_json(path: &Path, value: &Value) {
 /// with these extra vars and flags, with a stdout callback: `results_json` (parsed) or
 /// `default` (what an operator sees, returned as text).
 fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback: &str) -> Output {
+    ansible_playbook_in("inventory.yml", playbook, vars, flags, callback)
+}
+
+/// `ansible_playbook_with` on the inventory `tests/ansible/<inventory>`.
+fn ansible_playbook_in(
+    inventory: &str,
+    playbook: &str,
+    vars: &Value,
+    flags: &[&str],
+    callback: &str,
+) -> Output {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars_file = work.path().join("vars.json");
     write_json(&vars_file, vars);
     ansible("ansible-playbook", work.path())
         .env("ANSIBLE_STDOUT_CALLBACK", callback)
         .arg("-i")
-        .arg(root().join("tests/ansible/inventory.yml"))
+        .arg(root().join("tests/ansible").join(inventory))
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .args(flags)
@@ -212,7 +226,25 @@ fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback:
 }
 
 fn ansible_playbook(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
-    let output = ansible_playbook_with(playbook, vars, flags, "results_json");
+    playbook_run(
+        ansible_playbook_with(playbook, vars, flags, "results_json"),
+        playbook,
+    )
+}
+
+/// `ansible_playbook` on the test bed's inventory (its nodes in the group microk8s).
+fn ansible_playbook_on_testbed(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
+    let output = ansible_playbook_in(
+        "inventory-testbed.yml",
+        playbook,
+        vars,
+        flags,
+        "results_json",
+    );
+    playbook_run(output, playbook)
+}
+
+fn playbook_run(output: Output, playbook: &str) -> PlaybookRun {
     let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
             "ansible-playbook {playbook} printed no JSON document ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
@@ -605,12 +637,15 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     unscheduled_pod(&pods).await;
     // The role on this test's objects only: its Calico, its namespace's pods. The webhook scan
-    // is cluster-wide, so it is left to the check-mode run of the ansible-runner test.
+    // and the diagnoses are cluster-wide, so they are left to the check-mode run of the
+    // ansible-runner test; the kubelite restart to the test that restarts every node.
     let vars = json!({
         "kubemend_kubeconfig": kubeconfig(),
         "microk8s_maintenance_calico_rbac_name": role,
         "microk8s_maintenance_calico_rbac_namespace": namespace,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_kubelite_restart_enabled": false,
+        "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_stuck_pods_namespaces": [namespace],
         "microk8s_maintenance_stuck_pods_pending_age": "1s",
         "microk8s_maintenance_stuck_pods_include_bare_pods": true,
@@ -639,23 +674,54 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
 }
 
 /// AWX's Kubernetes bearer-token credential for a ServiceAccount of a test's own, bound to the
-/// ClusterRole the collection documents (docs/rbac.yml, under the test's own name): the
-/// K8S_AUTH_* variables AWX injects into the job's environment.
+/// roles the collection documents (docs/rbac.yml: its ClusterRole, and its Role in kube-system,
+/// under the test's own name): the K8S_AUTH_* variables AWX injects into the job's environment.
 async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
-    let mut role = yaml(&collection_source().join("docs/rbac.yml"));
-    role["metadata"]["name"] = json!(name);
-    support::create(&Api::<ClusterRole>::all(client.clone()), role).await;
+    let list = yaml(&collection_source().join("docs/rbac.yml"));
+    let of_kind = |kind: &str| {
+        let mut doc = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in docs/rbac.yml"))
+            .clone();
+        doc["metadata"]["name"] = json!(name);
+        doc
+    };
+    support::create(
+        &Api::<ClusterRole>::all(client.clone()),
+        of_kind("ClusterRole"),
+    )
+    .await;
+    let role = of_kind("Role");
+    let role_namespace = role["metadata"]["namespace"].as_str().unwrap().to_owned();
+    support::create(
+        &Api::<Role>::namespaced(client.clone(), &role_namespace),
+        role,
+    )
+    .await;
     support::create(
         &Api::<ServiceAccount>::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "awx-job"}}),
     )
     .await;
+    let subjects = json!([{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}]);
     support::create(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "awx-job", "namespace": namespace}],
+            "subjects": subjects,
+        }),
+    )
+    .await;
+    support::create(
+        &Api::<RoleBinding>::namespaced(client.clone(), &role_namespace),
+        json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subjects,
         }),
     )
     .await;
@@ -747,7 +813,8 @@ fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str
 }
 
 /// Runs the monthly maintenance as AWX does: `ansible-runner run` on a private data dir (project,
-/// inventory, env with the credential's variables, extra vars and `--check --diff`) under
+/// the test bed's inventory with its nodes in the group microk8s, env with the credential's
+/// variables, extra vars and `--check --diff`) under
 /// `work`. Returns its artifacts dir, after checking that the job succeeded, and its output.
 fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (PathBuf, String) {
     let data = work.join("runner");
@@ -760,7 +827,7 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     )
     .unwrap();
     std::fs::copy(
-        root().join("tests/ansible/inventory.yml"),
+        root().join("tests/ansible/inventory-testbed.yml"),
         data.join("inventory/hosts.yml"),
     )
     .unwrap();
@@ -771,8 +838,13 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     write_json(
         &data.join("env/extravars"),
         // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed
-        // may hold old stuck pods of other tests, more than max_pods.
-        &json!({"microk8s_maintenance_stuck_pods_namespaces": ["ci"]}),
+        // may hold old stuck pods of other tests, more than max_pods. The nodes are the
+        // inventory's group microk8s, reached through the test bed's ssh_config.
+        &json!({
+            "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+            "microk8s_maintenance_diagnose_namespaces": ["ci"],
+            "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
+        }),
     );
     std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
 
@@ -795,9 +867,111 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     (artifacts, context)
 }
 
+/// The check-mode run's opening diagnose and kubelite restart plan: the diagnose sees the
+/// incident with every check but the SSH one (kubelite) allowed by docs/rbac.yml; the restart
+/// plans the inventory's three nodes, each pre-flight passed.
+fn check_mode_diagnose_and_restart_plan(tasks: &BTreeMap<String, TaskEvent>, context: &str) {
+    let before = checked(
+        tasks,
+        "Diagnose the cluster before the maintenance",
+        context,
+    );
+    assert!(
+        before["summary"]["critical"].as_u64().unwrap() >= 1,
+        "{before:#}"
+    );
+    let skipped: Vec<&Value> = before["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
+        .collect();
+    assert!(skipped.is_empty(), "checks skipped: {skipped:#?}");
+
+    // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
+    // pre-flight passed, nothing restarted.
+    let restart = checked(
+        tasks,
+        "Restart daemon-kubelite on each node in turn, leaders last",
+        context,
+    );
+    let mut order: Vec<&str> = restart["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    order.sort_unstable();
+    assert_eq!(order, support::NODES, "{restart:#}");
+    for node in restart["nodes"].as_array().unwrap() {
+        assert_eq!(node["status"], json!("would restart"), "{restart:#}");
+    }
+}
+
+/// The check-mode run's job statistics (AWX artifacts): every step ran, with what it would fix.
+fn check_mode_summary(artifact_data: &Value, webhook: &str) {
+    let summary = &artifact_data["microk8s_maintenance"];
+    assert_eq!(summary["check_mode"], json!(true), "{artifact_data:#}");
+    for step in [
+        "diagnose_before",
+        "calico_rbac",
+        "stale_webhook",
+        "kubelite_restart",
+        "stuck_pods",
+        "diagnose_after",
+    ] {
+        assert_eq!(
+            summary[step]["ran"],
+            json!(true),
+            "{step}: {artifact_data:#}"
+        );
+    }
+    assert!(
+        summary["stale_webhook"]["fixed"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!(webhook))),
+        "{artifact_data:#}"
+    );
+    assert_eq!(
+        summary["kubelite_restart"]["fixed"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{artifact_data:#}"
+    );
+    assert!(
+        summary["diagnose_before"]["findings"]
+            .as_object()
+            .is_some_and(|f| f.values().any(|s| s == "critical")),
+        "{artifact_data:#}"
+    );
+}
+
+/// What shows that a node's kubelite was (re)started: the test bed's record of every start and
+/// stop, and each unit's NRestarts and ActiveEnterTimestamp as `systemctl show` reports them.
+fn kubelite_starts() -> (String, Vec<(String, String)>) {
+    let events = support::cluster().run_dir.join("nodes/kubelite-events");
+    let record = std::fs::read_to_string(events).unwrap_or_default();
+    let units = support::NODES
+        .iter()
+        .map(|node| {
+            (
+                support::unit_property(node, "NRestarts"),
+                support::unit_property(node, "ActiveEnterTimestamp"),
+            )
+        })
+        .collect();
+    (record, units)
+}
+
+/// The whole role as AWX runs it, in check mode, with the permissions of docs/rbac.yml only:
+/// both diagnoses, every step (the kubelite restart's pre-flight over SSH included), the
+/// summary, and nothing written or restarted. It holds every node (the pre-flight needs them
+/// all healthy; nodes first, then the incident) and the seeded incident.
 #[tokio::test]
 async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_incident_and_writes_nothing()
  {
+    let _nodes = support::all_nodes_lock();
     let _incident = support::incident();
     let client = support::client().await;
     let namespace = support::namespace(&client, "ansible-awx").await;
@@ -812,10 +986,18 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .get("automation-job-1865-ntgbq")
         .await
         .unwrap();
+    let starts_before = kubelite_starts();
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let (artifacts, context) = runner_check_mode(work.path(), &credential);
     let (tasks, artifact_data) = job_events(&artifacts);
+
+    check_mode_diagnose_and_restart_plan(&tasks, &context);
+    assert_eq!(
+        kubelite_starts(),
+        starts_before,
+        "check mode started or stopped a kubelite"
+    );
 
     // calico_rbac: would add what the enabled workloadendpoint controller reads on the
     // Kubernetes datastore (pods list/watch, the review's 403), and warns that it is an
@@ -860,18 +1042,15 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         &context,
     );
 
-    // The job's statistics (AWX artifacts) carry the summary of each step.
-    let summary = &artifact_data["microk8s_maintenance"];
-    assert_eq!(
-        summary["calico_rbac"]["changed"],
-        json!(true),
-        "{artifact_data:#}"
+    // The closing diagnose ran; in check mode it does not fail the job.
+    let after = checked(
+        &tasks,
+        "Diagnose the cluster after the maintenance",
+        &context,
     );
-    assert_eq!(
-        summary["stale_webhook"]["changed"],
-        json!(true),
-        "{artifact_data:#}"
-    );
+    assert_eq!(after["fail_on_reached"], json!(true), "{after:#}");
+
+    check_mode_summary(&artifact_data, webhook);
 
     // Check mode wrote nothing.
     assert_eq!(
@@ -888,15 +1067,118 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
         .unwrap();
     assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
 
+    let dp = DeleteParams::default();
+    let _ = Api::<Role>::namespaced(client.clone(), "kube-system")
+        .delete(&access, &dp)
+        .await;
+    let _ = Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
+        .delete(&access, &dp)
+        .await;
     cleanup(&client, &namespace, &[&access], &[&access]).await;
+}
+
+/// The whole role for real on the seeded incident, as `make demo` runs it: every step fixes
+/// its part (the kubelite restart restarts all three nodes, leaders last), the closing
+/// diagnose finds nothing critical, so the play succeeds; a second run with
+/// `restarted_within` changes nothing and starts no kubelite. Holds every node, then the
+/// incident.
+#[tokio::test]
+async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_nothing() {
+    let _nodes = support::all_nodes_lock();
+    let _incident = support::incident();
+    let vars = json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
+        "microk8s_maintenance_kubelite_restart_settle": "1s",
+        // The incident's namespace only (other tests' namespaces come and go), where the AWX
+        // job pod has no controller; the seeded pods are seconds old.
+        "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        "microk8s_maintenance_stuck_pods_include_bare_pods": true,
+        "microk8s_maintenance_stuck_pods_pending_age": "1s",
+        "microk8s_maintenance_stuck_pods_terminating_grace": "1s",
+        // The closing diagnose must not count the pod the dependency-track ReplicaSet
+        // re-creates for the one deleted, in the seconds before it is scheduled.
+        "microk8s_maintenance_diagnose_namespaces": ["ci"],
+        "microk8s_maintenance_diagnose_pending_age": "15s",
+        "microk8s_maintenance_diagnose_terminating_grace": "15s",
+    });
+    let (record_before, units_before) = kubelite_starts();
+
+    let real = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
+    let before = real.result("Diagnose the cluster before the maintenance");
+    assert!(
+        before["summary"]["critical"].as_u64() >= Some(1),
+        "{before:#}\n{}",
+        real.context()
+    );
+    assert!(
+        real.changed("Ensure the calico-kube-controllers ClusterRole grants what Calico needs")
+    );
+    assert!(real.changed("Remove admission webhook configurations whose backend is gone"));
+    let restart_task = "Restart daemon-kubelite on each node in turn, leaders last";
+    let restart = real.result(restart_task);
+    let mut restarted: Vec<&str> = restart["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    restarted.sort_unstable();
+    assert_eq!(restarted, support::NODES, "{restart:#}");
+    let stuck = real.result("Force-delete pods that are stuck Terminating or were never scheduled");
+    assert!(
+        stuck["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "automation-job-1865-ntgbq"),
+        "{stuck:#}"
+    );
+    let after = real.result("Diagnose the cluster after the maintenance");
+    assert_eq!(after["summary"]["critical"], json!(0), "{after:#}");
+    assert_eq!(real.doc["stats"]["localhost"]["failures"], json!(0));
+    let (record_after, units_after) = kubelite_starts();
+    for (node, ((_, active_before), (_, active_after))) in support::NODES
+        .iter()
+        .zip(units_before.iter().zip(&units_after))
+    {
+        assert_ne!(active_before, active_after, "{node} not restarted");
+        let started = record_after[record_before.len()..]
+            .lines()
+            .any(|l| l.ends_with(&format!(" {node} started")));
+        assert!(started, "no start of {node} recorded:\n{record_after}");
+    }
+
+    // Again, skipping nodes restarted in the last 10 minutes: nothing to do.
+    let mut vars = vars;
+    vars["microk8s_maintenance_kubelite_restart_restarted_within"] = json!("10m");
+    let again = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
+    assert!(
+        !again.changed(restart_task),
+        "{:#}",
+        again.result(restart_task)
+    );
+    assert_eq!(
+        again.doc["stats"]["localhost"]["changed"],
+        json!(0),
+        "{}",
+        again.context()
+    );
+    assert_eq!(
+        kubelite_starts(),
+        (record_after, units_after),
+        "the second run started or stopped a kubelite"
+    );
 }
 
 /// The collection's monthly playbook with every step switched off, and `vars` on top: what the
 /// role does before any module runs.
 fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
     let mut all = json!({
+        "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_calico_rbac_enabled": false,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_stuck_pods_enabled": false,
     });
     for (key, value) in vars.as_object().unwrap() {
@@ -951,23 +1233,22 @@ fn role_refuses_invalid_variables_before_any_step() {
 }
 
 #[test]
-fn kubelite_restart_hook_is_off_by_default_and_fails_clearly_when_switched_on() {
-    let off = monthly_maintenance_without_steps(&json!({}));
-    assert!(off.output.status.success(), "{}", off.context());
-    assert_eq!(
-        off.result("Restart kubelite on each node in turn")["skipped"],
-        json!(true)
-    );
-
-    let on = monthly_maintenance_without_steps(
+fn kubelite_restart_step_fails_clearly_when_the_inventory_names_no_node() {
+    // tests/ansible/inventory.yml has localhost only: no group microk8s.
+    let run = monthly_maintenance_without_steps(
         &json!({"microk8s_maintenance_kubelite_restart_enabled": true}),
     );
-    assert!(!on.output.status.success(), "{}", on.context());
-    let messages = failure_messages(&on);
+    assert!(!run.output.status.success(), "{}", run.context());
+    let messages = failure_messages(&run);
     assert!(
-        messages.contains("no kubelite_restart module yet"),
+        messages.contains("The inventory group microk8s has no hosts"),
         "{messages}\n{}",
-        on.context()
+        run.context()
+    );
+    assert!(
+        !run.context().contains("kubemend.microk8s.kubelite_restart"),
+        "the module ran without nodes\n{}",
+        run.context()
     );
 }
 
@@ -1095,10 +1376,18 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
     let options = specs["argument_specs"]["main"]["options"]
         .as_object()
         .unwrap();
-    let tasks: String = ["tasks/main.yml", "tasks/kubelite_restart.yml"]
-        .iter()
-        .map(|f| std::fs::read_to_string(role.join(f)).unwrap())
+    let tasks: String = std::fs::read_dir(role.join("tasks"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
         .collect();
+    // The role's own variables, not a module option of the same default: the inventory group
+    // of the nodes, and the closing diagnose's threshold (the module's fail_on defaults to
+    // never; the role fails a maintenance that left something critical).
+    let role_own = [
+        "microk8s_maintenance_kubelite_restart_group",
+        "microk8s_maintenance_diagnose_fail_on",
+    ];
     let mut problems = Vec::new();
 
     let mut names: Vec<&String> = defaults.keys().chain(options.keys()).collect();
@@ -1151,7 +1440,7 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
             problems.push(format!("{name}: names no module"));
             continue;
         };
-        if option == "enabled" {
+        if option == "enabled" || role_own.contains(&name.as_str()) {
             continue;
         }
         let schema_path = root().join("schemas").join(format!("{module}.json"));
@@ -1357,4 +1646,99 @@ fn path_with_venv() -> String {
         root().join(".venv/bin").display(),
         std::env::var("PATH").unwrap_or_default()
     )
+}
+
+/// ansible/ee/execution-environment.yml through `ansible-builder create` (no container engine
+/// needed): a build context on the awx-ee base image whose final stage installs the collection
+/// tarball put next to the file, and nothing else (the binary needs no Python or system
+/// packages). The tarball in the context installs every module.
+#[test]
+fn execution_environment_build_context_installs_the_collection() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let ee = work.path().join("ee");
+    let out = Command::new(collection_source().join("build.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_kubemend"))
+        .arg("--link")
+        .arg("--into")
+        .arg(work.path().join("build"))
+        .arg("--tarball")
+        .arg(&ee)
+        .env("PATH", path_with_venv())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {}", text(&out.stderr));
+    std::fs::copy(
+        root().join("ansible/ee/execution-environment.yml"),
+        ee.join("execution-environment.yml"),
+    )
+    .unwrap();
+    let out = ansible("ansible-builder", &ee)
+        .args([
+            "create",
+            "--context",
+            "context",
+            "--output-filename",
+            "Containerfile",
+        ])
+        .args(["-f", "execution-environment.yml"])
+        .output()
+        .unwrap();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "ansible-builder create: {all}");
+    assert!(!all.contains("USER directive"), "{all}");
+
+    let context = ee.join("context");
+    let containerfile = std::fs::read_to_string(context.join("Containerfile")).unwrap();
+    assert!(
+        containerfile.contains("ARG EE_BASE_IMAGE=\"quay.io/ansible/awx-ee:"),
+        "{containerfile}"
+    );
+    let final_stage = containerfile
+        .split("FROM base AS final")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no final stage:\n{containerfile}"));
+    let copy = final_stage
+        .find("COPY _build/kubemend/ /tmp/kubemend/")
+        .unwrap_or_else(|| panic!("no COPY of the tarball:\n{containerfile}"));
+    let install = final_stage
+        .find("ansible-galaxy collection install --collections-path /usr/share/ansible/collections /tmp/kubemend/*.tar.gz")
+        .unwrap_or_else(|| panic!("no install of the tarball:\n{containerfile}"));
+    assert!(copy < install, "{containerfile}");
+    // No Python or system requirements: the modules are one static binary.
+    for unwanted in ["requirements.txt", "bindep.txt", "requirements.yml"] {
+        assert!(
+            !context.join("_build").join(unwanted).exists(),
+            "the context installs {unwanted}"
+        );
+    }
+    let tarballs: Vec<PathBuf> = std::fs::read_dir(context.join("_build/kubemend"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(tarballs.len(), 1, "{tarballs:?}");
+    assert!(
+        tarballs[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("kubemend-microk8s-"),
+        "{tarballs:?}"
+    );
+
+    let installed = work.path().join("installed");
+    let out = ansible("ansible-galaxy", work.path())
+        .args(["collection", "install", "--force", "--collections-path"])
+        .arg(&installed)
+        .arg(&tarballs[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", text(&out.stderr));
+    for module in runtime_action_group() {
+        let path = installed
+            .join("ansible_collections/kubemend/microk8s/plugins/modules")
+            .join(&module);
+        assert!(path.is_file(), "{} not installed", path.display());
+    }
 }

@@ -12,9 +12,9 @@
 #
 #   build.sh [--binary PATH] [--link] [--into DIR] [--tarball DIR]
 #
-#   --binary PATH  the binary to use (default: target/release/kubemend of this repository;
-#                  build it with `cargo build --release`, statically linked for the EE/host:
-#                  `--target x86_64-unknown-linux-musl`)
+#   --binary PATH  the binary to use (default: the static release binary of this repository,
+#                  target/x86_64-unknown-linux-musl/dist/kubemend under CARGO_TARGET_DIR if
+#                  set, which `make release` builds)
 #   --link         hard-link the modules to the binary itself instead of copying it (a copy when
 #                  they are on different file systems; saves a copy in test builds)
 #   --into DIR     leave this tree alone: copy the collection to
@@ -26,7 +26,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-binary="$root/target/release/kubemend"
+binary="${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-musl/dist/kubemend"
 into=""
 tarball=""
 link=false
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ ! -f "$binary" ]; then
-  echo "build.sh: no kubemend binary at $binary; build it first (cargo build --release)" >&2
+  echo "build.sh: no kubemend binary at $binary; build it first (make release)" >&2
   exit 1
 fi
 
@@ -98,5 +98,6 @@ if [ -n "$tarball" ]; then
     galaxy="$root/.venv/bin/ansible-galaxy"
   fi
   mkdir -p "$tarball"
-  (cd "$dest" && "$galaxy" collection build --force --output-path "$(cd "$tarball" && pwd)" .)
+  tarball="$(cd "$tarball" && pwd)"
+  (cd "$dest" && "$galaxy" collection build --force --output-path "$tarball" .)
 fi
