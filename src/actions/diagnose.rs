@@ -2450,6 +2450,170 @@ mod tests {
         assert_eq!(exit_code(&keys), None);
     }
 
+    fn incident_node() -> NodeReading {
+        NodeReading {
+            node: "k8s02".into(),
+            locked: vec![
+                (microk8s::KUBELITE_UNIT.into(), Ok(30)),
+                (microk8s::DQLITE_UNIT.into(), Ok(0)),
+            ],
+            dqlite: Some(Ok(microk8s::Dqlite {
+                voters: Some(3),
+                leader: Some("127.0.1.1:19001".into()),
+                problems: vec![],
+            })),
+            sizes: Some(Ok(microk8s::BackendSizes {
+                snapshot_files: 2,
+                snapshot_bytes: 235_929_600,
+                data_bytes: Some(22_858_957),
+                data_problem: None,
+            })),
+            escalation: Some(Ok(microk8s::Escalation {
+                risk: false,
+                why: None,
+            })),
+            apiserver: Some(Ok(microk8s::parse_apiserver_args(
+                "--authorization-mode=Node,RBAC\n--feature-gates=ListFromCacheSnapshot=false,\
+                 SizeBasedListCostEstimate=false,DetectCacheInconsistency=false\n",
+            ))),
+            ..NodeReading::default()
+        }
+    }
+
+    fn limits() -> KubeliteLimits {
+        KubeliteLimits {
+            window_seconds: 900,
+            locked_per_hour: 10,
+            snapshot_ratio: 5,
+            minor: Some(34),
+            ssh_options: serde_json::from_value(json!({"ssh_config": "/etc/kubemend/ssh_config"}))
+                .unwrap(),
+        }
+    }
+
+    fn by_id<'a>(findings: &'a [Finding], id: &str) -> &'a Finding {
+        findings
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {findings:#?}"))
+    }
+
+    #[test]
+    fn the_incident_node_warns_of_lock_errors_and_snapshot_bloat() {
+        let findings = kubelite_findings(&incident_node(), &limits());
+        let locked = by_id(&findings, "kubelite:database_locked:node/k8s02");
+        assert_eq!(locked.severity, Severity::Warning);
+        assert_eq!(locked.data["count"], json!(30));
+        assert_eq!(locked.data["per_hour"], json!(120.0));
+        assert!(locked.hint.contains("stale watches"), "{}", locked.hint);
+        assert!(
+            locked
+                .hint
+                .contains("snap restart microk8s.daemon-k8s-dqlite"),
+            "{}",
+            locked.hint
+        );
+        let fix = locked.fix.as_ref().expect("a fix");
+        assert_eq!(fix.module, "kubelite_restart");
+        assert_eq!(
+            fix.command,
+            "kubemend kubelite-restart --nodes k8s02 --ssh-config /etc/kubemend/ssh_config"
+        );
+        let snapshots = by_id(&findings, "kubelite:dqlite_snapshots:node/k8s02");
+        assert_eq!(snapshots.severity, Severity::Warning);
+        assert!(
+            snapshots.evidence.contains("225.0 MiB") && snapshots.evidence.contains("21.8 MiB"),
+            "{}",
+            snapshots.evidence
+        );
+        assert_eq!(
+            by_id(&findings, "kubelite:dqlite:node/k8s02").severity,
+            Severity::Info
+        );
+        assert!(!findings.iter().any(|f| f.id.contains("authorization_mode")
+            || f.id.contains("feature_gates")
+            || f.id.contains("escalation")));
+    }
+
+    #[test]
+    fn a_node_without_leader_rbac_or_gates_is_critical_and_an_unreachable_one_skipped() {
+        let mut node = incident_node();
+        node.locked = vec![(microk8s::KUBELITE_UNIT.into(), Ok(2))];
+        node.dqlite = Some(Ok(microk8s::Dqlite {
+            voters: Some(2),
+            leader: None,
+            problems: vec!["dqlite reports no leader: x".into()],
+        }));
+        node.apiserver = Some(Ok(microk8s::parse_apiserver_args(
+            "--authorization-mode=AlwaysAllow\n",
+        )));
+        node.escalation = Some(Ok(microk8s::Escalation {
+            risk: true,
+            why: Some("restart-escalation risk: ...".into()),
+        }));
+        let findings = kubelite_findings(&node, &limits());
+        // 2 in 15m is 8 per hour: below 10.
+        assert_eq!(
+            by_id(&findings, "kubelite:database_locked:node/k8s02").severity,
+            Severity::Info
+        );
+        assert_eq!(
+            by_id(&findings, "kubelite:dqlite:node/k8s02").severity,
+            Severity::Critical
+        );
+        let open = by_id(&findings, "kubelite:authorization_mode:node/k8s02");
+        assert_eq!(open.severity, Severity::Critical);
+        assert!(open.hint.contains("microk8s enable rbac"));
+        let gates = by_id(&findings, "kubelite:feature_gates:node/k8s02");
+        assert_eq!(gates.severity, Severity::Warning);
+        assert_eq!(gates.data["missing_gates"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            by_id(&findings, "kubelite:escalation_risk:node/k8s02").severity,
+            Severity::Warning
+        );
+        // Not 1.34: no feature-gate finding.
+        let mut other = limits();
+        other.minor = Some(33);
+        assert!(
+            !kubelite_findings(&node, &other)
+                .iter()
+                .any(|f| f.id.contains("feature_gates"))
+        );
+
+        let down = NodeReading {
+            node: "k8s03".into(),
+            unreachable: Some("connect: no answer within 10s".into()),
+            ..NodeReading::default()
+        };
+        let findings = kubelite_findings(&down, &limits());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].id, "kubelite:ssh:node/k8s03");
+        assert!(findings[0].evidence.contains("no answer within 10s"));
+    }
+
+    #[test]
+    fn ssh_checks_need_an_ssh_option_or_nodes() {
+        let validate = |v: Value| {
+            let Value::Object(options) = v else {
+                panic!("an object")
+            };
+            crate::actions::validate::<Diagnose>(options)
+        };
+        assert!(validate(json!({})).is_ok());
+        assert!(validate(json!({"window": "0s"})).is_err());
+        assert!(validate(json!({"snapshot_ratio": 0})).is_err());
+        assert!(validate(json!({"nodes": ["k8s01; reboot"]})).is_err());
+        let given = |v: Value| {
+            Diagnose::validate(serde_json::from_value::<Options>(v).unwrap())
+                .unwrap()
+                .ssh_given
+        };
+        assert!(!given(json!({})));
+        assert!(!given(json!({"become": false})));
+        assert!(given(json!({"ssh_user": "k8sadmin"})));
+        assert!(given(json!({"nodes": ["k8s01"]})));
+    }
+
     #[test]
     fn stuck_pods_are_counted_per_namespace_and_kind() {
         let pod = |ns: &str, name: &str, kind| Stuck {
