@@ -188,6 +188,44 @@ async fn over_ssh_the_seeded_lock_errors_and_snapshot_bloat_are_found_on_k8s02()
     }
 }
 
+#[tokio::test]
+async fn a_node_ssh_cannot_reach_is_named_and_the_others_are_still_checked() {
+    let _node = support::node_lock("k8s03");
+    let out = support::testcluster(&["fault", "k8s03", "ssh-down"]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["kubelite"], "ssh_config": support::cluster().ssh_config}),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(
+        check_status(&result, "kubelite")["status"],
+        "ran",
+        "{result:#}"
+    );
+    let down = finding_by_id(&result, "kubelite:ssh:node/k8s03");
+    assert_eq!(down["severity"], "warning", "{down:#}");
+    assert!(
+        down["evidence"]
+            .as_str()
+            .expect("evidence")
+            .starts_with("SSH checks skipped on this node"),
+        "{down:#}"
+    );
+    assert!(
+        !findings(&result, "kubelite")
+            .iter()
+            .any(|f| f["object"] == "node/k8s03" && f["id"] != "kubelite:ssh:node/k8s03"),
+        "{result:#}"
+    );
+    for node in ["k8s01", "k8s02"] {
+        let id = format!("kubelite:dqlite:node/{node}");
+        assert_eq!(finding_by_id(&result, &id)["severity"], "info", "{id}");
+    }
+    let out = support::testcluster(&["fault", "clear", "k8s03"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 fn calico_rbac_and_webhook_findings(result: &Value) {
     // 1. The Calico RBAC gap, confirmed by SubjectAccessReview.
     let calico = findings(result, "calico_rbac");
