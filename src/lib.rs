@@ -17,6 +17,7 @@ pub mod error;
 pub mod http_guard;
 pub mod k8s;
 pub mod log_mask;
+pub mod microk8s;
 pub mod module_docs;
 pub mod outcome;
 pub mod protocol;

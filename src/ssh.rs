@@ -169,6 +169,37 @@ impl SshArgs {
         Ok(())
     }
 
+    /// Whether any option that says where or how to connect is set (ssh_config, ssh_user,
+    /// ssh_port, ssh_private_key_file, known_hosts).
+    #[must_use]
+    pub fn given(&self) -> bool {
+        self.ssh_config.is_some()
+            || self.ssh_user.is_some()
+            || self.ssh_port.is_some()
+            || self.ssh_private_key_file.is_some()
+            || self.known_hosts.is_some()
+    }
+
+    /// The options that are set, for a finding's fix.
+    #[must_use]
+    pub fn given_options(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (key, value) in [
+            ("ssh_config", &self.ssh_config),
+            ("ssh_user", &self.ssh_user),
+            ("ssh_private_key_file", &self.ssh_private_key_file),
+            ("known_hosts", &self.known_hosts),
+        ] {
+            if let Some(value) = value {
+                out.insert(key.into(), value.clone().into());
+            }
+        }
+        if let Some(port) = self.ssh_port {
+            out.insert("ssh_port".into(), port.into());
+        }
+        out
+    }
+
     fn path(text: Option<&String>) -> Option<PathBuf> {
         text.map(|p| crate::client::expand_home(p))
     }

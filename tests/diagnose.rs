@@ -114,6 +114,118 @@ async fn the_seeded_incident_is_found_with_the_fix_for_each_finding() {
     cli_exit_codes_and_table();
 }
 
+/// The finding `id`.
+fn finding_by_id<'a>(result: &'a Value, id: &str) -> &'a Value {
+    result["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no finding {id}: {result:#}"))
+}
+
+#[tokio::test]
+async fn over_ssh_the_seeded_lock_errors_and_snapshot_bloat_are_found_on_k8s02() {
+    let _incident = support::incident();
+    let ssh_config = support::cluster().ssh_config.clone();
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["kubelite"], "ssh_config": ssh_config}),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(
+        check_status(&result, "kubelite")["status"],
+        "ran",
+        "{result:#}"
+    );
+
+    // The journal's `database is locked` errors, within the 15m window.
+    let locked = finding_by_id(&result, "kubelite:database_locked:node/k8s02");
+    assert_eq!(locked["severity"], "warning", "{locked:#}");
+    assert!(
+        locked["data"]["count"].as_u64().expect("a count") >= 30,
+        "{locked:#}"
+    );
+    let hint = locked["hint"].as_str().expect("a hint");
+    assert!(hint.contains("stale watches"), "{hint}");
+    assert!(
+        hint.contains("snap restart microk8s.daemon-k8s-dqlite"),
+        "{hint}"
+    );
+    assert_eq!(locked["fix"]["module"], "kubelite_restart", "{locked:#}");
+    assert_eq!(locked["fix"]["options"]["nodes"], json!(["k8s02"]));
+    assert_eq!(locked["fix"]["options"]["ssh_config"], json!(ssh_config));
+
+    // 225 MiB of snapshots against 21.8 MiB of data.
+    let snapshots = finding_by_id(&result, "kubelite:dqlite_snapshots:node/k8s02");
+    assert_eq!(snapshots["severity"], "warning", "{snapshots:#}");
+    // The snapshot (a sparse file, counted at its apparent size) and its .meta file.
+    assert!(
+        snapshots["data"]["snapshot_bytes"]
+            .as_u64()
+            .expect("a size")
+            >= 225 * 1024 * 1024,
+        "{snapshots:#}"
+    );
+    assert_eq!(snapshots["data"]["data_bytes"], json!(22_858_957));
+    let hint = snapshots["hint"].as_str().expect("a hint");
+    assert!(hint.contains("microk8s.daemon-k8s-dqlite"), "{hint}");
+
+    // The other nodes: no lock errors, no bloat, dqlite healthy, the test bed's RBAC and the
+    // 1.34 feature gates in place.
+    for node in ["k8s01", "k8s03"] {
+        for what in ["database_locked", "dqlite_snapshots", "dqlite"] {
+            let id = format!("kubelite:{what}:node/{node}");
+            assert_eq!(finding_by_id(&result, &id)["severity"], "info", "{id}");
+        }
+    }
+    for f in findings(&result, "kubelite") {
+        let id = f["id"].as_str().expect("an id");
+        assert!(
+            !id.contains("authorization_mode") && !id.contains("feature_gates"),
+            "{f:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_node_ssh_cannot_reach_is_named_and_the_others_are_still_checked() {
+    let _node = support::node_lock("k8s03");
+    let out = support::testcluster(&["fault", "k8s03", "ssh-down"]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["kubelite"], "ssh_config": support::cluster().ssh_config}),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(
+        check_status(&result, "kubelite")["status"],
+        "ran",
+        "{result:#}"
+    );
+    let down = finding_by_id(&result, "kubelite:ssh:node/k8s03");
+    assert_eq!(down["severity"], "warning", "{down:#}");
+    assert!(
+        down["evidence"]
+            .as_str()
+            .expect("evidence")
+            .starts_with("SSH checks skipped on this node"),
+        "{down:#}"
+    );
+    assert!(
+        !findings(&result, "kubelite")
+            .iter()
+            .any(|f| f["object"] == "node/k8s03" && f["id"] != "kubelite:ssh:node/k8s03"),
+        "{result:#}"
+    );
+    for node in ["k8s01", "k8s02"] {
+        let id = format!("kubelite:dqlite:node/{node}");
+        assert_eq!(finding_by_id(&result, &id)["severity"], "info", "{id}");
+    }
+    let out = support::testcluster(&["fault", "clear", "k8s03"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 fn calico_rbac_and_webhook_findings(result: &Value) {
     // 1. The Calico RBAC gap, confirmed by SubjectAccessReview.
     let calico = findings(result, "calico_rbac");

@@ -409,6 +409,9 @@ async fn kubelite_restart_works_through_the_apiserver_of_the_node_it_restarts() 
 /// way an AWX Machine credential hands its key over. Without the agent the same run fails.
 #[tokio::test]
 async fn kubelite_restart_reaches_the_nodes_through_an_ssh_agent_with_no_key_option() {
+    // Its pre-flight needs every node active and no run holding the lock: not while another
+    // test restarts nodes.
+    let _nodes = support::all_nodes_lock();
     let cluster = support::cluster();
     let dir = tempfile::tempdir().unwrap();
     let config = std::fs::read_to_string(&cluster.ssh_config).unwrap();

@@ -25,8 +25,15 @@
 //!    documented to be tested on ([`CALICO_SUPPORT`]).
 //! 8. `apiserver_403`: the answering API server's `apiserver_request_total{code="403"}`
 //!    against its uptime (`process_start_time_seconds`), from `/metrics`.
-//! 9. `kubelite`: kubelite on each node over SSH; needs SSH options, so for now always
-//!    reported as skipped.
+//! 9. `kubelite`: each control-plane node over SSH (only when an SSH option or `nodes` is
+//!    given; else skipped): `database is locked` errors in the kubelite and k8s-dqlite
+//!    journals over `window` (more than `locked_per_hour`: a warning), dqlite's voters and
+//!    leader (no leader or fewer than three voters: critical), the dqlite snapshot files
+//!    against the live data (dqlite's `SELECT SUM(LENGTH(value)) FROM kine`; more than
+//!    `snapshot_ratio` times it: a warning), the restart-escalation risk (a warning), the
+//!    apiserver's `--authorization-mode` (AlwaysAllow: critical) and, on Kubernetes 1.34, the
+//!    feature gates microk8s turns off for dqlite (missing: a warning). A node SSH cannot
+//!    reach gets a warning naming why, and the other nodes are still checked.
 //!
 //! A check that cannot run (permission denied, Calico not installed, a timeout) is listed in
 //! `checks` as skipped with the reason; the other checks still run.
@@ -68,7 +75,9 @@ use crate::k8s::duration::{Duration, format_duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::names::check_label;
 use crate::k8s::nodes::{NodeInfo, read_nodes};
+use crate::microk8s::{self, NodeSpec, NodeTarget, check_nodes};
 use crate::outcome::Outcome;
+use crate::ssh::{self, Remote, SshArgs, Target};
 
 /// Pod names shown in the evidence of one finding; the rest are counted.
 const NAMES_SHOWN: usize = 5;
@@ -125,6 +134,50 @@ pub struct Options {
     #[arg(long, value_enum, value_name = "SEVERITY")]
     #[serde(default)]
     pub fail_on: FailOn,
+
+    #[serde(flatten)]
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in SshArgs")]
+    pub ssh: SshArgs,
+
+    /// The nodes the kubelite check reaches over SSH, each a node name or a mapping {name,
+    /// host, port, user}, as for kubelite_restart. Default: the nodes labelled
+    /// node.kubernetes.io/microk8s-controlplane, else every node, each reached by its name.
+    /// The kubelite check runs only when an SSH option (ssh_config, ssh_user, ssh_port,
+    /// ssh_private_key_file, known_hosts) or nodes is given.
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    #[serde(default)]
+    pub nodes: Option<Vec<NodeSpec>>,
+
+    /// How far back the kubelite check reads the kubelite and k8s-dqlite journals for
+    /// `database is locked` errors, e.g. 15m, 1h.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_window")]
+    pub window: Duration,
+
+    /// `database is locked` errors per hour (over window) above which a node gets a warning.
+    #[arg(long, value_name = "N")]
+    #[serde(default = "default_locked_per_hour")]
+    pub locked_per_hour: u32,
+
+    /// How many times the live dqlite data the snapshot files may add up to before a node
+    /// gets a warning.
+    #[arg(long, value_name = "N")]
+    #[serde(default = "default_snapshot_ratio")]
+    #[schemars(range(min = 1))]
+    pub snapshot_ratio: u32,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(900)
+}
+
+fn default_locked_per_hour() -> u32 {
+    10
+}
+
+fn default_snapshot_ratio() -> u32 {
+    5
 }
 
 fn all_checks() -> Vec<Check> {
@@ -405,6 +458,12 @@ pub struct Diagnose {
     lease_transitions: u32,
     forbidden_per_hour: u32,
     fail_on: FailOn,
+    ssh: SshArgs,
+    ssh_given: bool,
+    nodes: Option<Vec<NodeTarget>>,
+    window: Duration,
+    locked_per_hour: u32,
+    snapshot_ratio: u32,
 }
 
 /// Nothing to carry from plan to apply: the checks are the plan.
@@ -426,6 +485,27 @@ impl Action for Diagnose {
                 problem: "must name at least one check (omit it to run them all)".into(),
             });
         }
+        options.ssh.check()?;
+        if options.ssh.ssh_port == Some(0) {
+            return Err(Error::InvalidOption {
+                option: "ssh_port".into(),
+                problem: "must be between 1 and 65535".into(),
+            });
+        }
+        if options.window.seconds() <= 0 {
+            return Err(Error::InvalidOption {
+                option: "window".into(),
+                problem: format!("must be longer than 0s, got {}", options.window),
+            });
+        }
+        if options.snapshot_ratio == 0 {
+            return Err(Error::InvalidOption {
+                option: "snapshot_ratio".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        let ssh_given = options.ssh.given() || options.nodes.is_some();
+        let nodes = check_nodes(options.nodes)?;
         let mut checks = options.checks;
         checks.sort();
         checks.dedup();
@@ -449,6 +529,12 @@ impl Action for Diagnose {
             lease_transitions: options.lease_transitions,
             forbidden_per_hour: options.forbidden_per_hour,
             fail_on: options.fail_on,
+            ssh_given,
+            ssh: options.ssh,
+            nodes,
+            window: options.window,
+            locked_per_hour: options.locked_per_hour,
+            snapshot_ratio: options.snapshot_ratio,
         })
     }
 
@@ -492,6 +578,7 @@ impl Action for Diagnose {
                     }
                 }
                 Check::Apiserver403 => self.apiserver_403(&cx.cluster).await.map_err(reason),
+                Check::Kubelite if self.ssh_given => self.kubelite(&cx.cluster).await,
                 Check::Kubelite => Err("no SSH options given".into()),
             };
             record(out, check, result);
@@ -1607,6 +1694,419 @@ pub fn forbidden_finding(
 }
 
 // ---------------------------------------------------------------------------------------------
+// 9. kubelite on each node, over SSH
+// ---------------------------------------------------------------------------------------------
+
+/// What the kubelite check read on one node; each read that failed holds why.
+#[derive(Debug, Clone, Default)]
+pub struct NodeReading {
+    /// The node.
+    pub node: String,
+    /// Why SSH could not reach it (then nothing else was read).
+    pub unreachable: Option<String>,
+    /// `database is locked` lines in each unit's journal over the window.
+    pub locked: Vec<(String, std::result::Result<usize, String>)>,
+    /// dqlite voters and leader.
+    pub dqlite: Option<std::result::Result<microk8s::Dqlite, String>>,
+    /// Snapshot files and live data.
+    pub sizes: Option<std::result::Result<microk8s::BackendSizes, String>>,
+    /// The restart-escalation risk.
+    pub escalation: Option<std::result::Result<microk8s::Escalation, String>>,
+    /// The apiserver's arguments.
+    pub apiserver: Option<std::result::Result<microk8s::ApiserverArgs, String>>,
+}
+
+/// What the kubelite findings are judged against.
+#[derive(Debug, Clone, Default)]
+pub struct KubeliteLimits {
+    /// The journal window, in seconds.
+    pub window_seconds: i64,
+    /// `database is locked` errors per hour above which a node gets a warning.
+    pub locked_per_hour: u32,
+    /// How many times the live data the snapshots may add up to.
+    pub snapshot_ratio: u32,
+    /// The cluster's Kubernetes minor release, if known.
+    pub minor: Option<u32>,
+    /// The SSH options diagnose was given, for the fixes' options.
+    pub ssh_options: Map<String, Value>,
+}
+
+impl Diagnose {
+    async fn kubelite(&self, cluster: &Cluster) -> std::result::Result<Vec<Finding>, String> {
+        let listed = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(cluster.error("list", "nodes"))
+            .map_err(reason)?
+            .items;
+        let targets = microk8s::targets(&listed, self.nodes.as_deref()).map_err(reason)?;
+        let minor = cluster
+            .client
+            .apiserver_version()
+            .await
+            .ok()
+            .and_then(|info| info.minor.trim_end_matches('+').parse().ok());
+        let since = Timestamp::now().as_second() - self.window.seconds();
+        let readings =
+            futures::future::join_all(targets.iter().map(|target| self.read_node(target, since)))
+                .await;
+        if readings.iter().all(|r| r.unreachable.is_some()) {
+            let why: Vec<String> = readings
+                .iter()
+                .map(|r| format!("{}: {}", r.node, r.unreachable.as_deref().unwrap_or("")))
+                .collect();
+            return Err(format!("no node reachable over SSH: {}", why.join("; ")));
+        }
+        let limits = KubeliteLimits {
+            window_seconds: self.window.seconds(),
+            locked_per_hour: self.locked_per_hour,
+            snapshot_ratio: self.snapshot_ratio,
+            minor,
+            ssh_options: self.ssh.given_options(),
+        };
+        Ok(readings
+            .iter()
+            .flat_map(|r| kubelite_findings(r, &limits))
+            .collect())
+    }
+
+    /// Every read of one node; a read that fails is kept as its reason.
+    async fn read_node(&self, target: &Target, since: i64) -> NodeReading {
+        let mut reading = NodeReading {
+            node: target.node.clone(),
+            ..NodeReading::default()
+        };
+        let remote: Remote = match ssh::connect(&self.ssh, target).await {
+            Ok(remote) => remote,
+            Err(err) => {
+                reading.unreachable = Some(err.message_with_causes());
+                return reading;
+            }
+        };
+        let text = |e: Error| e.message_with_causes();
+        for unit in [microk8s::KUBELITE_UNIT, microk8s::DQLITE_UNIT] {
+            let count = microk8s::locked_since(&remote, unit, since)
+                .await
+                .map_err(text);
+            reading.locked.push((unit.to_owned(), count));
+        }
+        reading.dqlite = Some(microk8s::dqlite_state(&remote).await.map_err(text));
+        reading.sizes = Some(microk8s::backend_sizes(&remote).await.map_err(text));
+        let escalation = match microk8s::unit_state(&remote, microk8s::KUBELITE_UNIT).await {
+            Ok(unit) => microk8s::escalation(&remote, unit.nrestarts).await,
+            Err(err) => Err(err),
+        };
+        reading.escalation = Some(escalation.map_err(text));
+        reading.apiserver = Some(microk8s::apiserver_args(&remote).await.map_err(text));
+        remote.close().await;
+        reading
+    }
+}
+
+/// Bytes as MiB, for people.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "shown with one decimal: sizes far below 2^52 bytes"
+)]
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
+}
+
+/// A kubelite finding about `what` on `node`, with its own id.
+fn node_finding(what: &str, node: &str, severity: Severity, evidence: String) -> Finding {
+    let mut f = finding(Check::Kubelite, severity, format!("node/{node}"), evidence);
+    f.id = format!("kubelite:{what}:node/{node}");
+    f.data.insert("node".into(), json!(node));
+    f
+}
+
+/// The findings of one node's readings.
+#[must_use]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one block per reading, in the order the check reads them"
+)]
+pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<Finding> {
+    let node = reading.node.as_str();
+    if let Some(why) = &reading.unreachable {
+        let mut f = node_finding(
+            "ssh",
+            node,
+            Severity::Warning,
+            format!("SSH checks skipped on this node: {why}"),
+        );
+        "make the node reachable over SSH (ssh_config, ssh_user, known_hosts, nodes[].host) \
+         or leave it out with nodes; the other nodes were checked"
+            .clone_into(&mut f.hint);
+        f.data.insert("reason".into(), json!(why));
+        return vec![f];
+    }
+    let mut findings = Vec::new();
+    let mut unread = Vec::new();
+    let with_ssh = |mut options: Value| {
+        if let Some(map) = options.as_object_mut() {
+            for (k, v) in &limits.ssh_options {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        options
+    };
+
+    // database is locked, over the window.
+    let mut total = 0;
+    let mut per_unit = Map::new();
+    for (unit, count) in &reading.locked {
+        match count {
+            Ok(n) => {
+                total += n;
+                per_unit.insert(unit.clone(), json!(n));
+            }
+            Err(why) => unread.push(format!("journal of {unit}: {why}")),
+        }
+    }
+    if !per_unit.is_empty() {
+        let window = format_duration(limits.window_seconds);
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "a count of journal lines and a window in seconds, far below 2^52"
+        )]
+        let rate = total as f64 * 3600.0 / limits.window_seconds.max(1) as f64;
+        let over = rate > f64::from(limits.locked_per_hour);
+        let mut f = node_finding(
+            "database_locked",
+            node,
+            if over {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
+            format!(
+                "{total} `database is locked` error(s) in the kubelite and k8s-dqlite journals \
+                 over the last {window} ({rate:.0} per hour; warning above {})",
+                limits.locked_per_hour
+            ),
+        );
+        f.data.insert("count".into(), json!(total));
+        f.data.insert("per_hour".into(), json!(rate));
+        f.data
+            .insert("window_seconds".into(), json!(limits.window_seconds));
+        f.data.insert("per_unit".into(), Value::Object(per_unit));
+        if over {
+            f.hint = "dqlite is refusing writes under contention; stale watches follow (the \
+                      scheduler stops seeing new pods, as in the incident): restart kubelite \
+                      on this node (kubelite_restart), and if the errors go on, restart dqlite \
+                      there: `sudo snap restart microk8s.daemon-k8s-dqlite`"
+                .into();
+            f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+        } else {
+            "nothing to do".clone_into(&mut f.hint);
+        }
+        findings.push(f);
+    }
+
+    // dqlite voters and leader.
+    match &reading.dqlite {
+        Some(Ok(dqlite)) => {
+            let healthy = dqlite.problems.is_empty();
+            let mut f = node_finding(
+                "dqlite",
+                node,
+                if healthy {
+                    Severity::Info
+                } else {
+                    Severity::Critical
+                },
+                if healthy {
+                    format!(
+                        "dqlite has {} voters and leader {}",
+                        dqlite.voters.unwrap_or_default(),
+                        dqlite.leader.as_deref().unwrap_or_default()
+                    )
+                } else {
+                    dqlite.problems.join("; ")
+                },
+            );
+            f.data.insert("voters".into(), json!(dqlite.voters));
+            f.data.insert("leader".into(), json!(dqlite.leader));
+            if healthy {
+                "nothing to do".clone_into(&mut f.hint);
+            } else {
+                "dqlite needs three voters and a leader to take writes safely: look at \
+                 `microk8s status` and `journalctl -u snap.microk8s.daemon-k8s-dqlite` on \
+                 every node; restart nothing until it has them (kubelite_restart refuses)"
+                    .clone_into(&mut f.hint);
+            }
+            findings.push(f);
+        }
+        Some(Err(why)) => unread.push(format!("dqlite: {why}")),
+        None => {}
+    }
+
+    // Snapshot files against the live data.
+    match &reading.sizes {
+        Some(Ok(sizes)) => {
+            let snapshots = format!(
+                "{} in {} dqlite snapshot file(s)",
+                mib(sizes.snapshot_bytes),
+                sizes.snapshot_files
+            );
+            let mut f = match sizes.data_bytes {
+                Some(data) => {
+                    let bloated = sizes.snapshot_bytes
+                        > data.saturating_mul(u64::from(limits.snapshot_ratio));
+                    let mut f = node_finding(
+                        "dqlite_snapshots",
+                        node,
+                        if bloated {
+                            Severity::Warning
+                        } else {
+                            Severity::Info
+                        },
+                        format!(
+                            "{snapshots} against {} of live data (the kine rows' values){}",
+                            mib(data),
+                            if bloated {
+                                format!(": more than {} times it", limits.snapshot_ratio)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    );
+                    f.data.insert("data_bytes".into(), json!(data));
+                    if bloated {
+                        f.hint = "dqlite writes every snapshot whole and sends it to the \
+                                  followers, holding the database longer each time (`database \
+                                  is locked`, stale watches): check free disk space in the \
+                                  backend directory, then restart dqlite on this node, one node \
+                                  at a time (`sudo snap restart microk8s.daemon-k8s-dqlite`) so \
+                                  it takes a fresh snapshot, and restart kubelite after it \
+                                  (kubelite_restart)"
+                            .into();
+                        f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+                    } else {
+                        "nothing to do".clone_into(&mut f.hint);
+                    }
+                    f
+                }
+                None => {
+                    let mut f = node_finding(
+                        "dqlite_snapshots",
+                        node,
+                        Severity::Info,
+                        format!(
+                            "{snapshots}; the live data is unknown: {}",
+                            sizes.data_problem.as_deref().unwrap_or_default()
+                        ),
+                    );
+                    "compare the snapshots with the data by hand (`SELECT SUM(LENGTH(value)) \
+                     FROM kine` in the dqlite shell)"
+                        .clone_into(&mut f.hint);
+                    f
+                }
+            };
+            f.data
+                .insert("snapshot_bytes".into(), json!(sizes.snapshot_bytes));
+            f.data
+                .insert("snapshot_files".into(), json!(sizes.snapshot_files));
+            f.data
+                .insert("snapshot_ratio".into(), json!(limits.snapshot_ratio));
+            findings.push(f);
+        }
+        Some(Err(why)) => unread.push(format!("dqlite backend: {why}")),
+        None => {}
+    }
+
+    // Restart escalation.
+    match &reading.escalation {
+        Some(Ok(escalation)) if escalation.risk => {
+            let mut f = node_finding(
+                "escalation_risk",
+                node,
+                Severity::Warning,
+                escalation.why.clone().unwrap_or_default(),
+            );
+            "before any kubelite restart, write delegate.conf (Delegate=yes for \
+             snap.microk8s.daemon-kubelite) or delegate cpuset: otherwise microk8s restarts the \
+             whole snap, dqlite included (kubelite_restart refuses until then)"
+                .clone_into(&mut f.hint);
+            f.data.insert("escalation_risk".into(), json!(true));
+            findings.push(f);
+        }
+        Some(Ok(_)) | None => {}
+        Some(Err(why)) => unread.push(format!("restart escalation: {why}")),
+    }
+
+    // The apiserver's authorization mode and the 1.34 feature gates.
+    match &reading.apiserver {
+        Some(Ok(args)) => {
+            if args.always_allow() {
+                let mut f = node_finding(
+                    "authorization_mode",
+                    node,
+                    Severity::Critical,
+                    format!(
+                        "{} has --authorization-mode={}: every authenticated request is allowed",
+                        microk8s::APISERVER_ARGS,
+                        if args.authorization_modes.is_empty() {
+                            "(not set: AlwaysAllow)".to_owned()
+                        } else {
+                            args.authorization_modes.join(",")
+                        }
+                    ),
+                );
+                "enable RBAC: `microk8s enable rbac` (--authorization-mode=RBAC,Node); no \
+                 kubemend action does this"
+                    .clone_into(&mut f.hint);
+                f.data.insert(
+                    "authorization_modes".into(),
+                    json!(args.authorization_modes),
+                );
+                findings.push(f);
+            }
+            let missing = args.missing_dqlite_gates();
+            if limits.minor == Some(34) && !missing.is_empty() {
+                let mut f = node_finding(
+                    "feature_gates",
+                    node,
+                    Severity::Warning,
+                    format!(
+                        "Kubernetes 1.34 with dqlite, and {} does not turn off {}",
+                        microk8s::APISERVER_ARGS,
+                        missing.join(", ")
+                    ),
+                );
+                f.hint = format!(
+                    "add `--feature-gates={}` to {} (features that misbehave with dqlite, as \
+                     microk8s 1.34 sets them), then restart kubelite node by node \
+                     (kubelite_restart)",
+                    microk8s::DQLITE_FEATURE_GATES
+                        .map(|g| format!("{g}=false"))
+                        .join(","),
+                    microk8s::APISERVER_ARGS
+                );
+                f.data.insert("missing_gates".into(), json!(missing));
+                f.fix = Some(fix("kubelite_restart", &with_ssh(json!({}))));
+                findings.push(f);
+            }
+        }
+        Some(Err(why)) => unread.push(format!("apiserver arguments: {why}")),
+        None => {}
+    }
+
+    if !unread.is_empty() {
+        let mut f = node_finding(
+            "unread",
+            node,
+            Severity::Info,
+            format!("could not read: {}", unread.join("; ")),
+        );
+        "check the login user's sudo rights (become) on the node".clone_into(&mut f.hint);
+        findings.push(f);
+    }
+    findings
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rendering for the CLI
 // ---------------------------------------------------------------------------------------------
 
@@ -1948,6 +2448,170 @@ mod tests {
         );
         assert!(metrics.contains("kubemend_diagnose_check_skipped{check=\"kubelite\"} 1"));
         assert_eq!(exit_code(&keys), None);
+    }
+
+    fn incident_node() -> NodeReading {
+        NodeReading {
+            node: "k8s02".into(),
+            locked: vec![
+                (microk8s::KUBELITE_UNIT.into(), Ok(30)),
+                (microk8s::DQLITE_UNIT.into(), Ok(0)),
+            ],
+            dqlite: Some(Ok(microk8s::Dqlite {
+                voters: Some(3),
+                leader: Some("127.0.1.1:19001".into()),
+                problems: vec![],
+            })),
+            sizes: Some(Ok(microk8s::BackendSizes {
+                snapshot_files: 2,
+                snapshot_bytes: 235_929_600,
+                data_bytes: Some(22_858_957),
+                data_problem: None,
+            })),
+            escalation: Some(Ok(microk8s::Escalation {
+                risk: false,
+                why: None,
+            })),
+            apiserver: Some(Ok(microk8s::parse_apiserver_args(
+                "--authorization-mode=Node,RBAC\n--feature-gates=ListFromCacheSnapshot=false,\
+                 SizeBasedListCostEstimate=false,DetectCacheInconsistency=false\n",
+            ))),
+            ..NodeReading::default()
+        }
+    }
+
+    fn limits() -> KubeliteLimits {
+        KubeliteLimits {
+            window_seconds: 900,
+            locked_per_hour: 10,
+            snapshot_ratio: 5,
+            minor: Some(34),
+            ssh_options: serde_json::from_value(json!({"ssh_config": "/etc/kubemend/ssh_config"}))
+                .unwrap(),
+        }
+    }
+
+    fn by_id<'a>(findings: &'a [Finding], id: &str) -> &'a Finding {
+        findings
+            .iter()
+            .find(|f| f.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {findings:#?}"))
+    }
+
+    #[test]
+    fn the_incident_node_warns_of_lock_errors_and_snapshot_bloat() {
+        let findings = kubelite_findings(&incident_node(), &limits());
+        let locked = by_id(&findings, "kubelite:database_locked:node/k8s02");
+        assert_eq!(locked.severity, Severity::Warning);
+        assert_eq!(locked.data["count"], json!(30));
+        assert_eq!(locked.data["per_hour"], json!(120.0));
+        assert!(locked.hint.contains("stale watches"), "{}", locked.hint);
+        assert!(
+            locked
+                .hint
+                .contains("snap restart microk8s.daemon-k8s-dqlite"),
+            "{}",
+            locked.hint
+        );
+        let fix = locked.fix.as_ref().expect("a fix");
+        assert_eq!(fix.module, "kubelite_restart");
+        assert_eq!(
+            fix.command,
+            "kubemend kubelite-restart --nodes k8s02 --ssh-config /etc/kubemend/ssh_config"
+        );
+        let snapshots = by_id(&findings, "kubelite:dqlite_snapshots:node/k8s02");
+        assert_eq!(snapshots.severity, Severity::Warning);
+        assert!(
+            snapshots.evidence.contains("225.0 MiB") && snapshots.evidence.contains("21.8 MiB"),
+            "{}",
+            snapshots.evidence
+        );
+        assert_eq!(
+            by_id(&findings, "kubelite:dqlite:node/k8s02").severity,
+            Severity::Info
+        );
+        assert!(!findings.iter().any(|f| f.id.contains("authorization_mode")
+            || f.id.contains("feature_gates")
+            || f.id.contains("escalation")));
+    }
+
+    #[test]
+    fn a_node_without_leader_rbac_or_gates_is_critical_and_an_unreachable_one_skipped() {
+        let mut node = incident_node();
+        node.locked = vec![(microk8s::KUBELITE_UNIT.into(), Ok(2))];
+        node.dqlite = Some(Ok(microk8s::Dqlite {
+            voters: Some(2),
+            leader: None,
+            problems: vec!["dqlite reports no leader: x".into()],
+        }));
+        node.apiserver = Some(Ok(microk8s::parse_apiserver_args(
+            "--authorization-mode=AlwaysAllow\n",
+        )));
+        node.escalation = Some(Ok(microk8s::Escalation {
+            risk: true,
+            why: Some("restart-escalation risk: ...".into()),
+        }));
+        let findings = kubelite_findings(&node, &limits());
+        // 2 in 15m is 8 per hour: below 10.
+        assert_eq!(
+            by_id(&findings, "kubelite:database_locked:node/k8s02").severity,
+            Severity::Info
+        );
+        assert_eq!(
+            by_id(&findings, "kubelite:dqlite:node/k8s02").severity,
+            Severity::Critical
+        );
+        let open = by_id(&findings, "kubelite:authorization_mode:node/k8s02");
+        assert_eq!(open.severity, Severity::Critical);
+        assert!(open.hint.contains("microk8s enable rbac"));
+        let gates = by_id(&findings, "kubelite:feature_gates:node/k8s02");
+        assert_eq!(gates.severity, Severity::Warning);
+        assert_eq!(gates.data["missing_gates"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            by_id(&findings, "kubelite:escalation_risk:node/k8s02").severity,
+            Severity::Warning
+        );
+        // Not 1.34: no feature-gate finding.
+        let mut other = limits();
+        other.minor = Some(33);
+        assert!(
+            !kubelite_findings(&node, &other)
+                .iter()
+                .any(|f| f.id.contains("feature_gates"))
+        );
+
+        let down = NodeReading {
+            node: "k8s03".into(),
+            unreachable: Some("connect: no answer within 10s".into()),
+            ..NodeReading::default()
+        };
+        let findings = kubelite_findings(&down, &limits());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].id, "kubelite:ssh:node/k8s03");
+        assert!(findings[0].evidence.contains("no answer within 10s"));
+    }
+
+    #[test]
+    fn ssh_checks_need_an_ssh_option_or_nodes() {
+        let validate = |v: Value| {
+            let Value::Object(options) = v else {
+                panic!("an object")
+            };
+            crate::actions::validate::<Diagnose>(options)
+        };
+        assert!(validate(json!({})).is_ok());
+        assert!(validate(json!({"window": "0s"})).is_err());
+        assert!(validate(json!({"snapshot_ratio": 0})).is_err());
+        assert!(validate(json!({"nodes": ["k8s01; reboot"]})).is_err());
+        let given = |v: Value| {
+            Diagnose::validate(serde_json::from_value::<Options>(v).unwrap())
+                .unwrap()
+                .ssh_given
+        };
+        assert!(!given(json!({})));
+        assert!(!given(json!({"become": false})));
+        assert!(given(json!({"ssh_user": "k8sadmin"})));
+        assert!(given(json!({"nodes": ["k8s01"]})));
     }
 
     #[test]

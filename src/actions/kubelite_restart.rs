@@ -38,7 +38,6 @@
 //! last lines; the nodes done, failed and not started; `changed: true` if any node restarted).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
@@ -55,31 +54,19 @@ use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::lock::{self, Lock, LockState};
-use crate::k8s::names::check_subdomain;
 use crate::k8s::nodes::{NodeReport, NodeState, read_nodes};
+use crate::microk8s::{check_nodes, dqlite_state, escalation, targets, unit_state};
 use crate::outcome::Outcome;
-use crate::ssh::{self, Remote, SshArgs, Target, check_host, check_word};
+use crate::ssh::{self, Remote, SshArgs, Target, check_word};
 
 /// The Lease that serializes runs.
 const LOCK: (&str, &str) = ("kube-system", "kubemend-kubelite-restart");
-
-/// The label microk8s puts on control-plane nodes.
-const CONTROL_PLANE_LABEL: &str = "node.kubernetes.io/microk8s-controlplane";
 
 /// The leader-election leases whose holders must be back after each restart.
 const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
 
 /// How often the gates are checked.
 const POLL: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// microk8s' dqlite client and its cluster files.
-const DQLITE: &str = "/snap/microk8s/current/bin/dqlite";
-const DQLITE_BACKEND: &str = "/var/snap/microk8s/current/var/kubernetes/backend";
-
-/// What run-kubelite-with-args reads to decide whether a restart escalates.
-const SUBTREE_CONTROL: &str = "/sys/fs/cgroup/cgroup.subtree_control";
-const DELEGATE_CONF: &str =
-    "/etc/systemd/system/snap.microk8s.daemon-kubelite.service.d/delegate.conf";
 
 /// Restart microk8s.daemon-kubelite on the control-plane nodes one at a time, over SSH,
 /// proving each node and the control plane healthy before the next.
@@ -163,41 +150,7 @@ fn default_true() -> bool {
     true
 }
 
-/// A node to restart: its name, or where to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum NodeSpec {
-    /// The node name; SSH reaches it by that name (an ssh_config Host entry or DNS).
-    Name(String),
-    /// The node name and where SSH reaches it.
-    Target(NodeTarget),
-}
-
-/// Where SSH reaches a node.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeTarget {
-    /// The Kubernetes node name.
-    pub name: String,
-    /// Host to connect to (default: the name).
-    #[serde(default)]
-    pub host: Option<String>,
-    /// SSH port (default: ssh_port, else the ssh_config's or 22).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// Login user (default: ssh_user, else the ssh_config's).
-    #[serde(default)]
-    pub user: Option<String>,
-}
-
-impl FromStr for NodeSpec {
-    type Err = String;
-
-    /// A node name (on the command line; mappings come through --params).
-    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
-        Ok(Self::Name(text.to_owned()))
-    }
-}
+pub use crate::microk8s::{NodeSpec, NodeTarget};
 
 /// Restart order.
 #[derive(
@@ -378,51 +331,7 @@ impl Action for KubeliteRestart {
                 problem: "must be between 1 and 65535".into(),
             });
         }
-        let nodes = match options.nodes {
-            None => None,
-            Some(list) if list.is_empty() => {
-                return Err(Error::InvalidOption {
-                    option: "nodes".into(),
-                    problem: "must name at least one node (omit it for the control plane)".into(),
-                });
-            }
-            Some(list) => {
-                let mut out: Vec<NodeTarget> = Vec::new();
-                for (index, spec) in list.into_iter().enumerate() {
-                    let at = format!("nodes[{index}]");
-                    let target = match spec {
-                        NodeSpec::Name(name) => NodeTarget {
-                            name,
-                            host: None,
-                            port: None,
-                            user: None,
-                        },
-                        NodeSpec::Target(target) => target,
-                    };
-                    check_subdomain(&format!("{at}.name"), &target.name)?;
-                    if let Some(host) = &target.host {
-                        check_host(&format!("{at}.host"), host)?;
-                    }
-                    if let Some(user) = &target.user {
-                        check_word(&format!("{at}.user"), user)?;
-                    }
-                    if target.port == Some(0) {
-                        return Err(Error::InvalidOption {
-                            option: format!("{at}.port"),
-                            problem: "must be between 1 and 65535".into(),
-                        });
-                    }
-                    if out.iter().any(|n| n.name == target.name) {
-                        return Err(Error::InvalidOption {
-                            option: at,
-                            problem: format!("node {:?} is listed twice", target.name),
-                        });
-                    }
-                    out.push(target);
-                }
-                Some(out)
-            }
-        };
+        let nodes = check_nodes(options.nodes)?;
         Ok(Self {
             cluster: options.cluster,
             ssh: options.ssh,
@@ -454,7 +363,7 @@ impl Action for KubeliteRestart {
             .await
             .map_err(cluster.error("list", "nodes"))?
             .items;
-        let targets = self.targets(&listed)?;
+        let targets = targets(&listed, self.nodes.as_deref())?;
         let addresses: BTreeMap<String, String> = listed
             .iter()
             .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
@@ -722,66 +631,6 @@ impl Action for KubeliteRestart {
 }
 
 impl KubeliteRestart {
-    /// The nodes to restart and how to reach them.
-    fn targets(&self, listed: &[Node]) -> Result<Vec<Target>> {
-        let names: Vec<&str> = listed
-            .iter()
-            .filter_map(|n| n.metadata.name.as_deref())
-            .collect();
-        let targets: Vec<NodeTarget> = match &self.nodes {
-            Some(nodes) => {
-                for (index, node) in nodes.iter().enumerate() {
-                    if !names.contains(&node.name.as_str()) {
-                        return Err(Error::InvalidOption {
-                            option: format!("nodes[{index}]"),
-                            problem: format!(
-                                "{:?} is not a Node of the cluster (nodes: {})",
-                                node.name,
-                                names.join(", ")
-                            ),
-                        });
-                    }
-                }
-                nodes.clone()
-            }
-            None => {
-                let control_plane: Vec<&str> = listed
-                    .iter()
-                    .filter(|n| {
-                        n.metadata
-                            .labels
-                            .as_ref()
-                            .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
-                    })
-                    .filter_map(|n| n.metadata.name.as_deref())
-                    .collect();
-                let chosen = if control_plane.is_empty() {
-                    names
-                } else {
-                    control_plane
-                };
-                chosen
-                    .into_iter()
-                    .map(|name| NodeTarget {
-                        name: name.to_owned(),
-                        host: None,
-                        port: None,
-                        user: None,
-                    })
-                    .collect()
-            }
-        };
-        Ok(targets
-            .into_iter()
-            .map(|t| Target {
-                host: t.host.clone().unwrap_or_else(|| t.name.clone()),
-                node: t.name,
-                port: t.port,
-                user: t.user,
-            })
-            .collect())
-    }
-
     /// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
     async fn leaderships(
         &self,
@@ -849,24 +698,9 @@ impl KubeliteRestart {
                 unit.active
             ));
         }
-        let control = remote.run(false, "cat", &[SUBTREE_CONTROL]).await?;
-        let cpuset = control.success() && control.stdout.split_whitespace().any(|c| c == "cpuset");
-        let delegate = remote.run(false, "test", &["-e", DELEGATE_CONF]).await?;
-        let risk = unit.nrestarts > 0 && !cpuset && !delegate.success();
-        pre.escalation_risk = Some(risk);
-        if risk {
-            let cpuset = if control.success() {
-                format!("cpuset is not in {SUBTREE_CONTROL}")
-            } else {
-                format!("{SUBTREE_CONTROL} cannot be read, so cpuset delegation is not shown")
-            };
-            pre.problems.push(format!(
-                "restart-escalation risk: kubelite has restarted before (NRestarts={}), \
-                 {cpuset}, and {DELEGATE_CONF} is absent, so microk8s would turn this restart \
-                 into `snap restart microk8s` (dqlite included)",
-                unit.nrestarts
-            ));
-        }
+        let escalation = escalation(remote, unit.nrestarts).await?;
+        pre.escalation_risk = Some(escalation.risk);
+        pre.problems.extend(escalation.why);
         Ok(())
     }
 
@@ -1176,114 +1010,12 @@ impl Gates {
     }
 }
 
-/// What `systemctl show` says of the unit.
-#[derive(Debug, Clone)]
-struct Unit {
-    active: String,
-    nrestarts: u64,
-    active_since: Option<Timestamp>,
-}
-
-async fn unit_state(remote: &Remote, unit: &str) -> Result<Unit> {
-    let output = remote
-        .run(
-            false,
-            "systemctl",
-            &[
-                "show",
-                unit,
-                "-p",
-                "ActiveState",
-                "-p",
-                "NRestarts",
-                "-p",
-                "ActiveEnterTimestamp",
-                "--timestamp=unix",
-            ],
-        )
-        .await?;
-    if !output.success() {
-        return Err(remote.error("run", format!("systemctl show {unit}: {}", output.tail(3))));
-    }
-    Ok(parse_unit(&output.stdout))
-}
-
-/// Parses `systemctl show -p ... --timestamp=unix` output.
-fn parse_unit(text: &str) -> Unit {
-    let mut unit = Unit {
-        active: "unknown".into(),
-        nrestarts: 0,
-        active_since: None,
-    };
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("ActiveState", v)) => v.trim().clone_into(&mut unit.active),
-            Some(("NRestarts", v)) => unit.nrestarts = v.trim().parse().unwrap_or(0),
-            Some(("ActiveEnterTimestamp", v)) => {
-                unit.active_since = v
-                    .trim()
-                    .strip_prefix('@')
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|s| Timestamp::from_second(s).ok());
-            }
-            _ => {}
-        }
-    }
-    unit
-}
-
 /// dqlite voters and leader, as this node sees them.
 async fn dqlite_checks(remote: &Remote, pre: &mut Preflight) -> Result<()> {
-    let args = |query: &'static str| -> Vec<String> {
-        vec![
-            "-s".into(),
-            format!("file://{DQLITE_BACKEND}/cluster.yaml"),
-            "-c".into(),
-            format!("{DQLITE_BACKEND}/cluster.crt"),
-            "-k".into(),
-            format!("{DQLITE_BACKEND}/cluster.key"),
-            "-f".into(),
-            "json".into(),
-            "k8s".into(),
-            query.into(),
-        ]
-    };
-    let cluster_args = args(".cluster");
-    let refs: Vec<&str> = cluster_args.iter().map(String::as_str).collect();
-    let cluster = remote.run(true, DQLITE, &refs).await?;
-    if !cluster.success() {
-        pre.problems
-            .push(format!("dqlite .cluster failed: {}", cluster.tail(3)));
-        return Ok(());
-    }
-    let members: Vec<serde_json::Value> =
-        serde_json::from_str(cluster.stdout.trim()).unwrap_or_default();
-    let voters = members
-        .iter()
-        .filter(|m| m.get("Role").and_then(serde_json::Value::as_i64) == Some(0))
-        .count();
-    pre.dqlite_voters = Some(voters);
-    if voters < 3 {
-        pre.problems.push(format!(
-            "dqlite has {voters} voter(s): restarting one of fewer than three loses quorum"
-        ));
-    }
-    let leader_args = args(".leader");
-    let refs: Vec<&str> = leader_args.iter().map(String::as_str).collect();
-    let leader = remote.run(true, DQLITE, &refs).await?;
-    let address = leader.stdout.trim().trim_matches('"').to_owned();
-    if !leader.success() || address.is_empty() {
-        pre.problems.push(format!(
-            "dqlite reports no leader: {}",
-            if leader.success() {
-                "empty answer".to_owned()
-            } else {
-                leader.tail(3)
-            }
-        ));
-    } else {
-        pre.dqlite_leader = Some(address);
-    }
+    let state = dqlite_state(remote).await?;
+    pre.dqlite_voters = state.voters;
+    pre.dqlite_leader = state.leader;
+    pre.problems.extend(state.problems);
     Ok(())
 }
 
@@ -1458,20 +1190,6 @@ mod tests {
             )
             .is_ok()
         );
-    }
-
-    #[test]
-    fn systemctl_show_is_read_with_unix_timestamps() {
-        let unit =
-            parse_unit("ActiveState=active\nNRestarts=3\nActiveEnterTimestamp=@1747294800\n");
-        assert_eq!(unit.active, "active");
-        assert_eq!(unit.nrestarts, 3);
-        assert_eq!(
-            unit.active_since.unwrap().to_string(),
-            "2025-05-15T07:40:00Z"
-        );
-        let down = parse_unit("ActiveState=inactive\nNRestarts=0\nActiveEnterTimestamp=\n");
-        assert!(down.active_since.is_none());
     }
 
     #[test]

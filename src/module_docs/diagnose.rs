@@ -27,4 +27,11 @@ pub(super) const EXAMPLES: &str = r#"- name: Run the runbook read-only and show 
       - ci
     pending_age: 5m
     terminating_grace: 2m
+
+- name: Also check kubelite and dqlite on the control-plane nodes over SSH
+  kubemend.microk8s.diagnose:
+    checks:
+      - kubelite
+    ssh_user: "{{ ansible_user }}"
+    window: 30m
 "#;
