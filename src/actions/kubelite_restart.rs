@@ -597,37 +597,50 @@ impl Action for KubeliteRestart {
         Ok(())
     }
 
-    /// Every node Ready with a fresh Lease, and both leader leases held, after the run.
+    /// Every node Ready with a fresh Lease, and both leader leases held, after the run. A
+    /// leadership handover in progress (the last node restarted held a lease) is waited out,
+    /// within `gate_timeout`.
     async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
         if out.report.restarted.is_empty() {
             return Ok(());
         }
-        let infos = read_nodes(&cx.cluster).await?;
-        let now = Timestamp::now();
-        let mut problems = Vec::new();
-        for name in &out.report.order {
-            let node = NodeReport::of(&infos, Some(name), now);
-            if node.state != NodeState::Ready || node.lease_expired {
-                problems.push(node.text());
+        let deadline = Instant::now() + self.gate_timeout.std();
+        loop {
+            let problems = health(cx, &out.report.order).await?;
+            if problems.is_empty() {
+                return Ok(());
             }
-        }
-        for lease in LEADER_LEASES {
-            let held = leader_lease(&cx.cluster, lease).await?;
-            if !held.as_ref().is_some_and(|l| lease_held(l, now)) {
-                problems.push(format!("lease kube-system/{lease} not held"));
+            if Instant::now() >= deadline {
+                return Err(Error::NotVerified {
+                    what: problems.join("; "),
+                    hint: "the nodes passed their gates but the control plane is not healthy \
+                           now; check `kubectl get nodes` and the kubelite journals"
+                        .into(),
+                });
             }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::NotVerified {
-                what: problems.join("; "),
-                hint: "the nodes passed their gates but the control plane is not healthy now; \
-                       check `kubectl get nodes` and the kubelite journals"
-                    .into(),
-            })
+            tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// What is not healthy now: nodes not Ready or with an expired Lease, leader leases not held.
+async fn health(cx: &Context, nodes: &[String]) -> Result<Vec<String>> {
+    let infos = read_nodes(&cx.cluster).await?;
+    let now = Timestamp::now();
+    let mut problems = Vec::new();
+    for name in nodes {
+        let node = NodeReport::of(&infos, Some(name), now);
+        if node.state != NodeState::Ready || node.lease_expired {
+            problems.push(node.text());
+        }
+    }
+    for lease in LEADER_LEASES {
+        let held = leader_lease(&cx.cluster, lease).await?;
+        if !held.as_ref().is_some_and(|l| lease_held(l, now)) {
+            problems.push(format!("lease kube-system/{lease} not held"));
+        }
+    }
+    Ok(problems)
 }
 
 impl KubeliteRestart {
