@@ -572,12 +572,12 @@ def bench_diagnose(env):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
         raise SystemExit(f"bench: kubemend diagnose exited {p.returncode}:\n{p.stderr[-2000:]}")
-    requests = [line for line in p.stderr.splitlines() if line.rstrip().endswith("requesting")]
-    pods = [line for line in requests if "/pods?" in line or line.split("http.url=")[-1]
-            .split()[0].split("?")[0].endswith("/pods")]
-    summary = json.loads(p.stdout).get("summary", {})
-    return {"measure": m, "requests": len(requests), "pod_requests": len(pods),
-            "summary": summary}
+    urls = [line.split("http.url=", 1)[-1].split()[0] for line in p.stderr.splitlines()
+            if line.rstrip().endswith("requesting")]
+    paths = [u.split("?", 1)[0] for u in urls]
+    return {"measure": m, "requests": len(urls),
+            "pod_requests": sum(path.endswith("/pods") for path in paths),
+            "event_requests": sum(path.endswith("/events") for path in paths)}
 
 
 def bench_tasks(bins, env, plays):
@@ -781,14 +781,18 @@ def diagnose_section(res):
              "itself). API requests are counted from one more run with "
              "`RUST_LOG=kube_client=debug`: kube-client's `requesting` lines on stderr, one per "
              "HTTP request sent (retries included). Target in the issue: under 2 s without the "
-             "SSH checks, requests growing with pages of pods (500 per page), never per pod.",
-             "", "| pods | median | min | max | peak RSS | API requests | of which pod lists |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "SSH checks, requests growing with pages of pods (500 per page), never per pod. "
+             "Pod lists are the pages of pods (every pod, and Pending pods with no node); event "
+             "lookups are one per Pending pod no scheduler saw (a candidate for stuck), to find "
+             "whether it has events.",
+             "", "| pods | median | min | max | peak RSS | API requests | pod lists | "
+             "event lookups |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for scale, r in res.items():
         m = r["measure"]
         lines.append(f"| {scale:,} | {m['median_ms']:.0f} ms | {m['min_ms']:.0f} ms | "
                      f"{m['max_ms']:.0f} ms | {m['peak_rss_mib']:.1f} MiB | {r['requests']} | "
-                     f"{r['pod_requests']} |")
+                     f"{r['pod_requests']} | {r['event_requests']} |")
     return lines
 
 
