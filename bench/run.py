@@ -5,15 +5,22 @@ in one run, on the test bed. Writes BENCHMARKS.md.
 
 Run it with `make bench` (it builds the release binary, starts the test bed
 and creates .venv-bench/ with bench/venv.sh first); `bench/run.py calico
-stuck ansible` picks sections, all by default. Every command runs RUNS times
+stuck ansible kubelite diagnose tasks maintenance` picks sections, all by default.
+Every command runs RUNS times
 after WARMUP runs; the table gives the median wall time and the peak
 resident set of the largest process (ru_maxrss from wait4, so for a shell
 pipeline it is its largest member, for ansible-playbook the largest process
 of the play). No number here is asserted anywhere: they are measured,
 reported, compared.
+
+Sections that restart nodes, seed the incident or create many pods hold the test bed's
+lock files (the nodes' and the incident's, in the order the tests take them) while they
+run, so that they wait for tests on the same test bed and tests wait for them.
 """
 
+import contextlib
 import datetime
+import fcntl
 import http.client
 import json
 import os
@@ -30,7 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTCLUSTER = ROOT / "tests" / "cluster" / "testcluster"
-KUBEMEND = ROOT / "target" / "release" / "kubemend"
+# cargo's target dir (CARGO_TARGET_DIR, relative to the repository root as make runs cargo).
+KUBEMEND = ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / "release" / "kubemend"
 BENCH_VENV = ROOT / ".venv-bench"  # bench/venv.sh: ansible with kubernetes.core, kubernetes
 RUNS = int(os.environ.get("BENCH_RUNS", "15"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
@@ -38,6 +46,9 @@ POD_SCALES = [int(x) for x in os.environ.get("BENCH_POD_SCALES", "2000,20000").s
 STUCK = 50
 PLAY_SCALE_RUNS = int(os.environ.get("BENCH_PLAY_SCALE_RUNS", "3"))
 GNU_TIME = "/usr/bin/time"
+NODES = ["k8s01", "k8s02", "k8s03"]
+TASKS = int(os.environ.get("BENCH_TASKS", "100"))
+TASK_RUNS = int(os.environ.get("BENCH_TASK_RUNS", "3"))
 
 
 def sh(*args, **kw):
@@ -64,6 +75,32 @@ def cluster_env():
 
 def bin_dir():
     return Path(sh(str(TESTCLUSTER), "build", stdout=subprocess.PIPE, text=True).stdout.strip())
+
+
+def run_dir(env):
+    """The test bed's runtime state directory (where its kubeconfig is)."""
+    return Path(env["KUBECONFIG"]).parent
+
+
+@contextlib.contextmanager
+def testbed_locks(env):
+    """Holds the test bed's node and incident locks (flock on the files the tests lock,
+    k8s01, k8s02, k8s03, then incident), waiting for whoever holds one."""
+    locks = run_dir(env) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for name in NODES + ["incident"]:
+            f = stack.enter_context(open(locks / f"{name}.lock", "a"))
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"bench: waiting for the test bed's {name} lock", file=sys.stderr)
+                fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def seed_incident():
+    sh(str(TESTCLUSTER), "seed", "incident", stdout=subprocess.DEVNULL)
 
 
 def measure(argv, env, ok=(0,), runs=RUNS, warmup=WARMUP):
@@ -303,20 +340,25 @@ class Plays:
         self.kubeconfig = env["KUBECONFIG"]
         self.count = 0
 
-    def argv(self, module, args, check=False):
-        """The ansible-playbook command line of a play running `module` with `args`."""
-        task = {"name": module, module: {"kubeconfig": self.kubeconfig, **args},
-                "register": "result"}
+    def argv(self, module, args, check=False, tasks=1, kubeconfig=True):
+        """The ansible-playbook command line of a play running `module` with `args`, `tasks`
+        times (one task after the other); `kubeconfig` adds the kubeconfig option."""
+        task = {"name": module, module: {"kubeconfig": self.kubeconfig, **args}
+                if kubeconfig else args, "register": "result"}
         if check:
             task["check_mode"] = True
         play = [{"name": module, "hosts": "localhost", "connection": "local",
                  "gather_facts": False,
                  "vars": {"ansible_python_interpreter": str(BENCH_VENV / "bin" / "python")},
-                 "tasks": [task]}]
+                 "tasks": [task] * tasks}]
+        return [self.playbook, "-i", "localhost,", str(self.write(play))]
+
+    def write(self, doc):
+        """Writes a playbook or inventory into the work dir (JSON is YAML); its path."""
         self.count += 1
         path = self.work / f"play-{self.count}.yml"
-        path.write_text(json.dumps(play, indent=2))  # JSON is YAML
-        return [self.playbook, "-i", "localhost,", str(path)]
+        path.write_text(json.dumps(doc, indent=2))
+        return path
 
     def result(self, argv):
         """Runs a play once with the JSON callback: the task's result, which must not fail."""
@@ -374,6 +416,223 @@ def bench_plays_stuck(plays):
     runs = {"runs": PLAY_SCALE_RUNS, "warmup": 1}
     return [("kubemend.microk8s.stuck_pods (check mode)", plays.measure(km, **runs)),
             ("kubernetes.core.k8s_info (every Pod)", plays.measure(info, **runs))]
+
+
+def iso_ts(text):
+    """Unix time of an RFC 3339 timestamp (with Z or an offset; naive means UTC)."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1]
+        if text[-6:-5] in "+-" and text[-3:-2] == ":":
+            text = text[:-6]
+    t = datetime.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp()
+
+
+class LeaseWatch:
+    """Polls the three node Leases every 200 ms in a thread (each from whichever node's
+    apiserver answers) and keeps every renewTime seen, so that a node's recovery (its first
+    Lease renewal after its restart began) can be read for any tool."""
+
+    def __init__(self, env):
+        self.api = Api(env)
+        self.renewals = {n: set() for n in NODES}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+
+    def get(self, host, node):
+        c = http.client.HTTPSConnection(host, 16443, context=self.api.ctx, timeout=2)
+        try:
+            c.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}")
+            r = c.getresponse()
+            return json.loads(r.read()) if r.status == 200 else None
+        finally:
+            c.close()
+
+    def poll(self):
+        while not self.stop.is_set():
+            for node in NODES:
+                for host in self.api.hosts:
+                    try:
+                        lease = self.get(host, node)
+                    except (OSError, http.client.HTTPException, ValueError):
+                        continue
+                    if lease and lease.get("spec", {}).get("renewTime"):
+                        self.renewals[node].add(iso_ts(lease["spec"]["renewTime"]))
+                        break
+            self.stop.wait(0.2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def renewed_after(self, node, t):
+        later = [r for r in self.renewals[node] if r > t]
+        return min(later) if later else None
+
+
+def kubelite_events(env, since):
+    """The test bed's kubelite events since `since`: (unix time, node, what)."""
+    path = run_dir(env) / "nodes" / "kubelite-events"
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and float(parts[0]) >= since:
+            out.append((float(parts[0]), parts[1], parts[2]))
+    return out
+
+
+def recoveries(env, watch, since):
+    """Per node restarted since `since`: when its restart began (the first `stopping`
+    event) and when its Lease was next renewed."""
+    out = {}
+    for t, node, what in kubelite_events(env, since):
+        if what == "stopping" and node not in out:
+            out[node] = {"stopping": t}
+    for node, r in out.items():
+        r["renewed"] = watch.renewed_after(node, r["stopping"])
+    return out
+
+
+def bench_kubelite(bins, env, plays):
+    """One rolling restart by kubemend (settle 0s), then the usual Ansible play (serial: 1,
+    snap restart, a readiness loop with delay 5s), on the same test bed, in that order."""
+    ssh_config = env["KUBEMEND_SSH_CONFIG"]
+    with LeaseWatch(env) as watch:
+        t0 = time.time()
+        p = subprocess.run([str(KUBEMEND), "kubelite-restart", "--ssh-config", ssh_config,
+                            "--settle", "0s", "--output", "json"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t1 = time.time()
+        if p.returncode != 0:
+            raise SystemExit(f"bench: kubemend kubelite-restart exited {p.returncode}:\n"
+                             f"{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        report = json.loads(p.stdout)
+        km_rec = recoveries(env, watch, t0)
+
+        inventory = plays.write({"all": {"hosts": {n: {} for n in NODES}, "vars": {
+            "ansible_ssh_common_args": f"-F {ssh_config}",
+            "ansible_python_interpreter": "/usr/bin/python3"}}})
+        kubectl_bin = str(bins / "kubectl")
+        ready = ("jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
+        play = [{"name": "rolling kubelite restart", "hosts": "all", "serial": 1,
+                 "gather_facts": False, "become": True, "tasks": [
+                     {"name": "restart kubelite",
+                      "ansible.builtin.command": "snap restart microk8s.daemon-kubelite",
+                      "changed_when": True},
+                     # As `microk8s kubectl get node` on the node: its own apiserver answers
+                     # and calls the node Ready.
+                     {"name": "wait for the node",
+                      "ansible.builtin.command": {"argv": [
+                          kubectl_bin, "--context", "{{ inventory_hostname }}", "get", "node",
+                          "{{ inventory_hostname }}", "-o", ready]},
+                      "delegate_to": "localhost", "become": False, "register": "node_ready",
+                      "until": "node_ready.rc == 0 and node_ready.stdout == 'True'",
+                      "retries": 60, "delay": 5, "changed_when": False}]}]
+        path = plays.write(play)
+        # The nodes' login user keeps Ansible's remote temp dir in its home, as by default.
+        play_env = {k: v for k, v in plays.env.items() if k != "ANSIBLE_REMOTE_TEMP"}
+        play_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+        a0 = time.time()
+        q = subprocess.run([plays.playbook, "-i", str(inventory), str(path)], env=play_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        a1 = time.time()
+        if q.returncode != 0:
+            raise SystemExit(f"bench: the serial kubelite play exited {q.returncode}:\n"
+                             f"{q.stdout[-3000:]}\n{q.stderr[-2000:]}")
+        deadline = time.time() + 60  # until the last node's Lease renewed
+        while True:
+            an_rec = recoveries(env, watch, a0)
+            if all(r["renewed"] for r in an_rec.values()) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+    moved = {}
+    for pl in json.loads(q.stdout)["plays"]:
+        for task in pl["tasks"]:
+            if task["task"]["name"] == "wait for the node":
+                for host, res in task["hosts"].items():
+                    moved[host] = {"end": iso_ts(task["task"]["duration"]["end"]),
+                                   "attempts": res.get("attempts", 1)}
+    return {"kubemend": {"wall": t1 - t0, "report": report, "watched": km_rec},
+            "ansible": {"wall": a1 - a0, "watched": an_rec, "moved": moved}}
+
+
+def bench_diagnose(env):
+    """kubemend diagnose (every check; kubelite's, which needs SSH, skips itself): time and
+    memory, then one run logging kube-client's requests, counted."""
+    argv = [str(KUBEMEND), "diagnose", "--output", "json"]
+    m = measure(argv, env, runs=max(5, RUNS // 3))
+    p = subprocess.run(argv, env=dict(env, RUST_LOG="kube_client=debug"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: kubemend diagnose exited {p.returncode}:\n{p.stderr[-2000:]}")
+    urls = [line.split("http.url=", 1)[-1].split()[0] for line in p.stderr.splitlines()
+            if line.rstrip().endswith("requesting")]
+    paths = [u.split("?", 1)[0] for u in urls]
+    return {"measure": m, "requests": len(urls),
+            "pod_requests": sum(path.endswith("/pods") for path in paths),
+            "event_requests": sum(path.endswith("/events") for path in paths)}
+
+
+def bench_tasks(bins, env, plays):
+    """Per-task cost inside ansible-playbook: TASKS tasks of each kind in one play, less a
+    one-task play of the same kind. calico_rbac runs for real against the incident's
+    ClusterRole once fixed (a first run fixes it), k8s state present with that same role."""
+    fix = plays.argv("kubemend.microk8s.calico_rbac", {})
+    plays.result(fix)
+    role = json.loads(kubectl(bins, env, "get", "clusterrole", "calico-kube-controllers",
+                              "-o", "json", stdout=subprocess.PIPE, text=True).stdout)
+    definition = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                  "metadata": {"name": "calico-kube-controllers"}, "rules": role["rules"]}
+    kinds = [
+        ("kubemend.microk8s.calico_rbac", {}, True),
+        ("kubernetes.core.k8s", {"state": "present", "definition": definition}, True),
+        ("ansible.builtin.ping", {}, False),
+        ("ansible.builtin.debug", {"msg": "hello"}, False),
+    ]
+    out = []
+    for module, args, kube in kinds:
+        one = plays.argv(module, args, kubeconfig=kube)
+        if kube and plays.result(one).get("changed"):
+            raise SystemExit(f"bench: {module} changed the already-correct ClusterRole")
+        many = plays.argv(module, args, tasks=TASKS, kubeconfig=kube)
+        m1 = plays.measure(one, runs=TASK_RUNS, warmup=1)
+        mn = plays.measure(many, runs=TASK_RUNS, warmup=0)
+        out.append((module, m1, mn))
+    return out
+
+
+def bench_maintenance(plays, env):
+    """The collection's monthly maintenance on the freshly seeded incident, as make demo runs
+    it (the test bed's inventory and ssh_config, pods stuck after 15 s in namespace ci), once."""
+    age = "15s"
+    extra = plays.write({
+        "kubemend_kubeconfig": env["KUBECONFIG"],
+        "microk8s_maintenance_kubelite_restart_ssh_config": env["KUBEMEND_SSH_CONFIG"],
+        "microk8s_maintenance_kubelite_restart_settle": "2s",
+        "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        "microk8s_maintenance_stuck_pods_pending_age": age,
+        "microk8s_maintenance_stuck_pods_terminating_grace": age,
+        "microk8s_maintenance_stuck_pods_include_bare_pods": True,
+        "microk8s_maintenance_diagnose_namespaces": ["ci"],
+        "microk8s_maintenance_diagnose_pending_age": age,
+        "microk8s_maintenance_diagnose_terminating_grace": age})
+    argv = [plays.playbook, "-i", str(ROOT / "tests" / "ansible" / "inventory-testbed.yml"),
+            "-e", f"@{extra}", "kubemend.microk8s.monthly_maintenance"]
+    t0 = time.time()
+    p = subprocess.run(argv, env=dict(plays.env, ANSIBLE_SHOW_CUSTOM_STATS="false"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"bench: the monthly maintenance failed ({p.returncode}):\n"
+                         f"{p.stdout[-3000:]}\n{p.stderr[-2000:]}")
+    return wall
 
 
 # ---------------------------------------------------------------- report
@@ -460,6 +719,112 @@ def plays_section(calico, stuck):
     return lines
 
 
+def kubelite_section(res):
+    km, an = res["kubemend"], res["ansible"]
+    report = km["report"]
+    n = len(report["restarted"]) or 1
+    overhead = (km["wall"] - report["recovery_seconds"]) / n
+    lines = ["", "## kubelite_restart: one rolling restart of the three nodes", "",
+             "One run of `kubemend kubelite-restart --settle 0s` over SSH (the test bed's "
+             "ssh_config), then, on the same test bed, the usual Ansible way: a `serial: 1` "
+             "play over k8s01..k8s03 (become with sudo) whose tasks are `ansible.builtin.command: "
+             "snap restart microk8s.daemon-kubelite` and a readiness loop (`until` the node's "
+             "own apiserver calls it Ready, as `microk8s kubectl get node` on the node would; "
+             "`retries: 60`, `delay: 5`). A node's recovery is from its restart until its "
+             "node Lease renewed: kubemend reports it (`recovery_seconds`); for both runs it is "
+             "also read from the test bed's kubelite events (the node's `stopping`) and the "
+             "Lease renewals seen by polling every 200 ms. Each is one run, so a few hundred "
+             "milliseconds either way are noise.", "",
+             f"kubemend: {km['wall']:.1f} s in all for {n} nodes, of which "
+             f"{report['recovery_seconds']:.1f} s the nodes' own recovery; overhead "
+             f"{overhead:.2f} s per node (the issue's target: under 1 s per node).", "",
+             "| node | recovery (kubemend) | recovery (events, Lease poll) | gates passed after |",
+             "|---|---:|---:|---:|"]
+    for node in report["nodes"]:
+        w = km["watched"].get(node["name"], {})
+        seen = (f"{w['renewed'] - w['stopping']:.1f} s" if w.get("renewed") else "n/a")
+        gates = node.get("timeline") or [{"after_seconds": float("nan")}]
+        lines.append(f"| {node['name']} | {node.get('recovery_seconds') or float('nan'):.1f} s "
+                     f"| {seen} | {gates[-1]['after_seconds']:.1f} s |")
+    rec = {k: v for k, v in an["watched"].items() if v.get("renewed")}
+    total_rec = sum(v["renewed"] - v["stopping"] for v in rec.values())
+    order = sorted(an["watched"], key=lambda k: an["watched"][k]["stopping"])
+    overlaps = [f"{a} was restarted {an['watched'][b]['renewed'] - an['watched'][a]['stopping']:.1f} s "
+                f"before {b}'s Lease renewed" for b, a in zip(order, order[1:])
+                if an["watched"][b].get("renewed")
+                and an["watched"][a]["stopping"] < an["watched"][b]["renewed"]]
+    lines += ["", f"Ansible (`serial: 1`): {an['wall']:.1f} s in all for {len(an['watched'])} "
+              f"nodes; the nodes' own recoveries add up to {total_rec:.1f} s, so the overhead "
+              f"per node, (total − recovery) / nodes, is "
+              f"{(an['wall'] - total_rec) / (len(an['watched']) or 1):.2f} s"
+              + ("; but the play moved on before nodes had recovered ("
+                 + "; ".join(overlaps) + "), so two nodes were recovering at once." if overlaps
+                 else "."), "",
+              "| node | recovery (events, Lease poll) | readiness loop done after | "
+              "moved on after recovery | attempts |", "|---|---:|---:|---:|---:|"]
+    for node in order:
+        w, m = an["watched"][node], an["moved"].get(node)
+        recovery = w["renewed"] - w["stopping"] if w.get("renewed") else float("nan")
+        done = m["end"] - w["stopping"] if m else float("nan")
+        lines.append(f"| {node} | {recovery:.1f} s | {done:.1f} s | {done - recovery:+.1f} s | "
+                     f"{m['attempts'] if m else 'n/a'} |")
+    lines += ["", "A negative lag means the play moved on before the node's Lease was renewed "
+              "(its apiserver answered, and the Ready condition was still the one from before "
+              "the restart)."]
+    return lines
+
+
+def diagnose_section(res):
+    lines = ["", "## diagnose: the incident's runbook at cluster scale", "",
+             "`kubemend diagnose --output json` with the incident seeded and the pods of the "
+             "stuck_pods section (every check; the kubelite check, which needs SSH, skips "
+             "itself). API requests are counted from one more run with "
+             "`RUST_LOG=kube_client=debug`: kube-client's `requesting` lines on stderr, one per "
+             "HTTP request sent (retries included). Target in the issue: under 2 s without the "
+             "SSH checks, requests growing with pages of pods (500 per page), never per pod. "
+             "Pod lists are the pages of pods (every pod, and Pending pods with no node); event "
+             "lookups are one per Pending pod no scheduler saw (a candidate for stuck), to find "
+             "whether it has events.",
+             "", "| pods | median | min | max | peak RSS | API requests | pod lists | "
+             "event lookups |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for scale, r in res.items():
+        m = r["measure"]
+        lines.append(f"| {scale:,} | {m['median_ms']:.0f} ms | {m['min_ms']:.0f} ms | "
+                     f"{m['max_ms']:.0f} ms | {m['peak_rss_mib']:.1f} MiB | {r['requests']} | "
+                     f"{r['pod_requests']} | {r['event_requests']} |")
+    return lines
+
+
+def tasks_section(rows):
+    lines = ["", "## Per-task cost inside ansible-playbook", "",
+             f"One play of {TASKS} identical tasks against a one-task play of the same kind, "
+             f"each {TASK_RUNS} runs (the one-task play after a warm-up), on localhost as above; "
+             f"the per-task cost is (median of {TASKS} tasks − median of one) / {TASKS - 1}, "
+             "so play start-up is left out. `kubemend.microk8s.calico_rbac` runs for real "
+             "against the incident's ClusterRole once it is correct (a first run fixed it), so "
+             "every task plans, finds nothing to add and verifies; `kubernetes.core.k8s` "
+             "`state: present` gets that same ClusterRole as its definition; `ping` and "
+             "`debug` are the floor of a module run and of a task that runs no module.", "",
+             f"| task | one-task play | {TASKS}-task play | per task | peak RSS ({TASKS} tasks) |",
+             "|---|---:|---:|---:|---:|"]
+    for module, one, many in rows:
+        per = (many["median_ms"] - one["median_ms"]) / max(1, TASKS - 1)
+        lines.append(f"| `{module}` | {one['median_ms']:.0f} ms | {many['median_ms']:.0f} ms | "
+                     f"{per:.0f} ms | {many['peak_rss_mib']:.1f} MiB |")
+    return lines
+
+
+def maintenance_section(wall):
+    return ["", "## The whole monthly maintenance", "",
+            "`kubemend.microk8s.monthly_maintenance` on the freshly seeded incident, as "
+            "`make demo` runs it (diagnose, Calico RBAC with the controller's restart, the "
+            "stale webhook, the rolling kubelite restart of the three nodes with `settle: 2s`, "
+            "the stuck pods of namespace ci, diagnose again), one run: "
+            f"{wall:.0f} s, against the review's 15 minutes by hand "
+            f"({wall / 900:.2f}x)."]
+
+
 def ansible_versions():
     """ansible-core, kubernetes.core and the `kubernetes` library of the bench venv."""
     def run(*argv):
@@ -474,6 +839,9 @@ def ansible_versions():
     return f"ansible-core {core}, {collection}, Python `kubernetes` {client.strip()}"
 
 
+SECTIONS = ["calico", "stuck", "ansible", "diagnose", "kubelite", "tasks", "maintenance"]
+
+
 def main():
     env = cluster_env()
     bins = bin_dir()
@@ -481,7 +849,10 @@ def main():
         raise SystemExit("bench: build the release binary first (make release)")
     if not Path(GNU_TIME).exists():
         raise SystemExit("bench: GNU time is needed for peak memory (apt-get install time)")
-    only = set(sys.argv[1:]) or {"calico", "stuck", "ansible"}
+    only = set(sys.argv[1:]) or set(SECTIONS)
+    if only - set(SECTIONS):
+        raise SystemExit(f"bench: unknown sections {sorted(only - set(SECTIONS))}; "
+                         f"choose from {' '.join(SECTIONS)}")
     cpu = platform.processor() or platform.machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [
@@ -496,23 +867,45 @@ def main():
         f"kubemend: {KUBEMEND.stat().st_size / 1e6:.1f} MB release binary (LTO, stripped). "
         f"kubectl: v1.34.4 built from the same sources as the cluster.",
     ]
+    needs_plays = only & {"ansible", "kubelite", "tasks", "maintenance"}
     with tempfile.TemporaryDirectory(prefix="kubemend-bench-") as work:
-        plays = Plays(env, Path(work)) if "ansible" in only else None
-        sections, plays_calico, plays_stuck = [], [], {}
-        sh(str(TESTCLUSTER), "seed", "incident", stdout=subprocess.DEVNULL)
-        if "calico" in only:
-            sections += calico_section(bench_calico(bins, env))
-        if plays:
-            plays_calico = bench_plays_calico(plays)
-        if "stuck" in only:
-            stuck = {}
-            for scale in pod_scales(bins, env):
-                stuck[scale] = bench_stuck(bins, env)
-                if plays:
-                    plays_stuck[scale] = bench_plays_stuck(plays)
-            sections += stuck_section(stuck)
-        if plays:
+        plays = Plays(env, Path(work)) if needs_plays else None
+        sections, plays_calico, plays_stuck, diagnose = [], [], {}, {}
+        if only & {"calico", "ansible"}:
+            with testbed_locks(env):
+                seed_incident()
+                if "calico" in only:
+                    sections += calico_section(bench_calico(bins, env))
+                if "ansible" in only:
+                    plays_calico = bench_plays_calico(plays)
+        if only & {"stuck", "diagnose"}:
+            with testbed_locks(env):
+                seed_incident()
+                stuck = {}
+                for scale in pod_scales(bins, env):
+                    if "stuck" in only:
+                        stuck[scale] = bench_stuck(bins, env)
+                        if "ansible" in only:
+                            plays_stuck[scale] = bench_plays_stuck(plays)
+                    if "diagnose" in only:
+                        diagnose[scale] = bench_diagnose(env)
+            if stuck:
+                sections += stuck_section(stuck)
+        if "ansible" in only:
             sections += plays_section(plays_calico, plays_stuck)
+        if diagnose:
+            sections += diagnose_section(diagnose)
+        if "kubelite" in only:
+            with testbed_locks(env):
+                sections += kubelite_section(bench_kubelite(bins, env, plays))
+        if "tasks" in only:
+            with testbed_locks(env):
+                seed_incident()
+                sections += tasks_section(bench_tasks(bins, env, plays))
+        if "maintenance" in only:
+            with testbed_locks(env):
+                seed_incident()
+                sections += maintenance_section(bench_maintenance(plays, env))
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(head + sections).rstrip() + "\n")
     print(f"bench: wrote {out}", file=sys.stderr)
