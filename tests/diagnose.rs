@@ -573,3 +573,58 @@ print(json.dumps(out))
         Some(1.0)
     );
 }
+
+/// After the fixes diagnose names (calico_rbac, stale_webhook on the newrelic configuration,
+/// stuck_pods in the incident's namespace), their findings are gone.
+#[tokio::test]
+async fn after_the_fixes_the_incident_findings_are_gone() {
+    let _incident = support::incident();
+    let args = json!({"terminating_grace": "1s", "pending_age": "1s"});
+    support::wait_until(
+        "diagnose to see both stuck pods",
+        Duration::from_secs(120),
+        || async {
+            let (_, result) = support::run_module("diagnose", &args);
+            (stuck_in_ci(&result, "terminating").is_some()
+                && stuck_in_ci(&result, "pending").is_some()
+                && findings(&result, "calico_rbac")
+                    .iter()
+                    .any(|f| f["severity"] == "critical"))
+            .then_some(())
+        },
+    )
+    .await;
+    for (module, fix) in [
+        ("calico_rbac", json!({})),
+        (
+            "stale_webhook",
+            json!({"name": "newrelic-bundle-nri-metadata-injection"}),
+        ),
+        (
+            "stuck_pods",
+            json!({"namespaces": ["ci"], "terminating_grace": "1s", "pending_age": "1s",
+                   "include_bare_pods": true}),
+        ),
+    ] {
+        let (code, result) = support::run_module(module, &fix);
+        assert_eq!(code, 0, "{module}: {result:#}");
+        assert_eq!(result["changed"], json!(true), "{module}: {result:#}");
+    }
+    let (code, after) = support::run_module("diagnose", &args);
+    assert_eq!(code, 0, "{after:#}");
+    // What remains of the Calico check is the info that nothing is missing.
+    assert!(
+        findings(&after, "calico_rbac")
+            .iter()
+            .all(|f| f["severity"] == "info"),
+        "{after:#}"
+    );
+    assert!(
+        !findings(&after, "stale_webhook")
+            .iter()
+            .any(|f| f["object"].to_string().contains("newrelic")),
+        "{after:#}"
+    );
+    assert!(stuck_in_ci(&after, "terminating").is_none(), "{after:#}");
+    assert!(stuck_in_ci(&after, "pending").is_none(), "{after:#}");
+}
