@@ -104,48 +104,47 @@ pub struct Target {
     pub user: Option<String>,
 }
 
-/// Checks a host name or address: letters, digits, `.`, `-`, `_`, `:` (IPv6), at most 253
-/// characters, not starting with `-` (which ssh would read as an option).
-pub fn check_host(option: &str, host: &str) -> Result<()> {
-    let ok = !host.is_empty()
-        && host.len() <= 253
-        && !host.starts_with('-')
-        && host
+/// Checks that `value` is 1 to `max` characters of letters, digits and `extra`, not starting
+/// with `-` (which ssh or sudo would read as an option); `what` describes it in the error.
+fn check_chars(option: &str, value: &str, max: usize, extra: &[char], what: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && !value.starts_with('-')
+        && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidOption {
             option: option.to_owned(),
-            problem: format!(
-                "{} is not a host name or address (letters, digits, '.', '-', '_', ':')",
-                quoted(host)
-            ),
+            problem: format!("{} {what}", quoted(value)),
         })
     }
+}
+
+/// Checks a host name or address: letters, digits, `.`, `-`, `_`, `:` (IPv6), at most 253
+/// characters, not starting with `-`.
+pub fn check_host(option: &str, host: &str) -> Result<()> {
+    check_chars(
+        option,
+        host,
+        253,
+        &['.', '-', '_', ':'],
+        "is not a host name or address (letters, digits, '.', '-', '_', ':')",
+    )
 }
 
 /// Checks a login user or service name: letters, digits, `.`, `-`, `_`, `@`, at most 64
 /// characters, not starting with `-`.
 pub fn check_word(option: &str, word: &str) -> Result<()> {
-    let ok = !word.is_empty()
-        && word.len() <= 64
-        && !word.starts_with('-')
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidOption {
-            option: option.to_owned(),
-            problem: format!(
-                "{} may hold only letters, digits, '.', '-', '_' and '@'",
-                quoted(word)
-            ),
-        })
-    }
+    check_chars(
+        option,
+        word,
+        64,
+        &['.', '-', '_', '@'],
+        "may hold only letters, digits, '.', '-', '_' and '@'",
+    )
 }
 
 impl SshArgs {
@@ -153,6 +152,12 @@ impl SshArgs {
     pub fn check(&self) -> Result<()> {
         if let Some(user) = &self.ssh_user {
             check_word("ssh_user", user)?;
+        }
+        if self.ssh_port == Some(0) {
+            return Err(Error::InvalidOption {
+                option: "ssh_port".into(),
+                problem: "must be between 1 and 65535".into(),
+            });
         }
         for (option, path) in [
             ("ssh_config", &self.ssh_config),

@@ -669,12 +669,9 @@ impl Action for CalicoRbac {
             None => None,
         };
         check_rules("extra_rules", &options.extra_rules)?;
-        if options.restart_timeout.seconds() <= 0 {
-            return Err(Error::InvalidOption {
-                option: "restart_timeout".into(),
-                problem: "must be longer than 0s".into(),
-            });
-        }
+        options
+            .restart_timeout
+            .require_positive("restart_timeout")?;
         let requirement = match options.rules {
             Some(rules) => {
                 if rules.is_empty() {

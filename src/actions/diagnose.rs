@@ -486,18 +486,7 @@ impl Action for Diagnose {
             });
         }
         options.ssh.check()?;
-        if options.ssh.ssh_port == Some(0) {
-            return Err(Error::InvalidOption {
-                option: "ssh_port".into(),
-                problem: "must be between 1 and 65535".into(),
-            });
-        }
-        if options.window.seconds() <= 0 {
-            return Err(Error::InvalidOption {
-                option: "window".into(),
-                problem: format!("must be longer than 0s, got {}", options.window),
-            });
-        }
+        options.window.require_positive("window")?;
         if options.snapshot_ratio == 0 {
             return Err(Error::InvalidOption {
                 option: "snapshot_ratio".into(),

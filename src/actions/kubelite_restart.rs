@@ -310,26 +310,10 @@ impl Action for KubeliteRestart {
     fn validate(options: Options) -> Result<Self> {
         options.ssh.check()?;
         check_word("service", &options.service)?;
-        let positive = |option: &str, d: &Duration| -> Result<()> {
-            if d.seconds() > 0 {
-                Ok(())
-            } else {
-                Err(Error::InvalidOption {
-                    option: option.into(),
-                    problem: format!("must be longer than 0s, got {d}"),
-                })
-            }
-        };
-        positive("gate_timeout", &options.gate_timeout)?;
-        positive("lock_ttl", &options.lock_ttl)?;
+        options.gate_timeout.require_positive("gate_timeout")?;
+        options.lock_ttl.require_positive("lock_ttl")?;
         if let Some(within) = &options.restarted_within {
-            positive("restarted_within", within)?;
-        }
-        if options.ssh.ssh_port == Some(0) {
-            return Err(Error::InvalidOption {
-                option: "ssh_port".into(),
-                problem: "must be between 1 and 65535".into(),
-            });
+            within.require_positive("restarted_within")?;
         }
         let nodes = check_nodes(options.nodes)?;
         Ok(Self {
@@ -370,7 +354,7 @@ impl Action for KubeliteRestart {
             .collect();
         let infos = read_nodes(cluster).await?;
         let now = Timestamp::now();
-        let roles = self.leaderships(cluster, &addresses).await?;
+        let roles = leaderships(cluster).await?;
 
         // Pre-flight on every node, all of them, so that the report lists every problem.
         let checks =
@@ -644,24 +628,6 @@ async fn health(cx: &Context, nodes: &[String]) -> Result<Vec<String>> {
 }
 
 impl KubeliteRestart {
-    /// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
-    async fn leaderships(
-        &self,
-        cluster: &Cluster,
-        _addresses: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, Vec<String>>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for name in LEADER_LEASES {
-            if let Some(spec) = leader_lease(cluster, name).await?
-                && let Some(holder) = spec.holder_identity.as_deref()
-            {
-                let node = holder.split('_').next().unwrap_or(holder).to_owned();
-                out.entry(node).or_default().push(name.to_owned());
-            }
-        }
-        Ok(out)
-    }
-
     /// The pre-flight checks of one node, and its open connection when SSH works.
     async fn preflight(&self, target: &Target, node: NodeReport) -> (Preflight, Option<Remote>) {
         let mut pre = Preflight {
@@ -1030,6 +996,20 @@ async fn dqlite_checks(remote: &Remote, pre: &mut Preflight) -> Result<()> {
     pre.dqlite_leader = state.leader;
     pre.problems.extend(state.problems);
     Ok(())
+}
+
+/// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
+async fn leaderships(cluster: &Cluster) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in LEADER_LEASES {
+        if let Some(spec) = leader_lease(cluster, name).await?
+            && let Some(holder) = spec.holder_identity.as_deref()
+        {
+            let node = holder.split('_').next().unwrap_or(holder).to_owned();
+            out.entry(node).or_default().push(name.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// A leader-election lease in kube-system, if it exists.

@@ -373,16 +373,8 @@ pub fn validate<A: Action>(raw: Map<String, Value>) -> Result<()> {
 /// The action's own checks, then those every action shares.
 fn validated<A: Action>(options: A::Options) -> Result<A> {
     let action = A::validate(options)?;
-    if action
-        .cluster_args()
-        .timeout
-        .as_ref()
-        .is_some_and(|t| t.seconds() <= 0)
-    {
-        return Err(Error::InvalidOption {
-            option: "timeout".into(),
-            problem: "must be longer than 0s".into(),
-        });
+    if let Some(timeout) = &action.cluster_args().timeout {
+        timeout.require_positive("timeout")?;
     }
     Ok(action)
 }

@@ -40,6 +40,18 @@ impl Duration {
         }
     }
 
+    /// Refuses a zero duration for `option`: a timeout, TTL or window of 0s would end at once.
+    pub fn require_positive(&self, option: &str) -> Result<()> {
+        if self.seconds > 0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidOption {
+                option: option.to_owned(),
+                problem: format!("must be longer than 0s, got {self}"),
+            })
+        }
+    }
+
     /// In seconds.
     #[must_use]
     pub fn seconds(&self) -> i64 {
