@@ -42,12 +42,21 @@ async fn no_lock_lease() {
     let _ = leases.delete(LOCK_LEASE, &DeleteParams::default()).await;
 }
 
+/// The lock Lease, if any. The VIP passes TCP through without health checks, so while a
+/// node's kubelite stops it can hand a connection to an apiserver that is shutting down (a
+/// TLS handshake EOF): such a read is asked again, as through a real L4 load balancer.
 async fn lock_lease() -> Option<Lease> {
-    let client = support::client().await;
-    Api::<Lease>::namespaced(client, "kube-system")
-        .get_opt(LOCK_LEASE)
-        .await
-        .unwrap()
+    read_lease(LOCK_LEASE).await
+}
+
+async fn read_lease(name: &str) -> Option<Lease> {
+    let leases = Api::<Lease>::namespaced(support::client().await, "kube-system");
+    support::wait_until(
+        &format!("Lease kube-system/{name} to be readable through the VIP"),
+        Duration::from_secs(30),
+        || async { leases.get_opt(name).await.ok() },
+    )
+    .await
 }
 
 fn now() -> f64 {
@@ -112,11 +121,9 @@ fn node_entry<'a>(result: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn scheduler_holder() -> String {
-    let client = support::client().await;
-    let lease = Api::<Lease>::namespaced(client, "kube-system")
-        .get("kube-scheduler")
+    let lease = read_lease("kube-scheduler")
         .await
-        .unwrap();
+        .expect("a kube-scheduler Lease");
     let holder = lease.spec.unwrap().holder_identity.unwrap();
     holder.split('_').next().unwrap().to_owned()
 }
