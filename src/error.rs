@@ -649,7 +649,13 @@ fn is_transport_error(err: &kube::Error) -> bool {
 
 fn unreachable_hint(source: &kube::Error) -> String {
     let cause = root_cause(source).to_lowercase();
-    if cause.contains("certificate") || cause.contains("tls") || cause.contains("issuer") {
+    if cause.contains("handshake eof") || cause.contains("connection reset") {
+        "the connection was closed before the API server answered (asked again a few times): \
+         is the apiserver behind this address shutting down or restarting (microk8s: \
+         `systemctl status snap.microk8s.daemon-kubelite`), or is something other than an API \
+         server listening there?"
+            .into()
+    } else if cause.contains("certificate") || cause.contains("tls") || cause.contains("issuer") {
         "the server's certificate was not accepted: pass ca_cert (K8S_AUTH_SSL_CA_CERT), or \
          validate_certs: false for a test cluster"
             .into()

@@ -7,7 +7,11 @@
 //!
 //! - [`BoundedRetry`] retries 429, 503 and 504 at most [`MAX_RETRIES`] times, waiting the
 //!   exponential backoff or the server's `Retry-After`, whichever is longer, but never more than
-//!   [`MAX_RETRY_WAIT`] at a time nor [`RETRY_BUDGET`] in all;
+//!   [`MAX_RETRY_WAIT`] at a time nor [`RETRY_BUDGET`] in all. It also retries, on the same
+//!   budget, a connection that failed before the request was sent (refused, or closed during the
+//!   TLS handshake): what an L4 virtual IP in front of an HA control plane does while one node's
+//!   apiserver shuts down. Such a request never reached a server, so sending it again is safe
+//!   for every verb. A connection that timed out is not retried: the deadline is spent;
 //! - each attempt must have its response headers within the request timeout ([`RequestTimedOut`]),
 //!   and the connection's read timeout bounds the time between two reads of the body;
 //! - a response body longer than [`MAX_RESPONSE_BYTES`] fails with [`ResponseTooLarge`] instead of
@@ -61,18 +65,31 @@ pub struct RequestTimedOut {
 /// Whether `err` or one of its causes is a [`ResponseTooLarge`].
 #[must_use]
 pub fn is_response_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    // A bounded walk: a cyclic `source` chain must not hang us.
-    for _ in 0..32 {
-        let Some(err) = current else {
-            return false;
-        };
-        if err.is::<ResponseTooLarge>() {
-            return true;
-        }
-        current = err.source();
-    }
-    false
+    chain(err).any(<dyn std::error::Error>::is::<ResponseTooLarge>)
+}
+
+/// The errors of `err`'s `source` chain, at most 32 of them (a cyclic chain must not hang us).
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source()).take(32)
+}
+
+/// Whether `err` is a connection that failed before the request was sent (refused, reset, or
+/// closed during the TLS handshake), and not because a deadline passed.
+#[must_use]
+pub fn is_connect_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let connect = chain(err).any(|e| {
+        e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    });
+    let timed_out = chain(err).any(|e| {
+        e.is::<RequestTimedOut>()
+            || e.is::<tower::timeout::error::Elapsed>()
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    connect && !timed_out
 }
 
 /// The retry policy: see the module docs.
@@ -109,14 +126,28 @@ impl BoundedRetry {
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT
         );
-        if !retryable || self.retries >= self.max_retries {
+        if !retryable {
             return None;
         }
-        let backoff = self.first_backoff.saturating_mul(1 << self.retries.min(16));
         // Retry-After in seconds (the HTTP-date form is not used by the API server).
         let server = retry_after
             .and_then(|text| text.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        self.wait(server)
+    }
+
+    /// The wait before the next attempt after a connection that failed before the request was
+    /// sent, or `None` when the retries or their budget are spent. Counts the retry.
+    pub fn next_wait_after_connect_failure(&mut self) -> Option<Duration> {
+        self.wait(None)
+    }
+
+    /// The backoff (or `server`'s longer wait), capped, within the budget; counts the retry.
+    fn wait(&mut self, server: Option<Duration>) -> Option<Duration> {
+        if self.retries >= self.max_retries {
+            return None;
+        }
+        let backoff = self.first_backoff.saturating_mul(1 << self.retries.min(16));
         let wait = server
             .map_or(backoff, |s| s.max(backoff))
             .min(self.max_wait);
@@ -139,18 +170,33 @@ impl<B> Policy<Request<Body>, Response<B>, BoxError> for BoundedRetry {
         _request: &mut Request<Body>,
         result: &mut Result<Response<B>, BoxError>,
     ) -> Option<Self::Future> {
-        let response = result.as_ref().ok()?;
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok());
-        let wait = self.next_wait(response.status(), retry_after)?;
-        tracing::debug!(
-            status = response.status().as_u16(),
-            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            retry = self.retries,
-            "retrying"
-        );
+        let wait = match result {
+            Ok(response) => {
+                let retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok());
+                let wait = self.next_wait(response.status(), retry_after)?;
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    retry = self.retries,
+                    "retrying"
+                );
+                wait
+            }
+            Err(err) if is_connect_failure(err.as_ref()) => {
+                let wait = self.next_wait_after_connect_failure()?;
+                tracing::debug!(
+                    error = %err,
+                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    retry = self.retries,
+                    "connection failed before the request was sent: retrying"
+                );
+                wait
+            }
+            Err(_) => return None,
+        };
         Some(tokio::time::sleep_until(Instant::now() + wait))
     }
 

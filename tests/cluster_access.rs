@@ -1,5 +1,6 @@
 //! Cluster access against API servers that misbehave (tests/support/fake_api.rs, loopback only):
 //! every run must end, within a generous bound, with one JSON result that says what went wrong.
+//! One fake stands in front of the test bed's real apiserver, as a flaky virtual IP would.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,6 +9,7 @@
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -147,6 +149,67 @@ fn api_answering_503_forever_is_retried_a_few_times_with_retry_after_capped() {
     assert!(
         (2..=4).contains(&requests),
         "one request and at most 3 retries expected, the server saw {requests}"
+    );
+}
+
+/// A virtual IP that hands two connections to an apiserver shutting down (they close mid TLS
+/// handshake) and the third to a live one: the request was never sent, so it is sent again.
+#[test]
+fn connection_closed_during_the_tls_handshake_is_tried_again_on_the_next_connection() {
+    let cluster = support::cluster();
+    let vip = "127.0.0.1:16443";
+    let server = FakeApi::start(Behaviour::HangUpThenForward {
+        hang_ups: 2,
+        to: vip.parse().unwrap(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let via_proxy = text.replace(&format!("https://{vip}"), &server.https_url());
+    assert_ne!(text, via_proxy, "the test bed's kubeconfig names {vip}");
+    std::fs::write(&kubeconfig, via_proxy).unwrap();
+    let mut args = calico_args();
+    args["kubeconfig"] = json!(kubeconfig);
+    args["_ansible_check_mode"] = json!(true);
+    let run = run_module("calico_rbac", &args, &[], Duration::from_secs(120));
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.result["failed"], json!(false), "{run:?}");
+    assert!(
+        server.requests() >= 3,
+        "two closed connections and a forwarded one expected, the proxy saw {}",
+        server.requests()
+    );
+}
+
+#[test]
+fn connection_closed_during_every_tls_handshake_fails_after_a_few_attempts_with_a_hint() {
+    let server = FakeApi::start(Behaviour::HangUpThenForward {
+        hang_ups: usize::MAX,
+        to: "127.0.0.1:9".parse().unwrap(),
+    });
+    let run = run_module(
+        "calico_rbac",
+        &calico_args(),
+        &[
+            ("K8S_AUTH_HOST", &server.https_url()),
+            ("K8S_AUTH_API_KEY", "tok"),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.msg().contains("tls handshake eof"), "{}", run.msg());
+    assert!(
+        run.result["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("closed before the API server answered")),
+        "{:?}",
+        run.result["hint"]
+    );
+    assert_eq!(
+        server.requests(),
+        4,
+        "one connection and 3 retries expected, the proxy saw {}",
+        server.requests()
     );
 }
 

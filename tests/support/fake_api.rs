@@ -42,6 +42,15 @@ pub enum Behaviour {
     Giant,
     /// `401` with a plain-text body that echoes the request's `Authorization` header.
     EchoAuthorization,
+    /// An L4 pass-through to `to` (a real API server) that closes its first `hang_ups`
+    /// connections as soon as the client speaks (mid TLS handshake), as a virtual IP without
+    /// health checks does while the apiserver behind it shuts down. Counts connections.
+    HangUpThenForward {
+        /// Connections closed before forwarding starts.
+        hang_ups: usize,
+        /// Where the later connections go.
+        to: SocketAddr,
+    },
 }
 
 /// A running fake API server; stops when dropped.
@@ -169,6 +178,17 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool, request
     // Short read timeouts only so that the loops notice `stop`; they are not waits.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    if let Behaviour::HangUpThenForward { hang_ups, to } = behaviour {
+        let n = requests.fetch_add(1, Ordering::SeqCst);
+        let mut buf = [0_u8; 4096];
+        if n < hang_ups {
+            // Let the client hello arrive, then hang up.
+            let _ = peek_any(&mut stream, &mut buf, stop, born);
+            return;
+        }
+        forward(stream, to);
+        return;
+    }
     if behaviour == Behaviour::Silent {
         // Read whatever comes (a request, or a TLS hello), answer nothing.
         let mut buf = [0_u8; 4096];
@@ -188,7 +208,9 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool, request
     while let Some(head) = read_request(&mut stream, stop, born) {
         requests.fetch_add(1, Ordering::SeqCst);
         let ok = match behaviour {
-            Behaviour::Silent => unreachable!("handled above"),
+            Behaviour::Silent | Behaviour::HangUpThenForward { .. } => {
+                unreachable!("handled above")
+            }
             Behaviour::Unavailable => {
                 let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server is currently unable to handle the request","reason":"ServiceUnavailable","code":503}"#;
                 respond(
@@ -227,6 +249,26 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool, request
             return;
         }
     }
+}
+
+/// Copies bytes both ways between `client` and a new connection to `to` until either side
+/// closes.
+fn forward(client: TcpStream, to: SocketAddr) {
+    let _ = client.set_read_timeout(None);
+    let Ok(upstream) = TcpStream::connect_timeout(&to, Duration::from_secs(5)) else {
+        return;
+    };
+    let (Ok(mut client_w), Ok(mut upstream_r)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut upstream_r, &mut client_w);
+        let _ = client_w.shutdown(std::net::Shutdown::Both);
+    });
+    let (mut client_r, mut upstream_w) = (client, upstream);
+    let _ = std::io::copy(&mut client_r, &mut upstream_w);
+    let _ = upstream_w.shutdown(std::net::Shutdown::Both);
+    let _ = back.join();
 }
 
 fn peek_any(
