@@ -1493,6 +1493,82 @@ fn action_group_is_every_module_the_binary_implements() {
     let mut expected: Vec<String> = group.iter().map(|m| (*m).to_owned()).collect();
     expected.sort();
     assert_eq!(linked, expected);
+    // Each module has its action (plugins/action/<module>.py), and no action is left over.
+    let mut actions: Vec<String> = std::fs::read_dir(collection_source().join("plugins/action"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".py").map(str::to_owned)
+        })
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions, expected,
+        "ansible/kubemend/plugins/action must hold one <module>.py per module"
+    );
+}
+
+/// On a local connection the collection's action runs a module with one exec (the module) and
+/// no shell calls for its temporary directory, and leaves nothing behind; over SSH to a node
+/// ansible-core's own path copies the module there and it still answers.
+#[test]
+fn modules_run_locally_with_one_exec_and_over_ssh_the_way_ansible_core_does() {
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let vars = json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "kubemend_ssh_config": support::cluster().ssh_config,
+        "clusterrole": support::unique("kubemend-paths"),
+    });
+    let vars_file = work.path().join("vars.json");
+    write_json(&vars_file, &vars);
+    let out = ansible("ansible-playbook", work.path())
+        .env("ANSIBLE_STDOUT_CALLBACK", "default")
+        .arg("-vvv")
+        .arg("-i")
+        .arg(root().join("tests/ansible/inventory-testbed.yml"))
+        .arg("-e")
+        .arg(format!("@{}", vars_file.display()))
+        .arg(root().join("tests/ansible/playbooks/module_paths.yml"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{context}");
+    assert!(
+        stdout.contains("changed: [localhost]"),
+        "check mode on a missing role reports a change\n{context}"
+    );
+    let local_execs: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("<localhost> EXEC"))
+        .collect();
+    assert_eq!(
+        local_execs.len(),
+        1,
+        "one exec (the module) on the controller: {local_execs:#?}\n{context}"
+    );
+    assert!(
+        local_execs[0].contains("AnsiballZ_calico_rbac"),
+        "{local_execs:?}"
+    );
+    let left: Vec<PathBuf> = std::fs::read_dir(work.path().join("ansible-remote-tmp"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    let remote_execs = stdout
+        .lines()
+        .filter(|l| l.starts_with("<k8s01> SSH: EXEC") || l.starts_with("<k8s01> EXEC"))
+        .count();
+    assert!(
+        remote_execs >= 3,
+        "over SSH ansible-core makes a temporary directory, runs the module and removes it \
+         ({remote_execs} execs)\n{context}"
+    );
+    assert!(
+        stdout.contains("...ignoring") && stdout.contains("sideways"),
+        "the module ran on k8s01 and refused the bad option\n{context}"
+    );
 }
 
 /// Each module is a regular file, all hard links of one binary, and nothing is under bin/
