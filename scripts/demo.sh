@@ -27,7 +27,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "Building kubemend (static, release). The first build takes several minutes."
 make --no-print-directory release
-step "Preparing the Ansible virtualenv (.venv; the first time it downloads the pinned tools)."
+step "Preparing the Ansible virtualenvs (.venv and .venv-cores/; the first time it downloads the pinned tools)."
 make --no-print-directory venv
 
 step "Starting the test bed. The first start builds its binaries from source: that takes minutes."

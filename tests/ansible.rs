@@ -1,18 +1,26 @@
-//! The kubemend.microk8s collection under real Ansible, from the pinned venv that
-//! `tests/ansible/venv.sh` creates: each module through ansible-playbook in check mode, diff
-//! mode, for real and a second time (idempotent); the monthly maintenance playbook through
-//! ansible-runner on a private data dir with AWX's credential variables, as AWX runs it;
-//! ansible-lint on the collection; the built layout (modules as hard links of one binary) and
-//! its tarball; and the role's variables against its argument spec and the modules' schemas.
-//! `ansible-test sanity` runs outside cargo, with two ansible-core versions (`make sanity`).
+//! The kubemend.microk8s collection under real Ansible, from the pinned venvs that
+//! `tests/ansible/venv.sh` (`make venv`) creates. The proof runs under each ansible-core of
+//! `.venv-cores/` (2.16 on Python 3.11 and the newest release, 2.21, both with ansible-runner;
+//! `tests/ansible/requirements-<version>.txt`), one after the other in each test, every run
+//! checked to be the core it meant (the version results_json and the job's artifacts report),
+//! every assertion naming the core: each module through ansible-playbook in the
+//! kubernetes.core test cycle (check mode with diff, for real, again, check mode again:
+//! `is changed`, then `is not changed`), the collection's playbook through the same cycle; the
+//! whole monthly maintenance on the seeded incident, in check mode through ansible-runner on a
+//! private data dir with AWX's credential variables, as AWX runs it, and for real through
+//! ansible-playbook, then again with changed=0. The rest runs from `.venv`, the tools (ansible-core 2.19): ansible-lint on
+//! the collection; the built layout (modules as hard links of one binary) and its tarball; the
+//! role's variables against its argument spec and the modules' schemas. `ansible-test sanity`
+//! runs outside cargo, with two ansible-core versions (`make sanity`).
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
-//! Every test works on objects of its own (unique names), except the two runs of the whole
-//! monthly maintenance on the test bed's nodes and the seeded incident (ansible-runner in check
-//! mode, and for real, which restarts every node): they hold `support::all_nodes_lock()` and
-//! then `support::incident()`. The collection's execution environment goes through
-//! `ansible-builder create`.
+//! Every test works on objects of its own (unique names, afresh for each core), except the two
+//! runs of the whole monthly maintenance on the test bed's nodes and the seeded incident
+//! (ansible-runner in check mode, and for real, which restarts every node): they hold
+//! `support::all_nodes_lock()` and then, for each core, `support::incident()`, which seeds the
+//! incident afresh. The collection's execution environment goes through `ansible-builder
+//! create`.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
@@ -41,16 +49,102 @@ fn collection_source() -> PathBuf {
     root().join("ansible/kubemend")
 }
 
-/// A tool of the venv; a missing venv fails the test with what to run.
-fn venv_tool(name: &str) -> PathBuf {
-    let path = root().join(".venv/bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run tests/ansible/venv.sh before cargo test (it creates .venv/ with the \
-         pinned ansible-core, ansible-runner and ansible-lint)",
-        path.display()
-    );
-    path
+/// An ansible-core the tests run Ansible from: a venv of `tests/ansible/venv.sh`, and the
+/// ansible-core release its requirements file pins.
+struct Core {
+    version: String,
+    venv: PathBuf,
+}
+
+impl Core {
+    fn new(venv: &str, requirements: &str) -> Self {
+        let path = root().join("tests/ansible").join(requirements);
+        let pins = std::fs::read_to_string(&path).unwrap();
+        let version = pins
+            .lines()
+            .find_map(|line| line.strip_prefix("ansible-core=="))
+            .unwrap_or_else(|| panic!("{} pins no ansible-core", path.display()))
+            .trim()
+            .to_owned();
+        Self {
+            version,
+            venv: root().join(venv),
+        }
+    }
+
+    /// `.venv`, the tools (ansible-lint, ansible-builder), for the tests that are not about
+    /// the ansible-core version.
+    fn tools() -> &'static Self {
+        static CORE: OnceLock<Core> = OnceLock::new();
+        CORE.get_or_init(|| Self::new(".venv", "requirements.txt"))
+    }
+
+    /// The ansible-cores the collection is proven under, oldest first: `.venv-cores/<version>`
+    /// for each `tests/ansible/requirements-<version>.txt`.
+    fn under_test() -> &'static [Self] {
+        static CORES: OnceLock<Vec<Core>> = OnceLock::new();
+        CORES.get_or_init(|| {
+            let mut cores: Vec<Core> = std::fs::read_dir(root().join("tests/ansible"))
+                .unwrap()
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let version = name.strip_prefix("requirements-")?.strip_suffix(".txt")?;
+                    Some(Self::new(&format!(".venv-cores/{version}"), &name))
+                })
+                .collect();
+            cores.sort_by_cached_key(|core| {
+                core.version
+                    .split('.')
+                    .map(|part| part.parse::<u32>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            });
+            assert!(
+                cores.len() >= 2,
+                "no ansible-cores under test in tests/ansible"
+            );
+            cores
+        })
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.venv.join("bin")
+    }
+
+    /// A tool of the venv; a missing venv fails the test with what to run.
+    fn tool(&self, name: &str) -> PathBuf {
+        let path = self.bin().join(name);
+        assert!(
+            path.is_file(),
+            "{self}: {} is missing: run `make venv` (tests/ansible/venv.sh) before cargo test",
+            path.display()
+        );
+        path
+    }
+
+    /// Asserts that the version an ansible-core run reported is this one's.
+    #[track_caller]
+    fn assert_ran(&self, reported: &Value, context: &str) {
+        assert_eq!(
+            reported.as_str(),
+            Some(self.version.as_str()),
+            "{self} was meant to run, but ansible-core {reported} did\n{context}"
+        );
+    }
+}
+
+impl std::fmt::Display for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ansible-core {}", self.version)
+    }
+}
+
+/// Runs `test` under each core in turn, with a client of the test bed.
+async fn under_each_core(test: impl AsyncFn(&Client, &'static Core)) {
+    let client = support::client().await;
+    for core in Core::under_test() {
+        test(&client, core).await;
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -98,15 +192,12 @@ fn collections() -> &'static Path {
     })
 }
 
-/// A venv tool run in `work`, isolated from the machine: its own ANSIBLE_HOME and temp dirs,
-/// the test collection, the tests' callback plugins, and no cluster credentials inherited.
-fn ansible(tool: &str, work: &Path) -> Command {
-    let mut cmd = Command::new(venv_tool(tool));
-    let path = format!(
-        "{}:{}",
-        root().join(".venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+/// A tool of the core's venv run in `work`, isolated from the machine: its own ANSIBLE_HOME
+/// and temp dirs, the test collection, the tests' callback plugins, and no cluster credentials
+/// inherited. The venv's bin comes first on PATH (ansible-runner runs ansible-playbook from it).
+fn ansible(core: &Core, tool: &str, work: &Path) -> Command {
+    let mut cmd = Command::new(core.tool(tool));
+    let path = path_with_venv(core);
     cmd.current_dir(work)
         .env("PATH", path)
         .env("ANSIBLE_HOME", work.join("ansible-home"))
@@ -136,6 +227,9 @@ fn kubeconfig() -> String {
 
 /// One ansible-playbook run, its JSON document from the results_json callback.
 struct PlaybookRun {
+    core: &'static Core,
+    /// The playbook and flags, as the assertion messages name the run.
+    what: String,
     output: Output,
     doc: Value,
 }
@@ -143,7 +237,9 @@ struct PlaybookRun {
 impl PlaybookRun {
     fn context(&self) -> String {
         format!(
-            "status {}\nstdout:\n{}\nstderr:\n{}",
+            "{}, ansible-playbook {}: status {}\nstdout:\n{}\nstderr:\n{}",
+            self.core,
+            self.what,
             self.output.status,
             text(&self.output.stdout),
             text(&self.output.stderr)
@@ -174,10 +270,50 @@ impl PlaybookRun {
             "task {task:?} failed: {result:#}\n{}",
             self.context()
         );
-        assert_eq!(self.doc["stats"]["localhost"]["failures"], json!(0));
+        assert_eq!(
+            self.doc["stats"]["localhost"]["failures"],
+            json!(0),
+            "{}",
+            self.context()
+        );
         result["changed"]
             .as_bool()
-            .unwrap_or_else(|| panic!("no changed in {result:#}"))
+            .unwrap_or_else(|| panic!("{}, {}: no changed in {result:#}", self.core, self.what))
+    }
+
+    /// The task succeeded and `is changed`.
+    #[track_caller]
+    fn assert_changed(&self, task: &str) {
+        assert!(
+            self.changed(task),
+            "{}, ansible-playbook {}: task {task:?} is not changed: {:#}",
+            self.core,
+            self.what,
+            self.result(task)
+        );
+    }
+
+    /// The task succeeded and `is not changed`.
+    #[track_caller]
+    fn assert_unchanged(&self, task: &str) {
+        assert!(
+            !self.changed(task),
+            "{}, ansible-playbook {}: task {task:?} is changed: {:#}",
+            self.core,
+            self.what,
+            self.result(task)
+        );
+    }
+
+    /// The run changed nothing on localhost (the play recap's changed=0).
+    #[track_caller]
+    fn assert_nothing_changed(&self) {
+        assert_eq!(
+            self.doc["stats"]["localhost"]["changed"],
+            json!(0),
+            "{}",
+            self.context()
+        );
     }
 }
 
@@ -192,14 +328,21 @@ fn write_json(path: &Path, value: &Value) {
 }
 
 /// Runs `tests/ansible/playbooks/<playbook>` (a `.yml` name) or a collection playbook (a FQCN)
-/// with these extra vars and flags, with a stdout callback: `results_json` (parsed) or
-/// `default` (what an operator sees, returned as text).
-fn ansible_playbook_with(playbook: &str, vars: &Value, flags: &[&str], callback: &str) -> Output {
-    ansible_playbook_in("inventory.yml", playbook, vars, flags, callback)
+/// under `core` with these extra vars and flags, with a stdout callback: `results_json`
+/// (parsed) or `default` (what an operator sees, returned as text).
+fn ansible_playbook_with(
+    core: &Core,
+    playbook: &str,
+    vars: &Value,
+    flags: &[&str],
+    callback: &str,
+) -> Output {
+    ansible_playbook_in(core, "inventory.yml", playbook, vars, flags, callback)
 }
 
 /// `ansible_playbook_with` on the inventory `tests/ansible/<inventory>`.
 fn ansible_playbook_in(
+    core: &Core,
     inventory: &str,
     playbook: &str,
     vars: &Value,
@@ -209,7 +352,7 @@ fn ansible_playbook_in(
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars_file = work.path().join("vars.json");
     write_json(&vars_file, vars);
-    ansible("ansible-playbook", work.path())
+    ansible(core, "ansible-playbook", work.path())
         .env("ANSIBLE_STDOUT_CALLBACK", callback)
         .arg("-i")
         .arg(root().join("tests/ansible").join(inventory))
@@ -225,35 +368,63 @@ fn ansible_playbook_in(
         .unwrap()
 }
 
-fn ansible_playbook(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
-    playbook_run(
-        ansible_playbook_with(playbook, vars, flags, "results_json"),
-        playbook,
-    )
+fn ansible_playbook(
+    core: &'static Core,
+    playbook: &str,
+    vars: &Value,
+    flags: &[&str],
+) -> PlaybookRun {
+    let output = ansible_playbook_with(core, playbook, vars, flags, "results_json");
+    playbook_run(core, output, playbook, flags)
 }
 
 /// `ansible_playbook` on the test bed's inventory (its nodes in the group microk8s).
-fn ansible_playbook_on_testbed(playbook: &str, vars: &Value, flags: &[&str]) -> PlaybookRun {
+fn ansible_playbook_on_testbed(
+    core: &'static Core,
+    playbook: &str,
+    vars: &Value,
+    flags: &[&str],
+) -> PlaybookRun {
     let output = ansible_playbook_in(
+        core,
         "inventory-testbed.yml",
         playbook,
         vars,
         flags,
         "results_json",
     );
-    playbook_run(output, playbook)
+    playbook_run(core, output, playbook, flags)
 }
 
-fn playbook_run(output: Output, playbook: &str) -> PlaybookRun {
-    let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+/// The run's document, after checking that `core` is the ansible-core that ran.
+fn playbook_run(
+    core: &'static Core,
+    output: Output,
+    playbook: &str,
+    flags: &[&str],
+) -> PlaybookRun {
+    let what = [playbook]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
-            "ansible-playbook {playbook} printed no JSON document ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
+            "{core}, ansible-playbook {what} printed no JSON document ({e}); status {}\nstdout:\n{}\nstderr:\n{}",
             output.status,
             text(&output.stdout),
             text(&output.stderr)
         )
     });
-    PlaybookRun { output, doc }
+    let run = PlaybookRun {
+        core,
+        what,
+        output,
+        doc,
+    };
+    core.assert_ran(&run.doc["ansible_version"], &run.context());
+    run
 }
 
 /// The result's diffs: Ansible takes one `{before, after}` object or a list of them.
@@ -372,12 +543,64 @@ fn rules_grant(rules: &Value, resource: &str, verbs: &[&str]) -> bool {
 const CALICO_TASK: &str =
     "Ensure the test ClusterRole grants what the test Deployment's Calico needs";
 
+/// calico_rbac's check mode with diff: changed, the missing permissions named, the diff shows
+/// them added, also as the default callback prints it.
+fn calico_rbac_check_mode(core: &'static Core, vars: &Value, role: &str) {
+    let check = ansible_playbook(core, "calico_rbac.yml", vars, &["--check", "--diff"]);
+    check.assert_changed(CALICO_TASK);
+    let result = check.result(CALICO_TASK);
+    let missing = &result["missing_before"];
+    assert!(
+        rules_grant(missing, "pods", &["list", "watch"]),
+        "{core}: {result:#}"
+    );
+    let diff = diffs(result);
+    assert_eq!(diff.len(), 1, "{core}: {result:#}");
+    let before = diff[0]["before"].as_str().unwrap();
+    let after = diff[0]["after"].as_str().unwrap();
+    assert!(
+        before.contains(role) && !before.ends_with("  - list\n  - watch\n"),
+        "{core}: {before}"
+    );
+    assert!(
+        after.ends_with("  - pods\n  verbs:\n  - list\n  - watch\n"),
+        "{core}: {after}"
+    );
+
+    // The same diff as the operator sees it: printed by the default callback.
+    let printed = ansible_playbook_with(
+        core,
+        "calico_rbac.yml",
+        vars,
+        &["--check", "--diff"],
+        "default",
+    );
+    let stdout = text(&printed.stdout);
+    assert!(
+        printed.status.success(),
+        "{core}: {stdout}\n{}",
+        text(&printed.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with('+') && l.contains("- pods")),
+        "{core}: no added pods line in the printed diff:\n{stdout}"
+    );
+    assert!(stdout.contains("changed=1"), "{core}: {stdout}");
+}
+
+/// The kubernetes.core test cycle of calico_rbac, under each core: check mode (with diff, also
+/// as the default callback prints it), for real, again (idempotent), check mode again.
 #[tokio::test]
 async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_unchanged() {
-    let client = support::client().await;
-    let namespace = support::namespace(&client, "ansible-calico").await;
+    under_each_core(calico_rbac_cycle).await;
+}
+
+async fn calico_rbac_cycle(client: &Client, core: &'static Core) {
+    let namespace = support::namespace(client, "ansible-calico").await;
     let role = support::unique("ansible-calico");
-    seed_calico(&client, &namespace, &role).await;
+    seed_calico(client, &namespace, &role).await;
     let roles = Api::<ClusterRole>::all(client.clone());
     let rv_before = resource_version(&roles.get(&role).await.unwrap());
     let vars = json!({
@@ -386,103 +609,84 @@ async fn calico_rbac_under_ansible_playbook_checks_diffs_fixes_and_then_stays_un
         "calico_namespace": namespace,
     });
 
-    // Check mode with diff: changed, the missing permissions named, the diff shows them added,
-    // nothing written.
-    let check = ansible_playbook("calico_rbac.yml", &vars, &["--check", "--diff"]);
-    assert!(
-        check.changed(CALICO_TASK),
-        "{:#}",
-        check.result(CALICO_TASK)
-    );
-    let result = check.result(CALICO_TASK);
-    let missing = &result["missing_before"];
-    assert!(
-        rules_grant(missing, "pods", &["list", "watch"]),
-        "{result:#}"
-    );
-    let diff = diffs(result);
-    assert_eq!(diff.len(), 1, "{result:#}");
-    let before = diff[0]["before"].as_str().unwrap();
-    let after = diff[0]["after"].as_str().unwrap();
-    assert!(
-        before.contains(&role) && !before.ends_with("  - list\n  - watch\n"),
-        "{before}"
-    );
-    assert!(
-        after.ends_with("  - pods\n  verbs:\n  - list\n  - watch\n"),
-        "{after}"
-    );
+    calico_rbac_check_mode(core, &vars, &role);
     assert_eq!(
         resource_version(&roles.get(&role).await.unwrap()),
         rv_before,
-        "check mode wrote the ClusterRole"
+        "{core}: check mode wrote the ClusterRole"
     );
-
-    // The same diff as the operator sees it: printed by the default callback.
-    let printed =
-        ansible_playbook_with("calico_rbac.yml", &vars, &["--check", "--diff"], "default");
-    let stdout = text(&printed.stdout);
-    assert!(
-        printed.status.success(),
-        "{stdout}\n{}",
-        text(&printed.stderr)
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with('+') && l.contains("- pods")),
-        "no added pods line in the printed diff:\n{stdout}"
-    );
-    assert!(stdout.contains("changed=1"), "{stdout}");
 
     // For real: changed, the role now grants what the controllers need, the old rules kept.
     let sa = "calico-kube-controllers";
-    assert!(!support::allowed(&client, &namespace, sa, "", "pods", "list").await);
-    let real = ansible_playbook("calico_rbac.yml", &vars, &[]);
-    assert!(real.changed(CALICO_TASK), "{:#}", real.result(CALICO_TASK));
+    assert!(
+        !support::allowed(client, &namespace, sa, "", "pods", "list").await,
+        "{core}: pods list allowed before the real run"
+    );
+    let real = ansible_playbook(core, "calico_rbac.yml", &vars, &[]);
+    real.assert_changed(CALICO_TASK);
     // The Deployment is restarted; scaled to 0, it has no pod to wait for.
     let result = real.result(CALICO_TASK);
-    assert_eq!(result["controller_restarted"], json!(true), "{result:#}");
-    assert_eq!(result["controller_pod"], json!(null), "{result:#}");
+    assert_eq!(
+        result["controller_restarted"],
+        json!(true),
+        "{core}: {result:#}"
+    );
+    assert_eq!(result["controller_pod"], json!(null), "{core}: {result:#}");
     assert!(
         result["warnings"].to_string().contains("has 0 replicas"),
-        "{result:#}"
+        "{core}: {result:#}"
     );
     let stored = roles.get(&role).await.unwrap();
-    assert_ne!(resource_version(&stored), rv_before);
+    assert_ne!(
+        resource_version(&stored),
+        rv_before,
+        "{core}: the real run did not write the ClusterRole"
+    );
     let granted = serde_json::to_value(stored.rules.unwrap()).unwrap();
-    assert!(rules_grant(&granted, "ippools", &["list"]), "{granted:#}");
+    assert!(
+        rules_grant(&granted, "ippools", &["list"]),
+        "{core}: {granted:#}"
+    );
     for verb in ["list", "watch"] {
         assert!(
-            support::allowed(&client, &namespace, sa, "", "pods", verb).await,
-            "pods {verb}"
+            support::allowed(client, &namespace, sa, "", "pods", verb).await,
+            "{core}: pods {verb}"
         );
     }
 
-    // Again: nothing to do.
+    // Again: nothing to do, and nothing to do in check mode either.
     let rv_fixed = resource_version(&roles.get(&role).await.unwrap());
-    let again = ansible_playbook("calico_rbac.yml", &vars, &["--diff"]);
-    assert!(
-        !again.changed(CALICO_TASK),
-        "{:#}",
-        again.result(CALICO_TASK)
-    );
-    assert_eq!(again.doc["stats"]["localhost"]["changed"], json!(0));
-    assert_eq!(resource_version(&roles.get(&role).await.unwrap()), rv_fixed);
+    let again = ansible_playbook(core, "calico_rbac.yml", &vars, &["--diff"]);
+    again.assert_unchanged(CALICO_TASK);
+    again.assert_nothing_changed();
     assert_eq!(
         again.result(CALICO_TASK)["controller_restarted"],
-        json!(false)
+        json!(false),
+        "{}",
+        again.context()
+    );
+    let recheck = ansible_playbook(core, "calico_rbac.yml", &vars, &["--check", "--diff"]);
+    recheck.assert_unchanged(CALICO_TASK);
+    recheck.assert_nothing_changed();
+    assert_eq!(
+        resource_version(&roles.get(&role).await.unwrap()),
+        rv_fixed,
+        "{core}: the second run or check mode wrote the ClusterRole"
     );
 
-    cleanup(&client, &namespace, &[&role], &[&role]).await;
+    cleanup(client, &namespace, &[&role], &[&role]).await;
 }
 
 const WEBHOOK_TASK: &str = "Ensure the test webhook configuration is gone when its backend is";
 
+/// The kubernetes.core test cycle of stale_webhook, under each core.
 #[tokio::test]
 async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stays_unchanged() {
-    let client = support::client().await;
-    let namespace = support::namespace(&client, "ansible-webhook").await;
+    under_each_core(stale_webhook_cycle).await;
+}
+
+async fn stale_webhook_cycle(client: &Client, core: &'static Core) {
+    let namespace = support::namespace(client, "ansible-webhook").await;
     let name = support::unique("ansible-webhook");
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     // Its Service never existed; it only ever sees ConfigMaps of this test's namespace.
@@ -505,56 +709,50 @@ async fn stale_webhook_under_ansible_playbook_checks_diffs_deletes_and_then_stay
     let vars = json!({"kubemend_kubeconfig": kubeconfig(), "webhook_configuration": name});
 
     // Check mode with diff: changed, the whole object on the before side, nothing deleted.
-    let check = ansible_playbook("stale_webhook.yml", &vars, &["--check", "--diff"]);
-    assert!(
-        check.changed(WEBHOOK_TASK),
-        "{:#}",
-        check.result(WEBHOOK_TASK)
-    );
-    let diff = diffs(check.result(WEBHOOK_TASK));
-    assert_eq!(diff.len(), 1);
+    let check = ansible_playbook(core, "stale_webhook.yml", &vars, &["--check", "--diff"]);
+    check.assert_changed(WEBHOOK_TASK);
+    let result = check.result(WEBHOOK_TASK);
+    let diff = diffs(result);
+    assert_eq!(diff.len(), 1, "{core}: {result:#}");
     assert!(
         diff[0]["before"]
             .as_str()
             .unwrap()
-            .contains("inject.ansible-test.kubemend.invalid")
+            .contains("inject.ansible-test.kubemend.invalid"),
+        "{core}: {result:#}"
     );
-    assert_eq!(diff[0]["after"], json!(""));
+    assert_eq!(diff[0]["after"], json!(""), "{core}: {result:#}");
     let still = api.get(&name).await.unwrap();
     assert_eq!(
         resource_version(&still),
         resource_version(&created),
-        "check mode wrote it"
+        "{core}: check mode wrote it"
     );
 
     // For real: deleted, and returned whole.
-    let real = ansible_playbook("stale_webhook.yml", &vars, &[]);
-    assert!(
-        real.changed(WEBHOOK_TASK),
-        "{:#}",
-        real.result(WEBHOOK_TASK)
-    );
+    let real = ansible_playbook(core, "stale_webhook.yml", &vars, &[]);
+    real.assert_changed(WEBHOOK_TASK);
     let deleted = &real.result(WEBHOOK_TASK)["deleted"];
-    assert_eq!(deleted[0]["name"], json!(name), "{deleted:#}");
+    assert_eq!(deleted[0]["name"], json!(name), "{core}: {deleted:#}");
     assert_eq!(
         deleted[0]["object"]["metadata"]["name"],
         json!(name),
-        "{deleted:#}"
+        "{core}: {deleted:#}"
     );
     assert!(
         api.get_opt(&name).await.unwrap().is_none(),
-        "still there after the real run"
+        "{core}: still there after the real run"
     );
 
-    // Again: nothing to do.
-    let again = ansible_playbook("stale_webhook.yml", &vars, &[]);
-    assert!(
-        !again.changed(WEBHOOK_TASK),
-        "{:#}",
-        again.result(WEBHOOK_TASK)
-    );
+    // Again, and in check mode: nothing to do.
+    let again = ansible_playbook(core, "stale_webhook.yml", &vars, &[]);
+    again.assert_unchanged(WEBHOOK_TASK);
+    again.assert_nothing_changed();
+    let recheck = ansible_playbook(core, "stale_webhook.yml", &vars, &["--check", "--diff"]);
+    recheck.assert_unchanged(WEBHOOK_TASK);
+    recheck.assert_nothing_changed();
 
-    cleanup(&client, &namespace, &[], &[]).await;
+    cleanup(client, &namespace, &[], &[]).await;
 }
 
 /// A bare pod named never-scheduled that no scheduler serves: Pending, no PodScheduled
@@ -587,10 +785,14 @@ async fn wait_for_pod_gone(pods: &Api<Pod>, name: &str) {
 
 const STUCK_TASK: &str = "Ensure no pod in the test namespace is stuck Pending";
 
+/// The kubernetes.core test cycle of stuck_pods, under each core.
 #[tokio::test]
 async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchanged() {
-    let client = support::client().await;
-    let namespace = support::namespace(&client, "ansible-stuck").await;
+    under_each_core(stuck_pods_cycle).await;
+}
+
+async fn stuck_pods_cycle(client: &Client, core: &'static Core) {
+    let namespace = support::namespace(client, "ansible-stuck").await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     let pod = unscheduled_pod(&pods).await;
     let uid = pod.metadata.uid.clone().unwrap();
@@ -598,47 +800,61 @@ async fn stuck_pods_under_ansible_playbook_checks_deletes_and_then_stays_unchang
 
     // Check mode with diff: the pod named as the one to delete, its manifest on the before
     // side, nothing deleted.
-    let check = ansible_playbook("stuck_pods.yml", &vars, &["--check", "--diff"]);
-    assert!(check.changed(STUCK_TASK), "{:#}", check.result(STUCK_TASK));
+    let check = ansible_playbook(core, "stuck_pods.yml", &vars, &["--check", "--diff"]);
+    check.assert_changed(STUCK_TASK);
     let result = check.result(STUCK_TASK);
-    assert_eq!(result["deleted"][0]["uid"], json!(uid), "{result:#}");
+    assert_eq!(
+        result["deleted"][0]["uid"],
+        json!(uid),
+        "{core}: {result:#}"
+    );
     let diff = diffs(result);
     assert!(
         diff[0]["before"]
             .as_str()
             .unwrap()
             .contains("no-such-scheduler"),
-        "{result:#}"
+        "{core}: {result:#}"
     );
-    assert_eq!(diff[0]["after"], json!(""), "{result:#}");
+    assert_eq!(diff[0]["after"], json!(""), "{core}: {result:#}");
     let still = pods.get("never-scheduled").await.unwrap();
     assert_eq!(
         still.metadata.uid.as_deref(),
         Some(uid.as_str()),
-        "check mode deleted it"
+        "{core}: check mode deleted it"
     );
 
-    let real = ansible_playbook("stuck_pods.yml", &vars, &[]);
-    assert!(real.changed(STUCK_TASK), "{:#}", real.result(STUCK_TASK));
+    let real = ansible_playbook(core, "stuck_pods.yml", &vars, &[]);
+    real.assert_changed(STUCK_TASK);
     wait_for_pod_gone(&pods, "never-scheduled").await;
 
-    let again = ansible_playbook("stuck_pods.yml", &vars, &[]);
-    assert!(!again.changed(STUCK_TASK), "{:#}", again.result(STUCK_TASK));
+    let again = ansible_playbook(core, "stuck_pods.yml", &vars, &[]);
+    again.assert_unchanged(STUCK_TASK);
+    again.assert_nothing_changed();
+    let recheck = ansible_playbook(core, "stuck_pods.yml", &vars, &["--check", "--diff"]);
+    recheck.assert_unchanged(STUCK_TASK);
+    recheck.assert_nothing_changed();
 
-    cleanup(&client, &namespace, &[], &[]).await;
+    cleanup(client, &namespace, &[], &[]).await;
 }
 
+/// The collection's playbook through the same cycle, under each core, on this test's objects
+/// only: its Calico, its namespace's pods. The webhook scan and the diagnoses are
+/// cluster-wide, so they are left to the check-mode run of the ansible-runner test; the
+/// kubelite restart to the test that restarts every node.
 #[tokio::test]
 async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() {
-    let client = support::client().await;
-    let namespace = support::namespace(&client, "ansible-monthly").await;
+    under_each_core(monthly_maintenance_cycle).await;
+}
+
+async fn monthly_maintenance_cycle(client: &Client, core: &'static Core) {
+    let namespace = support::namespace(client, "ansible-monthly").await;
     let role = support::unique("ansible-monthly");
-    seed_calico(&client, &namespace, &role).await;
+    seed_calico(client, &namespace, &role).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
-    unscheduled_pod(&pods).await;
-    // The role on this test's objects only: its Calico, its namespace's pods. The webhook scan
-    // and the diagnoses are cluster-wide, so they are left to the check-mode run of the
-    // ansible-runner test; the kubelite restart to the test that restarts every node.
+    let pod = unscheduled_pod(&pods).await;
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let rv_before = resource_version(&roles.get(&role).await.unwrap());
     let vars = json!({
         "kubemend_kubeconfig": kubeconfig(),
         "microk8s_maintenance_calico_rbac_name": role,
@@ -650,27 +866,43 @@ async fn monthly_maintenance_playbook_fixes_for_real_and_then_changes_nothing() 
         "microk8s_maintenance_stuck_pods_pending_age": "1s",
         "microk8s_maintenance_stuck_pods_include_bare_pods": true,
     });
+    let playbook = "kubemend.microk8s.monthly_maintenance";
     let calico = "Ensure the calico-kube-controllers ClusterRole grants what Calico needs";
     let stuck = "Force-delete pods that are stuck Terminating or were never scheduled";
 
-    let real = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
-    assert!(real.changed(calico), "{:#}", real.result(calico));
-    let sa = "calico-kube-controllers";
-    assert!(support::allowed(&client, &namespace, sa, "", "pods", "watch").await);
-    assert!(real.changed(stuck), "{:#}", real.result(stuck));
-    wait_for_pod_gone(&pods, "never-scheduled").await;
-
-    let again = ansible_playbook("kubemend.microk8s.monthly_maintenance", &vars, &["--diff"]);
-    assert!(!again.changed(calico), "{:#}", again.result(calico));
-    assert!(!again.changed(stuck), "{:#}", again.result(stuck));
+    // Check mode: both steps would change, nothing written.
+    let check = ansible_playbook(core, playbook, &vars, &["--check", "--diff"]);
+    check.assert_changed(calico);
+    check.assert_changed(stuck);
     assert_eq!(
-        again.doc["stats"]["localhost"]["changed"],
-        json!(0),
-        "{}",
-        again.context()
+        resource_version(&roles.get(&role).await.unwrap()),
+        rv_before,
+        "{core}: check mode wrote the ClusterRole"
+    );
+    assert_eq!(
+        pods.get("never-scheduled").await.unwrap().metadata.uid,
+        pod.metadata.uid,
+        "{core}: check mode deleted the pod"
     );
 
-    cleanup(&client, &namespace, &[&role], &[&role]).await;
+    let real = ansible_playbook(core, playbook, &vars, &["--diff"]);
+    real.assert_changed(calico);
+    let sa = "calico-kube-controllers";
+    assert!(
+        support::allowed(client, &namespace, sa, "", "pods", "watch").await,
+        "{core}: pods watch not allowed after the real run"
+    );
+    real.assert_changed(stuck);
+    wait_for_pod_gone(&pods, "never-scheduled").await;
+
+    for flags in [&["--diff"][..], &["--check", "--diff"]] {
+        let again = ansible_playbook(core, playbook, &vars, flags);
+        again.assert_unchanged(calico);
+        again.assert_unchanged(stuck);
+        again.assert_nothing_changed();
+    }
+
+    cleanup(client, &namespace, &[&role], &[&role]).await;
 }
 
 /// AWX's Kubernetes bearer-token credential for a ServiceAccount of a test's own, bound to the
@@ -798,25 +1030,39 @@ fn job_events(artifacts: &Path) -> (BTreeMap<String, TaskEvent>, Value) {
 /// The task's result; it must have succeeded without a refused server-side dry run (which
 /// check mode reports as a warning: the credential lacks a permission the real run needs).
 #[track_caller]
-fn checked<'a>(tasks: &'a BTreeMap<String, TaskEvent>, task: &str, context: &str) -> &'a Value {
+fn checked<'a>(
+    core: &Core,
+    tasks: &'a BTreeMap<String, TaskEvent>,
+    task: &str,
+    context: &str,
+) -> &'a Value {
     let event = tasks
         .get(task)
         .unwrap_or_else(|| panic!("task {task:?} did not run\n{context}"));
-    assert_ne!(event.res["failed"], json!(true), "{:#}", event.res);
+    assert_ne!(
+        event.res["failed"],
+        json!(true),
+        "{core}: task {task:?} failed: {:#}",
+        event.res
+    );
     let warnings = event.res["warnings"].to_string() + &event.stdout;
     assert!(
         !warnings.contains("was refused"),
-        "check mode of {task:?} was refused a dry run: the credential lacks a permission:\n{}",
+        "{core}: check mode of {task:?} was refused a dry run: the credential lacks a permission:\n{}",
         event.stdout
     );
     &event.res
 }
 
-/// Runs the monthly maintenance as AWX does: `ansible-runner run` on a private data dir (project,
-/// the test bed's inventory with its nodes in the group microk8s, env with the credential's
-/// variables, extra vars and `--check --diff`) under
-/// `work`. Returns its artifacts dir, after checking that the job succeeded, and its output.
-fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (PathBuf, String) {
+/// Runs the monthly maintenance as AWX does: `ansible-runner run` of `core` on a private data
+/// dir (project, the test bed's inventory with its nodes in the group microk8s, env with the
+/// credential's variables, extra vars and `--check --diff`) under `work`. Returns its artifacts
+/// dir, after checking that the job succeeded, and its output.
+fn runner_check_mode(
+    core: &Core,
+    work: &Path,
+    credential: &BTreeMap<String, String>,
+) -> (PathBuf, String) {
     let data = work.join("runner");
     for dir in ["project", "inventory", "env"] {
         std::fs::create_dir_all(data.join(dir)).unwrap();
@@ -848,7 +1094,7 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
     );
     std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
 
-    let output = ansible("ansible-runner", work)
+    let output = ansible(core, "ansible-runner", work)
         .arg("run")
         .arg(&data)
         .args(["-p", "monthly_maintenance.yml", "--ident", "check"])
@@ -856,7 +1102,7 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
         .unwrap();
     let artifacts = data.join("artifacts/check");
     let context = format!(
-        "ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
+        "{core}, ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
         output.status,
         text(&output.stdout),
         text(&output.stderr)
@@ -870,15 +1116,20 @@ fn runner_check_mode(work: &Path, credential: &BTreeMap<String, String>) -> (Pat
 /// The check-mode run's opening diagnose and kubelite restart plan: the diagnose sees the
 /// incident with every check but the SSH one (kubelite) allowed by docs/rbac.yml; the restart
 /// plans the inventory's three nodes, each pre-flight passed.
-fn check_mode_diagnose_and_restart_plan(tasks: &BTreeMap<String, TaskEvent>, context: &str) {
+fn check_mode_diagnose_and_restart_plan(
+    core: &Core,
+    tasks: &BTreeMap<String, TaskEvent>,
+    context: &str,
+) {
     let before = checked(
+        core,
         tasks,
         "Diagnose the cluster before the maintenance",
         context,
     );
     assert!(
         before["summary"]["critical"].as_u64().unwrap() >= 1,
-        "{before:#}"
+        "{core}: {before:#}"
     );
     let skipped: Vec<&Value> = before["checks"]
         .as_array()
@@ -886,11 +1137,12 @@ fn check_mode_diagnose_and_restart_plan(tasks: &BTreeMap<String, TaskEvent>, con
         .iter()
         .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
         .collect();
-    assert!(skipped.is_empty(), "checks skipped: {skipped:#?}");
+    assert!(skipped.is_empty(), "{core}: checks skipped: {skipped:#?}");
 
     // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
     // pre-flight passed, nothing restarted.
     let restart = checked(
+        core,
         tasks,
         "Restart daemon-kubelite on each node in turn, leaders last",
         context,
@@ -902,16 +1154,29 @@ fn check_mode_diagnose_and_restart_plan(tasks: &BTreeMap<String, TaskEvent>, con
         .map(|n| n.as_str().unwrap())
         .collect();
     order.sort_unstable();
-    assert_eq!(order, support::NODES, "{restart:#}");
+    assert_eq!(order, support::NODES, "{core}: {restart:#}");
     for node in restart["nodes"].as_array().unwrap() {
-        assert_eq!(node["status"], json!("would restart"), "{restart:#}");
+        assert_eq!(
+            node["status"],
+            json!("would restart"),
+            "{core}: {restart:#}"
+        );
     }
 }
 
-/// The check-mode run's job statistics (AWX artifacts): every step ran, with what it would fix.
-fn check_mode_summary(artifact_data: &Value, webhook: &str) {
+/// The check-mode run's job statistics (AWX artifacts): the core that ran the job, and every
+/// step ran, with what it would fix.
+fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
+    core.assert_ran(
+        &artifact_data["ansible_core_version"],
+        &format!("{artifact_data:#}"),
+    );
     let summary = &artifact_data["microk8s_maintenance"];
-    assert_eq!(summary["check_mode"], json!(true), "{artifact_data:#}");
+    assert_eq!(
+        summary["check_mode"],
+        json!(true),
+        "{core}: {artifact_data:#}"
+    );
     for step in [
         "diagnose_before",
         "calico_rbac",
@@ -923,27 +1188,27 @@ fn check_mode_summary(artifact_data: &Value, webhook: &str) {
         assert_eq!(
             summary[step]["ran"],
             json!(true),
-            "{step}: {artifact_data:#}"
+            "{core}: {step}: {artifact_data:#}"
         );
     }
     assert!(
         summary["stale_webhook"]["fixed"]
             .as_array()
             .is_some_and(|f| f.contains(&json!(webhook))),
-        "{artifact_data:#}"
+        "{core}: {artifact_data:#}"
     );
     assert_eq!(
         summary["kubelite_restart"]["fixed"]
             .as_array()
             .map(Vec::len),
         Some(3),
-        "{artifact_data:#}"
+        "{core}: {artifact_data:#}"
     );
     assert!(
         summary["diagnose_before"]["findings"]
             .as_object()
             .is_some_and(|f| f.values().any(|s| s == "critical")),
-        "{artifact_data:#}"
+        "{core}: {artifact_data:#}"
     );
 }
 
@@ -964,19 +1229,26 @@ fn kubelite_starts() -> (String, Vec<(String, String)>) {
     (record, units)
 }
 
-/// The whole role as AWX runs it, in check mode, with the permissions of docs/rbac.yml only:
-/// both diagnoses, every step (the kubelite restart's pre-flight over SSH included), the
-/// summary, and nothing written or restarted. It holds every node (the pre-flight needs them
-/// all healthy; nodes first, then the incident) and the seeded incident.
+/// The whole role as AWX runs it, in check mode, with the permissions of docs/rbac.yml only,
+/// under each core on a freshly seeded incident: both diagnoses, every step (the kubelite
+/// restart's pre-flight over SSH included), the summary, and nothing written or restarted. It
+/// holds every node (the pre-flight needs them all healthy; nodes first, then the incident)
+/// and the seeded incident.
 #[tokio::test]
 async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_incident_and_writes_nothing()
  {
     let _nodes = support::all_nodes_lock();
-    let _incident = support::incident();
-    let client = support::client().await;
-    let namespace = support::namespace(&client, "ansible-awx").await;
+    under_each_core(async |client, core| {
+        let _incident = support::incident();
+        runner_check_mode_on_the_incident(client, core).await;
+    })
+    .await;
+}
+
+async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core) {
+    let namespace = support::namespace(client, "ansible-awx").await;
     let access = support::unique("ansible-awx");
-    let credential = awx_credential(&client, &namespace, &access).await;
+    let credential = awx_credential(client, &namespace, &access).await;
     let roles = Api::<ClusterRole>::all(client.clone());
     let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let role_rv = resource_version(&roles.get("calico-kube-controllers").await.unwrap());
@@ -989,54 +1261,57 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let starts_before = kubelite_starts();
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let (artifacts, context) = runner_check_mode(work.path(), &credential);
+    let (artifacts, context) = runner_check_mode(core, work.path(), &credential);
     let (tasks, artifact_data) = job_events(&artifacts);
 
-    check_mode_diagnose_and_restart_plan(&tasks, &context);
+    check_mode_diagnose_and_restart_plan(core, &tasks, &context);
     assert_eq!(
         kubelite_starts(),
         starts_before,
-        "check mode started or stopped a kubelite"
+        "{core}: check mode started or stopped a kubelite"
     );
 
     // calico_rbac: would add what the enabled workloadendpoint controller reads on the
     // Kubernetes datastore (pods list/watch, the review's 403), and warns that it is an
     // etcd-only controller to drop from ENABLED_CONTROLLERS.
     let calico = checked(
+        core,
         &tasks,
         "Ensure the calico-kube-controllers ClusterRole grants what Calico needs",
         &context,
     );
-    assert_eq!(calico["changed"], json!(true), "{calico:#}");
+    assert_eq!(calico["changed"], json!(true), "{core}: {calico:#}");
     assert!(
         rules_grant(&calico["missing_before"], "pods", &["list", "watch"]),
-        "{calico:#}"
+        "{core}: {calico:#}"
     );
     assert!(
         calico["warnings"]
             .to_string()
             .contains("workloadendpoint is an etcd-only controller"),
-        "{calico:#}"
+        "{core}: {calico:#}"
     );
 
     // stale_webhook (detect): would delete the NewRelic configuration.
     let stale = checked(
+        core,
         &tasks,
         "Remove admission webhook configurations whose backend is gone",
         &context,
     );
-    assert_eq!(stale["changed"], json!(true), "{stale:#}");
+    assert_eq!(stale["changed"], json!(true), "{core}: {stale:#}");
     assert!(
         stale["deleted"]
             .as_array()
             .unwrap()
             .iter()
             .any(|d| d["name"] == webhook),
-        "{stale:#}"
+        "{core}: {stale:#}"
     );
 
     // stuck_pods ran too, within the permissions of docs/rbac.yml.
     checked(
+        core,
         &tasks,
         "Force-delete pods that are stuck Terminating or were never scheduled",
         &context,
@@ -1044,28 +1319,34 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
 
     // The closing diagnose ran; in check mode it does not fail the job.
     let after = checked(
+        core,
         &tasks,
         "Diagnose the cluster after the maintenance",
         &context,
     );
-    assert_eq!(after["fail_on_reached"], json!(true), "{after:#}");
+    assert_eq!(after["fail_on_reached"], json!(true), "{core}: {after:#}");
 
-    check_mode_summary(&artifact_data, webhook);
+    check_mode_summary(core, &artifact_data, webhook);
 
     // Check mode wrote nothing.
     assert_eq!(
         resource_version(&roles.get("calico-kube-controllers").await.unwrap()),
-        role_rv
+        role_rv,
+        "{core}: check mode wrote the calico-kube-controllers ClusterRole"
     );
     assert_eq!(
         resource_version(&webhooks.get(webhook).await.unwrap()),
-        webhook_rv
+        webhook_rv,
+        "{core}: check mode wrote {webhook}"
     );
     let pod_after = Api::<Pod>::namespaced(client.clone(), "ci")
         .get("automation-job-1865-ntgbq")
         .await
         .unwrap();
-    assert_eq!(pod_after.metadata.uid, awx_pod.metadata.uid);
+    assert_eq!(
+        pod_after.metadata.uid, awx_pod.metadata.uid,
+        "{core}: check mode deleted the AWX job pod"
+    );
 
     let dp = DeleteParams::default();
     let _ = Api::<Role>::namespaced(client.clone(), "kube-system")
@@ -1074,18 +1355,24 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     let _ = Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
         .delete(&access, &dp)
         .await;
-    cleanup(&client, &namespace, &[&access], &[&access]).await;
+    cleanup(client, &namespace, &[&access], &[&access]).await;
 }
 
-/// The whole role for real on the seeded incident, as `make demo` runs it: every step fixes
-/// its part (the kubelite restart restarts all three nodes, leaders last), the closing
-/// diagnose finds nothing critical, so the play succeeds; a second run with
-/// `restarted_within` changes nothing and starts no kubelite. Holds every node, then the
-/// incident.
+/// The whole role for real on the seeded incident, as `make demo` runs it, under each core on a
+/// freshly seeded incident: every step fixes its part (the kubelite restart restarts all three
+/// nodes, leaders last), the closing diagnose finds nothing critical, so the play succeeds; a
+/// second run with `restarted_within` changes nothing and starts no kubelite. Holds every
+/// node, then the incident.
 #[tokio::test]
 async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_nothing() {
     let _nodes = support::all_nodes_lock();
-    let _incident = support::incident();
+    for core in Core::under_test() {
+        let _incident = support::incident();
+        monthly_maintenance_for_real_on_the_incident(core);
+    }
+}
+
+fn monthly_maintenance_for_real_on_the_incident(core: &'static Core) {
     let vars = json!({
         "kubemend_kubeconfig": kubeconfig(),
         "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
@@ -1102,19 +1389,18 @@ async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_not
         "microk8s_maintenance_diagnose_pending_age": "15s",
         "microk8s_maintenance_diagnose_terminating_grace": "15s",
     });
+    let playbook = "kubemend.microk8s.monthly_maintenance";
     let (record_before, units_before) = kubelite_starts();
 
-    let real = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
+    let real = ansible_playbook_on_testbed(core, playbook, &vars, &[]);
     let before = real.result("Diagnose the cluster before the maintenance");
     assert!(
         before["summary"]["critical"].as_u64() >= Some(1),
         "{before:#}\n{}",
         real.context()
     );
-    assert!(
-        real.changed("Ensure the calico-kube-controllers ClusterRole grants what Calico needs")
-    );
-    assert!(real.changed("Remove admission webhook configurations whose backend is gone"));
+    real.assert_changed("Ensure the calico-kube-controllers ClusterRole grants what Calico needs");
+    real.assert_changed("Remove admission webhook configurations whose backend is gone");
     let restart_task = "Restart daemon-kubelite on each node in turn, leaders last";
     let restart = real.result(restart_task);
     let mut restarted: Vec<&str> = restart["restarted"]
@@ -1124,7 +1410,7 @@ async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_not
         .map(|n| n.as_str().unwrap())
         .collect();
     restarted.sort_unstable();
-    assert_eq!(restarted, support::NODES, "{restart:#}");
+    assert_eq!(restarted, support::NODES, "{core}: {restart:#}");
     let stuck = real.result("Force-delete pods that are stuck Terminating or were never scheduled");
     assert!(
         stuck["deleted"]
@@ -1132,42 +1418,41 @@ async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_not
             .unwrap()
             .iter()
             .any(|p| p["name"] == "automation-job-1865-ntgbq"),
-        "{stuck:#}"
+        "{core}: {stuck:#}"
     );
     let after = real.result("Diagnose the cluster after the maintenance");
-    assert_eq!(after["summary"]["critical"], json!(0), "{after:#}");
-    assert_eq!(real.doc["stats"]["localhost"]["failures"], json!(0));
+    assert_eq!(after["summary"]["critical"], json!(0), "{core}: {after:#}");
+    assert_eq!(
+        real.doc["stats"]["localhost"]["failures"],
+        json!(0),
+        "{}",
+        real.context()
+    );
     let (record_after, units_after) = kubelite_starts();
     for (node, ((_, active_before), (_, active_after))) in support::NODES
         .iter()
         .zip(units_before.iter().zip(&units_after))
     {
-        assert_ne!(active_before, active_after, "{node} not restarted");
+        assert_ne!(active_before, active_after, "{core}: {node} not restarted");
         let started = record_after[record_before.len()..]
             .lines()
             .any(|l| l.ends_with(&format!(" {node} started")));
-        assert!(started, "no start of {node} recorded:\n{record_after}");
+        assert!(
+            started,
+            "{core}: no start of {node} recorded:\n{record_after}"
+        );
     }
 
     // Again, skipping nodes restarted in the last 10 minutes: nothing to do.
     let mut vars = vars;
     vars["microk8s_maintenance_kubelite_restart_restarted_within"] = json!("10m");
-    let again = ansible_playbook_on_testbed("kubemend.microk8s.monthly_maintenance", &vars, &[]);
-    assert!(
-        !again.changed(restart_task),
-        "{:#}",
-        again.result(restart_task)
-    );
-    assert_eq!(
-        again.doc["stats"]["localhost"]["changed"],
-        json!(0),
-        "{}",
-        again.context()
-    );
+    let again = ansible_playbook_on_testbed(core, playbook, &vars, &[]);
+    again.assert_unchanged(restart_task);
+    again.assert_nothing_changed();
     assert_eq!(
         kubelite_starts(),
         (record_after, units_after),
-        "the second run started or stopped a kubelite"
+        "{core}: the second run started or stopped a kubelite"
     );
 }
 
@@ -1184,7 +1469,12 @@ fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
     for (key, value) in vars.as_object().unwrap() {
         all[key] = value.clone();
     }
-    ansible_playbook("kubemend.microk8s.monthly_maintenance", &all, &["--check"])
+    ansible_playbook(
+        Core::tools(),
+        "kubemend.microk8s.monthly_maintenance",
+        &all,
+        &["--check"],
+    )
 }
 
 fn failure_messages(run: &PlaybookRun) -> String {
@@ -1255,7 +1545,7 @@ fn kubelite_restart_step_fails_clearly_when_the_inventory_names_no_node() {
 #[test]
 fn role_documentation_renders_with_ansible_doc() {
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let out = ansible("ansible-doc", work.path())
+    let out = ansible(Core::tools(), "ansible-doc", work.path())
         .args(["-t", "role", "kubemend.microk8s.microk8s_maintenance"])
         .output()
         .unwrap();
@@ -1286,7 +1576,7 @@ fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     for module in &modules {
         let fqcn = format!("kubemend.microk8s.{module}");
-        let out = ansible("ansible-doc", work.path())
+        let out = ansible(Core::tools(), "ansible-doc", work.path())
             .args(["--json", &fqcn])
             .output()
             .unwrap();
@@ -1330,7 +1620,7 @@ fn module_docs_render_with_ansible_doc_and_match_the_schemas() {
 
 #[test]
 fn collection_passes_ansible_lint_with_the_production_profile() {
-    venv_tool("ansible-lint");
+    Core::tools().tool("ansible-lint");
     let out = Command::new(collection_source().join("lint.sh"))
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_kubemend"))
@@ -1598,7 +1888,7 @@ fn modules_are_hard_links_of_one_binary_that_ansible_doc_lists() {
     );
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let out = ansible("ansible-doc", work.path())
+    let out = ansible(Core::tools(), "ansible-doc", work.path())
         .args(["-t", "module", "-F", "kubemend.microk8s"])
         .output()
         .unwrap();
@@ -1621,7 +1911,7 @@ fn modules_are_hard_links_of_one_binary_that_ansible_doc_lists() {
 #[ignore = "ansible-core drops binary modules with sidecar docs from ansible-doc -l (cli/doc.py)"]
 fn ansible_doc_lists_the_modules_with_their_short_descriptions() {
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let out = ansible("ansible-doc", work.path())
+    let out = ansible(Core::tools(), "ansible-doc", work.path())
         .args(["-t", "module", "-l", "--json", "kubemend.microk8s"])
         .output()
         .unwrap();
@@ -1651,7 +1941,7 @@ fn tarball_holds_the_binary_once_and_installs_every_module() {
         .arg(work.path().join("build"))
         .arg("--tarball")
         .arg(&dist)
-        .env("PATH", path_with_venv())
+        .env("PATH", path_with_venv(Core::tools()))
         .output()
         .unwrap();
     assert!(out.status.success(), "build.sh: {}", text(&out.stderr));
@@ -1699,7 +1989,7 @@ fn tarball_holds_the_binary_once_and_installs_every_module() {
     );
 
     let installed = work.path().join("installed");
-    let out = ansible("ansible-galaxy", work.path())
+    let out = ansible(Core::tools(), "ansible-galaxy", work.path())
         .args(["collection", "install", "--force", "-p"])
         .arg(&installed)
         .arg(&tarball)
@@ -1716,10 +2006,10 @@ fn tarball_holds_the_binary_once_and_installs_every_module() {
     }
 }
 
-fn path_with_venv() -> String {
+fn path_with_venv(core: &Core) -> String {
     format!(
         "{}:{}",
-        root().join(".venv/bin").display(),
+        core.bin().display(),
         std::env::var("PATH").unwrap_or_default()
     )
 }
@@ -1740,7 +2030,7 @@ fn execution_environment_build_context_installs_the_collection() {
         .arg(work.path().join("build"))
         .arg("--tarball")
         .arg(&ee)
-        .env("PATH", path_with_venv())
+        .env("PATH", path_with_venv(Core::tools()))
         .output()
         .unwrap();
     assert!(out.status.success(), "build.sh: {}", text(&out.stderr));
@@ -1749,7 +2039,7 @@ fn execution_environment_build_context_installs_the_collection() {
         ee.join("execution-environment.yml"),
     )
     .unwrap();
-    let out = ansible("ansible-builder", &ee)
+    let out = ansible(Core::tools(), "ansible-builder", &ee)
         .args([
             "create",
             "--context",
@@ -1804,7 +2094,7 @@ fn execution_environment_build_context_installs_the_collection() {
     );
 
     let installed = work.path().join("installed");
-    let out = ansible("ansible-galaxy", work.path())
+    let out = ansible(Core::tools(), "ansible-galaxy", work.path())
         .args(["collection", "install", "--force", "--collections-path"])
         .arg(&installed)
         .arg(&tarballs[0])

@@ -44,31 +44,9 @@ while [ $# -gt 0 ]; do
 done
 [ ${#versions[@]} -gt 0 ] || versions=(2.15 2.21)
 
-# The Pythons each ansible-core version runs on, preferred first.
-pythons_for() {
-  case "$1" in
-    2.15) echo 3.11 ;;
-    2.21) echo 3.13 3.12 ;;
-    *) echo "run.sh: no Python known for ansible-core $1" >&2; return 1 ;;
-  esac
-}
-
-# A working interpreter of one of these minor versions: on PATH, or installed by pyenv (whose
-# shims on PATH fail for versions that are not selected).
-find_python() {
-  local minor candidate pyenv_root
-  pyenv_root="$(pyenv root 2>/dev/null || echo "${HOME:-/root}/.pyenv")"
-  for minor in "$@"; do
-    for candidate in "python$minor" "$pyenv_root"/versions/"$minor".*/bin/"python$minor"; do
-      if command -v "$candidate" >/dev/null 2>&1 \
-        && "$candidate" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        command -v "$candidate"
-        return 0
-      fi
-    done
-  done
-  return 1
-}
+# core_venv, python_minor: one pinned venv per ansible-core version.
+# shellcheck source-path=SCRIPTDIR/../ansible
+source "$here/../ansible/cores.sh"
 
 if [ ! -f "$binary" ]; then
   echo "run.sh: no kubemend binary at $binary; run cargo build first or pass --binary PATH" >&2
@@ -96,26 +74,9 @@ home="$state/home"
 mkdir -p "$home/.ansible/test/cache"
 failed=()
 for version in "${versions[@]}"; do
-  requirements="$here/requirements-$version.txt"
-  if [ ! -f "$requirements" ]; then
-    echo "run.sh: no $requirements" >&2
-    exit 2
-  fi
-  # shellcheck disable=SC2046 # one word per minor version
-  if ! python="$(find_python $(pythons_for "$version"))"; then
-    echo "run.sh: ansible-core $version needs Python $(pythons_for "$version"), none found" >&2
-    exit 1
-  fi
-  minor="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   venv="$state/$version"
-  stamp="$venv/.kubemend-requirements"
-  if [ ! -x "$venv/bin/ansible-test" ] || ! cmp -s "$stamp" "$requirements" \
-    || [ "$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$minor" ]; then
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-  fi
+  core_venv "$version" "$venv" "$here/requirements-$version.txt"
+  minor="$(python_minor "$venv/bin/python")"
 
   # The bootstrap script, under the name ansible-test looks for.
   pip_version="$("$venv/bin/python" -c '

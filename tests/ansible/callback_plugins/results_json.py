@@ -7,6 +7,7 @@ import json
 
 from ansible.parsing.ajson import AnsibleJSONEncoder
 from ansible.plugins.callback import CallbackBase
+from ansible.release import __version__ as ansible_version
 
 DOCUMENTATION = """
 name: results_json
@@ -14,8 +15,9 @@ type: stdout
 short_description: Every task result as one JSON document
 description:
   - "At the end of the run prints one JSON object: C(plays), a list of C(play) and C(tasks),
-    each task with C(task) (name, full_name, action) and C(hosts) (host name to result); and C(stats),
-    host name to counts (ok, changed, failures, skipped, unreachable, ...)."
+    each task with C(task) (name, full_name, action) and C(hosts) (host name to result); C(stats),
+    host name to counts (ok, changed, failures, skipped, unreachable, ...); and C(ansible_version),
+    the version of the ansible-core that ran."
   - Each RESULT is the module's result as the controller saw it, with C(failed), C(skipped) or
     C(unreachable) set by the callback when the task ended that way.
 """
@@ -77,5 +79,5 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_stats(self, stats):
         hosts = {host: stats.summarize(host) for host in sorted(stats.processed)}
-        document = {"plays": self._plays, "stats": hosts}
+        document = {"plays": self._plays, "stats": hosts, "ansible_version": ansible_version}
         self._display.display(json.dumps(document, cls=AnsibleJSONEncoder, indent=2, sort_keys=True))
