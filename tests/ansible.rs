@@ -1804,6 +1804,12 @@ fn action_group_is_every_module_the_binary_implements() {
 /// ansible-core's own path copies the module there and it still answers.
 #[test]
 fn modules_run_locally_with_one_exec_and_over_ssh_the_way_ansible_core_does() {
+    for core in Core::under_test() {
+        module_paths_under(core);
+    }
+}
+
+fn module_paths_under(core: &Core) {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars = json!({
         "kubemend_kubeconfig": kubeconfig(),
@@ -1812,7 +1818,7 @@ fn modules_run_locally_with_one_exec_and_over_ssh_the_way_ansible_core_does() {
     });
     let vars_file = work.path().join("vars.json");
     write_json(&vars_file, &vars);
-    let out = ansible("ansible-playbook", work.path())
+    let out = ansible(core, "ansible-playbook", work.path())
         .env("ANSIBLE_STDOUT_CALLBACK", "default")
         .arg("-vvv")
         .arg("-i")
@@ -1823,7 +1829,11 @@ fn modules_run_locally_with_one_exec_and_over_ssh_the_way_ansible_core_does() {
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    let context = format!("stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    let context = format!(
+        "ansible-core {}\nstdout:\n{stdout}\nstderr:\n{}",
+        core.version,
+        text(&out.stderr)
+    );
     assert!(out.status.success(), "{context}");
     assert!(
         stdout.contains("changed: [localhost]"),
@@ -1840,12 +1850,15 @@ fn modules_run_locally_with_one_exec_and_over_ssh_the_way_ansible_core_does() {
     );
     assert!(
         local_execs[0].contains("AnsiballZ_calico_rbac"),
-        "{local_execs:?}"
+        "{local_execs:?}\n{context}"
     );
     let left: Vec<PathBuf> = std::fs::read_dir(work.path().join("ansible-remote-tmp"))
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "temporary files left behind: {left:?}\n{context}"
+    );
     let remote_execs = stdout
         .lines()
         .filter(|l| l.starts_with("<k8s01> SSH: EXEC") || l.starts_with("<k8s01> EXEC"))
