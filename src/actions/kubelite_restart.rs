@@ -44,7 +44,7 @@ use clap::{Args, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::lock::{self, Lock, LockState};
-use crate::k8s::nodes::{NodeReport, NodeState, read_nodes};
+use crate::k8s::nodes::{NodeReport, NodeState, read_node, read_nodes, read_nodes_and_objects};
 use crate::microk8s::{check_nodes, dqlite_state, escalation, targets, unit_state};
 use crate::outcome::Outcome;
 use crate::ssh::{self, Remote, SshArgs, Target, check_word};
@@ -342,17 +342,12 @@ impl Action for KubeliteRestart {
     async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
         let cluster = &cx.cluster;
         out.report.lock.lease = format!("{}/{}", LOCK.0, LOCK.1);
-        let listed: Vec<Node> = Api::<Node>::all(cluster.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(cluster.error("list", "nodes"))?
-            .items;
+        let (listed, infos) = read_nodes_and_objects(cluster).await?;
         let targets = targets(&listed, self.nodes.as_deref())?;
         let addresses: BTreeMap<String, String> = listed
             .iter()
             .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
             .collect();
-        let infos = read_nodes(cluster).await?;
         let now = Timestamp::now();
         let roles = leaderships(cluster).await?;
 
@@ -841,7 +836,8 @@ impl KubeliteRestart {
                     Err(err) => observed.push(err.message_with_causes()),
                 }
             }
-            let infos = read_nodes(api).await.ok();
+            // This node and its Lease only: two GETs per poll, whatever the cluster's size.
+            let infos = read_node(api, &node).await.ok();
             let now = Timestamp::now();
             if !gates.lease {
                 let renewed = infos

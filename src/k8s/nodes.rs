@@ -127,7 +127,15 @@ impl NodeReport {
 
 /// Reads every Node and node Lease once.
 pub async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>> {
-    let mut nodes = BTreeMap::new();
+    Ok(read_nodes_and_objects(cluster).await?.1)
+}
+
+/// Reads every Node and node Lease once: the Nodes themselves too, for callers that need
+/// their labels or addresses as well as their state.
+pub async fn read_nodes_and_objects(
+    cluster: &Cluster,
+) -> Result<(Vec<Node>, BTreeMap<String, NodeInfo>)> {
+    let mut objects = Vec::new();
     let api: Api<Node> = Api::all(cluster.client.clone());
     let mut pages = Pages::new(ListParams::default());
     while let Some(params) = pages.next() {
@@ -136,22 +144,17 @@ pub async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>>
             .await
             .map_err(cluster.error("list", "nodes"))?;
         pages.advance(&page.metadata);
-        for node in page.items {
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .map(|c| c.status.clone());
-            nodes.insert(
-                node.metadata.name.unwrap_or_default(),
-                NodeInfo {
-                    ready,
-                    ..NodeInfo::default()
-                },
-            );
-        }
+        objects.extend(page.items);
     }
+    let mut nodes: BTreeMap<String, NodeInfo> = objects
+        .iter()
+        .map(|node| {
+            (
+                node.metadata.name.clone().unwrap_or_default(),
+                node_info(node),
+            )
+        })
+        .collect();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE);
     let mut pages = Pages::new(ListParams::default());
     while let Some(params) = pages.next() {
@@ -161,14 +164,58 @@ pub async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>>
             .map_err(cluster.error("list", "leases in kube-node-lease"))?;
         pages.advance(&page.metadata);
         for lease in page.items {
-            let name = lease.metadata.name.unwrap_or_default();
-            if let (Some(info), Some(spec)) = (nodes.get_mut(&name), lease.spec) {
-                info.lease_renewed = spec.renew_time.map(|t| t.0);
-                info.lease_duration = spec.lease_duration_seconds.map(i64::from);
+            let name = lease.metadata.name.clone().unwrap_or_default();
+            if let Some(info) = nodes.get_mut(&name) {
+                add_lease(info, lease);
             }
         }
     }
+    Ok((objects, nodes))
+}
+
+/// Reads one Node and its Lease: a map with that node alone, or empty when there is no such
+/// Node (so that [`NodeReport::of`] says `Gone`). Two GETs, whatever the cluster's size.
+pub async fn read_node(cluster: &Cluster, name: &str) -> Result<BTreeMap<String, NodeInfo>> {
+    let mut nodes = BTreeMap::new();
+    let node = Api::<Node>::all(cluster.client.clone())
+        .get_opt(name)
+        .await
+        .map_err(cluster.error("get", &format!("node {name}")))?;
+    let Some(node) = node else {
+        return Ok(nodes);
+    };
+    let mut info = node_info(&node);
+    let lease = Api::<Lease>::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE)
+        .get_opt(name)
+        .await
+        .map_err(cluster.error("get", &format!("lease {NODE_LEASE_NAMESPACE}/{name}")))?;
+    if let Some(lease) = lease {
+        add_lease(&mut info, lease);
+    }
+    nodes.insert(name.to_owned(), info);
     Ok(nodes)
+}
+
+/// A Node's Ready condition.
+fn node_info(node: &Node) -> NodeInfo {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    NodeInfo {
+        ready,
+        ..NodeInfo::default()
+    }
+}
+
+/// What a node's Lease says about it.
+fn add_lease(info: &mut NodeInfo, lease: Lease) {
+    if let Some(spec) = lease.spec {
+        info.lease_renewed = spec.renew_time.map(|t| t.0);
+        info.lease_duration = spec.lease_duration_seconds.map(i64::from);
+    }
 }
 
 #[cfg(test)]
