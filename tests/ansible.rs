@@ -770,7 +770,7 @@ async fn unscheduled_pod(pods: &Api<Pod>) -> Pod {
         }),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::until_older_than(&pod, Duration::from_secs(1)).await;
     pod
 }
 

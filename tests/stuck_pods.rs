@@ -391,7 +391,7 @@ async fn stuck_pods_deletes_a_replicaset_pod_the_scheduler_never_saw_and_it_is_r
     .await;
     let lost = wait_pods(&client, &namespace, "app=lost", 1, pending).await;
     let lost = &lost[0];
-    tokio::time::sleep(Duration::from_secs(2)).await; // past pending_age
+    support::until_older_than(lost, Duration::from_secs(1)).await; // past pending_age
 
     // Check mode (CLI): exit 2, reports the pod with its manifest and a deletion diff, deletes
     // nothing.
@@ -546,7 +546,9 @@ async fn stuck_pods_leaves_pods_the_scheduler_saw_alone() {
         }),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pod in [&unschedulable[0], &evented[0], &gated[0]] {
+        support::until_older_than(pod, Duration::from_secs(1)).await;
+    }
 
     let args = json!({"namespaces": [namespace], "pending_age": "1s"});
     let (code, result) = support::run_module("stuck_pods", &args);
@@ -730,7 +732,9 @@ async fn stuck_pods_deletes_nothing_and_fails_when_more_pods_qualify_than_max_po
     )
     .await;
     let lost = wait_pods(&client, &namespace, "app=lost", 3, pending).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pod in &lost {
+        support::until_older_than(pod, Duration::from_secs(1)).await;
+    }
 
     let args = json!({"namespaces": [namespace], "pending_age": "1s", "max_pods": 2});
     let (code, result) = support::run_module("stuck_pods", &args);
@@ -757,7 +761,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
         "spec": pod_spec(&json!({"schedulerName": lost_scheduler()})),
     });
     let first = support::create(&pods, manifest.clone()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::until_older_than(&first, Duration::from_secs(1)).await;
 
     let options = serde_json::from_value(json!({
         "kubeconfig": support::cluster().kubeconfig,
@@ -816,7 +820,7 @@ async fn stuck_pods_reports_finalizers_and_removes_them_only_when_asked_and_then
         }),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::until_older_than(&held, Duration::from_secs(1)).await;
     let args = json!({
         "namespaces": [namespace],
         "pending_age": "1s",

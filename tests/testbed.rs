@@ -187,7 +187,12 @@ async fn snap_restart_restarts_the_node_and_moves_its_scheduler_lease() {
     );
     let restarts_before: u32 = unit_property("k8s02", "NRestarts").parse().unwrap();
     let entered_before = unit_property("k8s02", "ActiveEnterTimestamp");
-    std::thread::sleep(Duration::from_secs(1)); // timestamps have 1 s resolution
+    // Unit timestamps have 1 s resolution: restart in a later second than the one read.
+    let read_at = Timestamp::now().as_second();
+    wait_until("the next second", Duration::from_secs(5), || async {
+        (Timestamp::now().as_second() > read_at).then_some(())
+    })
+    .await;
     let restarted_at = Timestamp::now();
 
     ssh_ok("k8s02", "sudo -n snap restart microk8s.daemon-kubelite");

@@ -496,3 +496,26 @@ async fn reap(id: &str) {
         .delete_collection(&delete, &selected)
         .await;
 }
+
+/// Waits until `object` is older than `age` by its own creationTimestamp (whole seconds, as the
+/// API server writes it), so that kubemend, which judges ages the same way, sees it as older.
+/// Panics after `age` plus 30 s.
+pub async fn until_older_than<K: Resource>(object: &K, age: Duration) {
+    let created = object
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .expect("a created object has a creationTimestamp")
+        .0;
+    let name = object.meta().name.clone().unwrap_or_default();
+    let need = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+    wait_until(
+        &format!("{name} to be older than {age:?}"),
+        age + Duration::from_secs(30),
+        || async {
+            let seconds = k8s_openapi::jiff::Timestamp::now().as_second() - created.as_second();
+            (seconds > need).then_some(())
+        },
+    )
+    .await;
+}
