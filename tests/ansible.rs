@@ -6,18 +6,22 @@
 //! every assertion naming the core: each module through ansible-playbook in the
 //! kubernetes.core test cycle (check mode with diff, for real, again, check mode again:
 //! `is changed`, then `is not changed`), the collection's playbook through the same cycle; the
-//! whole monthly maintenance on the seeded incident, in check mode through ansible-runner on a
-//! private data dir with AWX's credential variables, as AWX runs it, and for real through
-//! ansible-playbook, then again with changed=0. The rest runs from `.venv`, the tools (ansible-core 2.19): ansible-lint on
-//! the collection; the built layout (modules as hard links of one binary) and its tarball; the
-//! role's variables against its argument spec and the modules' schemas. `ansible-test sanity`
-//! runs outside cargo, with two ansible-core versions (`make sanity`).
+//! whole monthly maintenance on the seeded incident through ansible-runner as AWX runs it: a
+//! private data dir with the K8S_AUTH_* variables of a ServiceAccount bound to nothing but
+//! docs/rbac.yml's roles, and the SSH key only in an ssh-agent (`support::SshAgent`, its
+//! SSH_AUTH_SOCK in the job's env); in check mode (nothing written, no kubelite started), and
+//! for real (everything fixed, each node restarted once and never two at once, the closing
+//! diagnose clean), then again with changed=0 for every task. The rest runs from `.venv`, the
+//! tools (ansible-core 2.19): ansible-lint on the collection; the built layout (modules as hard
+//! links of one binary) and its tarball; the role's variables against its argument spec and the
+//! modules' schemas. `ansible-test sanity` runs outside cargo, with two ansible-core versions
+//! (`make sanity`).
 //!
 //! The collection is built once per test process from this build's binary into Cargo's
 //! target tmp dir (`ansible/kubemend/build.sh --link --into`), never into the source tree.
 //! Every test works on objects of its own (unique names, afresh for each core), except the two
-//! runs of the whole monthly maintenance on the test bed's nodes and the seeded incident
-//! (ansible-runner in check mode, and for real, which restarts every node): they hold
+//! tests of the whole monthly maintenance on the test bed's nodes and the seeded incident
+//! (in check mode, and for real, which restarts every node): they hold
 //! `support::all_nodes_lock()` and then, for each core, `support::incident()`, which seeds the
 //! incident afresh. The collection's execution environment goes through `ansible-builder
 //! create`.
@@ -337,25 +341,13 @@ fn ansible_playbook_with(
     flags: &[&str],
     callback: &str,
 ) -> Output {
-    ansible_playbook_in(core, "inventory.yml", playbook, vars, flags, callback)
-}
-
-/// `ansible_playbook_with` on the inventory `tests/ansible/<inventory>`.
-fn ansible_playbook_in(
-    core: &Core,
-    inventory: &str,
-    playbook: &str,
-    vars: &Value,
-    flags: &[&str],
-    callback: &str,
-) -> Output {
     let work = tempfile::tempdir_in(scratch()).unwrap();
     let vars_file = work.path().join("vars.json");
     write_json(&vars_file, vars);
     ansible(core, "ansible-playbook", work.path())
         .env("ANSIBLE_STDOUT_CALLBACK", callback)
         .arg("-i")
-        .arg(root().join("tests/ansible").join(inventory))
+        .arg(root().join("tests/ansible/inventory.yml"))
         .arg("-e")
         .arg(format!("@{}", vars_file.display()))
         .args(flags)
@@ -375,24 +367,6 @@ fn ansible_playbook(
     flags: &[&str],
 ) -> PlaybookRun {
     let output = ansible_playbook_with(core, playbook, vars, flags, "results_json");
-    playbook_run(core, output, playbook, flags)
-}
-
-/// `ansible_playbook` on the test bed's inventory (its nodes in the group microk8s).
-fn ansible_playbook_on_testbed(
-    core: &'static Core,
-    playbook: &str,
-    vars: &Value,
-    flags: &[&str],
-) -> PlaybookRun {
-    let output = ansible_playbook_in(
-        core,
-        "inventory-testbed.yml",
-        playbook,
-        vars,
-        flags,
-        "results_json",
-    );
     playbook_run(core, output, playbook, flags)
 }
 
@@ -998,71 +972,120 @@ struct TaskEvent {
     stdout: String,
 }
 
-/// ansible-runner's job events of one run, by task name (runner_on_ok and runner_on_failed),
-/// and the stats event's artifact data (set_stats).
-fn job_events(artifacts: &Path) -> (BTreeMap<String, TaskEvent>, Value) {
-    let mut tasks = BTreeMap::new();
-    let mut artifact_data = Value::Null;
-    for entry in std::fs::read_dir(artifacts.join("job_events"))
-        .unwrap()
-        .flatten()
-    {
-        let event: Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
-        match event["event"].as_str() {
-            Some(kind @ ("runner_on_ok" | "runner_on_failed")) => {
-                let mut res = event["event_data"]["res"].clone();
-                if kind == "runner_on_failed" {
-                    res["failed"] = json!(true);
+/// One ansible-runner job: its job events by task name (runner_on_ok and runner_on_failed), the
+/// stats event's data (the recap's changed per host, set_stats' artifact data), and what the
+/// assertion messages show of it.
+struct RunnerJob {
+    tasks: BTreeMap<String, TaskEvent>,
+    stats: Value,
+    context: String,
+}
+
+impl RunnerJob {
+    /// The job's events, read from its artifacts dir.
+    fn read(artifacts: &Path, context: String) -> Self {
+        let mut tasks = BTreeMap::new();
+        let mut stats = Value::Null;
+        for entry in std::fs::read_dir(artifacts.join("job_events"))
+            .unwrap()
+            .flatten()
+        {
+            let event: Value =
+                serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+            match event["event"].as_str() {
+                Some(kind @ ("runner_on_ok" | "runner_on_failed")) => {
+                    let mut res = event["event_data"]["res"].clone();
+                    if kind == "runner_on_failed" {
+                        res["failed"] = json!(true);
+                    }
+                    let stdout = event["stdout"].as_str().unwrap_or_default().to_owned();
+                    let task = event["event_data"]["task"].as_str().unwrap().to_owned();
+                    tasks.insert(task, TaskEvent { res, stdout });
                 }
-                let stdout = event["stdout"].as_str().unwrap_or_default().to_owned();
-                let task = event["event_data"]["task"].as_str().unwrap().to_owned();
-                tasks.insert(task, TaskEvent { res, stdout });
+                Some("playbook_on_stats") => stats = event["event_data"].clone(),
+                _ => {}
             }
-            Some("playbook_on_stats") => {
-                artifact_data = event["event_data"]["artifact_data"].clone();
-            }
-            _ => {}
+        }
+        Self {
+            tasks,
+            stats,
+            context,
         }
     }
-    (tasks, artifact_data)
+
+    /// The data the job recorded with set_stats (AWX's artifacts).
+    fn artifact_data(&self) -> &Value {
+        &self.stats["artifact_data"]
+    }
+
+    /// The task's result; it must have run and succeeded.
+    #[track_caller]
+    fn result(&self, core: &Core, task: &str) -> &Value {
+        let event = self
+            .tasks
+            .get(task)
+            .unwrap_or_else(|| panic!("{core}: task {task:?} did not run\n{}", self.context));
+        assert_ne!(
+            event.res["failed"],
+            json!(true),
+            "{core}: task {task:?} failed: {:#}",
+            event.res
+        );
+        &event.res
+    }
+
+    /// No task changed anything, and the play recap says changed=0 for every host.
+    #[track_caller]
+    fn assert_nothing_changed(&self, core: &Core) {
+        for (task, event) in &self.tasks {
+            assert_ne!(
+                event.res["changed"],
+                json!(true),
+                "{core}: task {task:?} changed: {:#}",
+                event.res
+            );
+        }
+        let changed = self.stats["changed"].as_object();
+        assert!(
+            changed.is_some_and(|hosts| hosts.values().all(|n| n == &json!(0))),
+            "{core}: the recap counts changes: {:#}\n{}",
+            self.stats,
+            self.context
+        );
+    }
 }
 
 /// The task's result; it must have succeeded without a refused server-side dry run (which
 /// check mode reports as a warning: the credential lacks a permission the real run needs).
 #[track_caller]
-fn checked<'a>(
-    core: &Core,
-    tasks: &'a BTreeMap<String, TaskEvent>,
-    task: &str,
-    context: &str,
-) -> &'a Value {
-    let event = tasks
-        .get(task)
-        .unwrap_or_else(|| panic!("task {task:?} did not run\n{context}"));
-    assert_ne!(
-        event.res["failed"],
-        json!(true),
-        "{core}: task {task:?} failed: {:#}",
-        event.res
-    );
-    let warnings = event.res["warnings"].to_string() + &event.stdout;
+fn checked<'a>(core: &Core, job: &'a RunnerJob, task: &str) -> &'a Value {
+    let res = job.result(core, task);
+    let warnings = res["warnings"].to_string() + &job.tasks[task].stdout;
     assert!(
         !warnings.contains("was refused"),
         "{core}: check mode of {task:?} was refused a dry run: the credential lacks a permission:\n{}",
-        event.stdout
+        job.tasks[task].stdout
     );
-    &event.res
+    res
 }
 
-/// Runs the monthly maintenance as AWX does: `ansible-runner run` of `core` on a private data
-/// dir (project, the test bed's inventory with its nodes in the group microk8s, env with the
-/// credential's variables, extra vars and `--check --diff`) under `work`. Returns its artifacts
-/// dir, after checking that the job succeeded, and its output.
-fn runner_check_mode(
+/// Runs the monthly maintenance as AWX does: `ansible-runner run` of `core` on the private data
+/// dir `work/runner` as the job `ident`: the project, the test bed's inventory with its nodes in
+/// the group microk8s, env with the credential's K8S_AUTH_* variables and the agent's
+/// SSH_AUTH_SOCK (as AWX's ssh-agent for a Machine credential), extra vars (`extravars` over the
+/// test bed's) and the command line `--check --diff` or, for real, `--diff`. SSH reaches the nodes
+/// through the agent only: its ssh_config names no key, the job's HOME holds none, and no
+/// SSH_AUTH_SOCK but the one in envvars reaches the job. Returns the job, after checking that it
+/// succeeded.
+fn ansible_runner(
     core: &Core,
     work: &Path,
+    ident: &str,
+    check: bool,
     credential: &BTreeMap<String, String>,
-) -> (PathBuf, String) {
+    agent: &support::SshAgent,
+    extravars: &Value,
+) -> RunnerJob {
     let data = work.join("runner");
     for dir in ["project", "inventory", "env"] {
         std::fs::create_dir_all(data.join(dir)).unwrap();
@@ -1077,32 +1100,35 @@ fn runner_check_mode(
         data.join("inventory/hosts.yml"),
     )
     .unwrap();
-    write_json(
-        &data.join("env/envvars"),
-        &serde_json::to_value(credential).unwrap(),
-    );
-    write_json(
-        &data.join("env/extravars"),
-        // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed
-        // may hold old stuck pods of other tests, more than max_pods. The nodes are the
-        // inventory's group microk8s, reached through the test bed's ssh_config.
-        &json!({
-            "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
-            "microk8s_maintenance_diagnose_namespaces": ["ci"],
-            "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
-        }),
-    );
-    std::fs::write(data.join("env/cmdline"), "--check --diff").unwrap();
+    let mut envvars = serde_json::to_value(credential).unwrap();
+    envvars["SSH_AUTH_SOCK"] = json!(agent.socket);
+    write_json(&data.join("env/envvars"), &envvars);
+    // Stuck pods only in the incident's namespace: other namespaces of a long-lived test bed may
+    // hold old stuck pods of other tests, more than max_pods. The nodes are the inventory's group
+    // microk8s, reached through the agent's ssh_config.
+    let mut vars = json!({
+        "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        "microk8s_maintenance_diagnose_namespaces": ["ci"],
+        "microk8s_maintenance_kubelite_restart_ssh_config": agent.ssh_config,
+    });
+    for (key, value) in extravars.as_object().unwrap() {
+        vars[key] = value.clone();
+    }
+    write_json(&data.join("env/extravars"), &vars);
+    let cmdline = if check { "--check --diff" } else { "--diff" };
+    std::fs::write(data.join("env/cmdline"), cmdline).unwrap();
 
     let output = ansible(core, "ansible-runner", work)
+        .env("HOME", &agent.home)
+        .env_remove("SSH_AUTH_SOCK")
         .arg("run")
         .arg(&data)
-        .args(["-p", "monthly_maintenance.yml", "--ident", "check"])
+        .args(["-p", "monthly_maintenance.yml", "--ident", ident])
         .output()
         .unwrap();
-    let artifacts = data.join("artifacts/check");
+    let artifacts = data.join("artifacts").join(ident);
     let context = format!(
-        "{core}, ansible-runner {}\nstdout:\n{}\nstderr:\n{}",
+        "{core}, ansible-runner job {ident} ({cmdline}): {}\nstdout:\n{}\nstderr:\n{}",
         output.status,
         text(&output.stdout),
         text(&output.stderr)
@@ -1110,23 +1136,16 @@ fn runner_check_mode(
     let status = std::fs::read_to_string(artifacts.join("status")).unwrap_or_default();
     assert_eq!(status.trim(), "successful", "{context}");
     assert!(output.status.success(), "{context}");
-    (artifacts, context)
+    let job = RunnerJob::read(&artifacts, context);
+    core.assert_ran(&job.artifact_data()["ansible_core_version"], &job.context);
+    job
 }
 
 /// The check-mode run's opening diagnose and kubelite restart plan: the diagnose sees the
 /// incident with every check but the SSH one (kubelite) allowed by docs/rbac.yml; the restart
 /// plans the inventory's three nodes, each pre-flight passed.
-fn check_mode_diagnose_and_restart_plan(
-    core: &Core,
-    tasks: &BTreeMap<String, TaskEvent>,
-    context: &str,
-) {
-    let before = checked(
-        core,
-        tasks,
-        "Diagnose the cluster before the maintenance",
-        context,
-    );
+fn check_mode_diagnose_and_restart_plan(core: &Core, job: &RunnerJob) {
+    let before = checked(core, job, "Diagnose the cluster before the maintenance");
     assert!(
         before["summary"]["critical"].as_u64().unwrap() >= 1,
         "{core}: {before:#}"
@@ -1141,12 +1160,7 @@ fn check_mode_diagnose_and_restart_plan(
 
     // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
     // pre-flight passed, nothing restarted.
-    let restart = checked(
-        core,
-        tasks,
-        "Restart daemon-kubelite on each node in turn, leaders last",
-        context,
-    );
+    let restart = checked(core, job, RESTART_TASK);
     let mut order: Vec<&str> = restart["order"]
         .as_array()
         .unwrap()
@@ -1167,10 +1181,6 @@ fn check_mode_diagnose_and_restart_plan(
 /// The check-mode run's job statistics (AWX artifacts): the core that ran the job, and every
 /// step ran, with what it would fix.
 fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
-    core.assert_ran(
-        &artifact_data["ansible_core_version"],
-        &format!("{artifact_data:#}"),
-    );
     let summary = &artifact_data["microk8s_maintenance"];
     assert_eq!(
         summary["check_mode"],
@@ -1214,9 +1224,8 @@ fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
 
 /// What shows that a node's kubelite was (re)started: the test bed's record of every start and
 /// stop, and each unit's NRestarts and ActiveEnterTimestamp as `systemctl show` reports them.
-fn kubelite_starts() -> (String, Vec<(String, String)>) {
-    let events = support::cluster().run_dir.join("nodes/kubelite-events");
-    let record = std::fs::read_to_string(events).unwrap_or_default();
+fn kubelite_starts() -> (Vec<support::KubeliteEvent>, Vec<(String, String)>) {
+    let record = support::kubelite_events_since(0.0);
     let units = support::NODES
         .iter()
         .map(|node| {
@@ -1245,26 +1254,65 @@ async fn monthly_maintenance_through_ansible_runner_in_check_mode_finds_the_inci
     .await;
 }
 
+/// The least-privilege identity of docs/rbac.yml as AWX's Kubernetes credential
+/// (`awx_credential`), its ServiceAccount in a namespace of the test's own.
+struct AwxAccess {
+    namespace: String,
+    name: String,
+    credential: BTreeMap<String, String>,
+}
+
+impl AwxAccess {
+    async fn new(client: &Client) -> Self {
+        let namespace = support::namespace(client, "ansible-awx").await;
+        let name = support::unique("ansible-awx");
+        let credential = awx_credential(client, &namespace, &name).await;
+        Self {
+            namespace,
+            name,
+            credential,
+        }
+    }
+
+    /// Deletes the roles, bindings and namespace it made.
+    async fn remove(self, client: &Client) {
+        let dp = DeleteParams::default();
+        let _ = Api::<Role>::namespaced(client.clone(), "kube-system")
+            .delete(&self.name, &dp)
+            .await;
+        let _ = Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
+            .delete(&self.name, &dp)
+            .await;
+        cleanup(client, &self.namespace, &[&self.name], &[&self.name]).await;
+    }
+}
+
 async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core) {
-    let namespace = support::namespace(client, "ansible-awx").await;
-    let access = support::unique("ansible-awx");
-    let credential = awx_credential(client, &namespace, &access).await;
+    let access = AwxAccess::new(client).await;
     let roles = Api::<ClusterRole>::all(client.clone());
     let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let role_rv = resource_version(&roles.get("calico-kube-controllers").await.unwrap());
     let webhook = "newrelic-bundle-nri-metadata-injection";
     let webhook_rv = resource_version(&webhooks.get(webhook).await.unwrap());
     let awx_pod = Api::<Pod>::namespaced(client.clone(), "ci")
-        .get("automation-job-1865-ntgbq")
+        .get(AWX_POD)
         .await
         .unwrap();
     let starts_before = kubelite_starts();
 
     let work = tempfile::tempdir_in(scratch()).unwrap();
-    let (artifacts, context) = runner_check_mode(core, work.path(), &credential);
-    let (tasks, artifact_data) = job_events(&artifacts);
+    let agent = support::SshAgent::start(work.path()).await;
+    let job = ansible_runner(
+        core,
+        work.path(),
+        "check",
+        true,
+        &access.credential,
+        &agent,
+        &json!({}),
+    );
 
-    check_mode_diagnose_and_restart_plan(core, &tasks, &context);
+    check_mode_diagnose_and_restart_plan(core, &job);
     assert_eq!(
         kubelite_starts(),
         starts_before,
@@ -1274,12 +1322,7 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
     // calico_rbac: would add what the enabled workloadendpoint controller reads on the
     // Kubernetes datastore (pods list/watch, the review's 403), and warns that it is an
     // etcd-only controller to drop from ENABLED_CONTROLLERS.
-    let calico = checked(
-        core,
-        &tasks,
-        "Ensure the calico-kube-controllers ClusterRole grants what Calico needs",
-        &context,
-    );
+    let calico = checked(core, &job, CALICO_RBAC_TASK);
     assert_eq!(calico["changed"], json!(true), "{core}: {calico:#}");
     assert!(
         rules_grant(&calico["missing_before"], "pods", &["list", "watch"]),
@@ -1293,12 +1336,7 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
     );
 
     // stale_webhook (detect): would delete the NewRelic configuration.
-    let stale = checked(
-        core,
-        &tasks,
-        "Remove admission webhook configurations whose backend is gone",
-        &context,
-    );
+    let stale = checked(core, &job, STALE_WEBHOOK_TASK);
     assert_eq!(stale["changed"], json!(true), "{core}: {stale:#}");
     assert!(
         stale["deleted"]
@@ -1310,23 +1348,13 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
     );
 
     // stuck_pods ran too, within the permissions of docs/rbac.yml.
-    checked(
-        core,
-        &tasks,
-        "Force-delete pods that are stuck Terminating or were never scheduled",
-        &context,
-    );
+    checked(core, &job, STUCK_PODS_TASK);
 
     // The closing diagnose ran; in check mode it does not fail the job.
-    let after = checked(
-        core,
-        &tasks,
-        "Diagnose the cluster after the maintenance",
-        &context,
-    );
+    let after = checked(core, &job, DIAGNOSE_AFTER_TASK);
     assert_eq!(after["fail_on_reached"], json!(true), "{core}: {after:#}");
 
-    check_mode_summary(core, &artifact_data, webhook);
+    check_mode_summary(core, job.artifact_data(), webhook);
 
     // Check mode wrote nothing.
     assert_eq!(
@@ -1340,69 +1368,84 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
         "{core}: check mode wrote {webhook}"
     );
     let pod_after = Api::<Pod>::namespaced(client.clone(), "ci")
-        .get("automation-job-1865-ntgbq")
+        .get(AWX_POD)
         .await
         .unwrap();
     assert_eq!(
         pod_after.metadata.uid, awx_pod.metadata.uid,
         "{core}: check mode deleted the AWX job pod"
     );
-
-    let dp = DeleteParams::default();
-    let _ = Api::<Role>::namespaced(client.clone(), "kube-system")
-        .delete(&access, &dp)
-        .await;
-    let _ = Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
-        .delete(&access, &dp)
-        .await;
-    cleanup(client, &namespace, &[&access], &[&access]).await;
+    access.remove(client).await;
 }
 
-/// The whole role for real on the seeded incident, as `make demo` runs it, under each core on a
-/// freshly seeded incident: every step fixes its part (the kubelite restart restarts all three
-/// nodes, leaders last), the closing diagnose finds nothing critical, so the play succeeds; a
-/// second run with `restarted_within` changes nothing and starts no kubelite. Holds every
-/// node, then the incident.
+const DIAGNOSE_BEFORE_TASK: &str = "Diagnose the cluster before the maintenance";
+const CALICO_RBAC_TASK: &str =
+    "Ensure the calico-kube-controllers ClusterRole grants what Calico needs";
+const STALE_WEBHOOK_TASK: &str = "Remove admission webhook configurations whose backend is gone";
+const RESTART_TASK: &str = "Restart daemon-kubelite on each node in turn, leaders last";
+const STUCK_PODS_TASK: &str =
+    "Force-delete pods that are stuck Terminating or were never scheduled";
+const DIAGNOSE_AFTER_TASK: &str = "Diagnose the cluster after the maintenance";
+/// The incident's stuck pod: an AWX job pod, never scheduled, with no controller.
+const AWX_POD: &str = "automation-job-1865-ntgbq";
+
+/// The whole role for real on the seeded incident, as AWX runs it: through ansible-runner, as
+/// the least-privilege identity of docs/rbac.yml, the SSH key only in an ssh-agent; under each
+/// core on a freshly seeded incident. Every step fixes its part (the kubelite restart restarts
+/// each node once, never two at once), the closing diagnose finds nothing critical, so the job
+/// succeeds; a second job with `restarted_within` changes nothing (changed=0 for every task)
+/// and starts or stops no kubelite. Holds every node, then the incident.
 #[tokio::test]
-async fn monthly_maintenance_for_real_repairs_the_incident_and_then_restarts_nothing() {
+async fn monthly_maintenance_through_ansible_runner_for_real_repairs_the_incident_and_then_changes_nothing()
+ {
     let _nodes = support::all_nodes_lock();
-    for core in Core::under_test() {
+    under_each_core(async |client, core| {
         let _incident = support::incident();
-        monthly_maintenance_for_real_on_the_incident(core);
-    }
+        runner_for_real_on_the_incident(client, core).await;
+    })
+    .await;
 }
 
-fn monthly_maintenance_for_real_on_the_incident(core: &'static Core) {
+async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
+    let access = AwxAccess::new(client).await;
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let agent = support::SshAgent::start(work.path()).await;
     let vars = json!({
-        "kubemend_kubeconfig": kubeconfig(),
-        "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
         "microk8s_maintenance_kubelite_restart_settle": "1s",
-        // The incident's namespace only (other tests' namespaces come and go), where the AWX
-        // job pod has no controller; the seeded pods are seconds old.
-        "microk8s_maintenance_stuck_pods_namespaces": ["ci"],
+        // In the incident's namespace, the only one the job scans, the AWX job pod has no
+        // controller; the seeded pods are seconds old.
         "microk8s_maintenance_stuck_pods_include_bare_pods": true,
         "microk8s_maintenance_stuck_pods_pending_age": "1s",
         "microk8s_maintenance_stuck_pods_terminating_grace": "1s",
         // The closing diagnose must not count the pod the dependency-track ReplicaSet
         // re-creates for the one deleted, in the seconds before it is scheduled.
-        "microk8s_maintenance_diagnose_namespaces": ["ci"],
         "microk8s_maintenance_diagnose_pending_age": "15s",
         "microk8s_maintenance_diagnose_terminating_grace": "15s",
     });
-    let playbook = "kubemend.microk8s.monthly_maintenance";
-    let (record_before, units_before) = kubelite_starts();
-
-    let real = ansible_playbook_on_testbed(core, playbook, &vars, &[]);
-    let before = real.result("Diagnose the cluster before the maintenance");
+    let job = |ident: &str, vars: &Value| {
+        ansible_runner(
+            core,
+            work.path(),
+            ident,
+            false,
+            &access.credential,
+            &agent,
+            vars,
+        )
+    };
+    let (_, units_before) = kubelite_starts();
+    let since = support::now();
+    let real = job("real", &vars);
+    let before = real.result(core, DIAGNOSE_BEFORE_TASK);
     assert!(
         before["summary"]["critical"].as_u64() >= Some(1),
-        "{before:#}\n{}",
-        real.context()
+        "{core}: {before:#}"
     );
-    real.assert_changed("Ensure the calico-kube-controllers ClusterRole grants what Calico needs");
-    real.assert_changed("Remove admission webhook configurations whose backend is gone");
-    let restart_task = "Restart daemon-kubelite on each node in turn, leaders last";
-    let restart = real.result(restart_task);
+    for task in [CALICO_RBAC_TASK, STALE_WEBHOOK_TASK] {
+        let result = real.result(core, task);
+        assert_eq!(result["changed"], json!(true), "{core}: {task}: {result:#}");
+    }
+    let restart = real.result(core, RESTART_TASK);
     let mut restarted: Vec<&str> = restart["restarted"]
         .as_array()
         .unwrap()
@@ -1411,49 +1454,52 @@ fn monthly_maintenance_for_real_on_the_incident(core: &'static Core) {
         .collect();
     restarted.sort_unstable();
     assert_eq!(restarted, support::NODES, "{core}: {restart:#}");
-    let stuck = real.result("Force-delete pods that are stuck Terminating or were never scheduled");
+    let events = support::kubelite_events_since(since);
+    let restarts =
+        support::restarts_one_at_a_time(&events).unwrap_or_else(|e| panic!("{core}: {e}"));
+    let (_, units_after) = kubelite_starts();
+    for (node, ((_, active_before), (_, active_after))) in support::NODES
+        .iter()
+        .zip(units_before.iter().zip(&units_after))
+    {
+        assert_eq!(
+            restarts.get(*node),
+            Some(&1),
+            "{core}: {node} restarted once: {events:?}"
+        );
+        assert_ne!(active_before, active_after, "{core}: {node} not restarted");
+    }
+    let stuck = real.result(core, STUCK_PODS_TASK);
     assert!(
         stuck["deleted"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["name"] == "automation-job-1865-ntgbq"),
+            .any(|p| p["name"] == AWX_POD),
         "{core}: {stuck:#}"
     );
-    let after = real.result("Diagnose the cluster after the maintenance");
+    let after = real.result(core, DIAGNOSE_AFTER_TASK);
     assert_eq!(after["summary"]["critical"], json!(0), "{core}: {after:#}");
-    assert_eq!(
-        real.doc["stats"]["localhost"]["failures"],
-        json!(0),
-        "{}",
-        real.context()
-    );
-    let (record_after, units_after) = kubelite_starts();
-    for (node, ((_, active_before), (_, active_after))) in support::NODES
-        .iter()
-        .zip(units_before.iter().zip(&units_after))
-    {
-        assert_ne!(active_before, active_after, "{core}: {node} not restarted");
-        let started = record_after[record_before.len()..]
-            .lines()
-            .any(|l| l.ends_with(&format!(" {node} started")));
-        assert!(
-            started,
-            "{core}: no start of {node} recorded:\n{record_after}"
-        );
-    }
 
     // Again, skipping nodes restarted in the last 10 minutes: nothing to do.
     let mut vars = vars;
     vars["microk8s_maintenance_kubelite_restart_restarted_within"] = json!("10m");
-    let again = ansible_playbook_on_testbed(core, playbook, &vars, &[]);
-    again.assert_unchanged(restart_task);
-    again.assert_nothing_changed();
+    let starts_before = kubelite_starts();
+    let since = support::now();
+    let again = job("again", &vars);
+    again.result(core, RESTART_TASK);
+    again.assert_nothing_changed(core);
     assert_eq!(
-        kubelite_starts(),
-        (record_after, units_after),
+        support::kubelite_events_since(since),
+        [],
         "{core}: the second run started or stopped a kubelite"
     );
+    assert_eq!(
+        kubelite_starts(),
+        starts_before,
+        "{core}: the second run started or stopped a kubelite"
+    );
+    access.remove(client).await;
 }
 
 /// The collection's monthly playbook with every step switched off, and `vars` on top: what the

@@ -59,47 +59,10 @@ async fn read_lease(name: &str) -> Option<Lease> {
     .await
 }
 
-fn now() -> f64 {
-    Timestamp::now().as_duration().as_secs_f64()
-}
-
-/// The test bed's kubelite events after `since`: (time, node, what).
-fn events_since(since: f64) -> Vec<(f64, String, String)> {
-    let path = support::cluster().run_dir.join("nodes/kubelite-events");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let t: f64 = parts.next()?.parse().ok()?;
-            let node = parts.next()?.to_owned();
-            let what = parts.next()?.to_owned();
-            (t >= since).then_some((t, node, what))
-        })
-        .collect()
-}
-
-/// Each node's down windows (stopping until started) and a check that no two overlap.
-fn assert_never_two_down(events: &[(f64, String, String)]) -> BTreeMap<String, usize> {
-    let mut down: BTreeMap<String, f64> = BTreeMap::new();
-    let mut restarts: BTreeMap<String, usize> = BTreeMap::new();
-    for (t, node, what) in events {
-        match what.as_str() {
-            "stopping" => {
-                assert!(
-                    down.is_empty() || down.contains_key(node),
-                    "{node} went down at {t} while {:?} was down: {events:?}",
-                    down.keys().collect::<Vec<_>>()
-                );
-                down.insert(node.clone(), *t);
-            }
-            "started" if down.remove(node).is_some() => {
-                *restarts.entry(node.clone()).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
-    assert!(down.is_empty(), "still down at the end: {down:?}");
-    restarts
+/// Each node's restarts (stopping, then started), checking that no two nodes were down at once.
+#[track_caller]
+fn assert_never_two_down(events: &[support::KubeliteEvent]) -> BTreeMap<String, usize> {
+    support::restarts_one_at_a_time(events).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn gates(node: &Value) -> Vec<String> {
@@ -133,7 +96,7 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
     let _nodes = support::all_nodes_lock();
     no_lock_lease().await;
     let leader = scheduler_holder().await;
-    let since = now();
+    let since = support::now();
     let (code, result) = support::run_module("kubelite_restart", &args(&json!({})));
     assert_eq!(code, 0, "{result:#}");
     assert_eq!(result["changed"], json!(true));
@@ -179,7 +142,7 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
         }
         assert!(node["recovery_seconds"].as_f64().unwrap() > 0.0);
     }
-    let restarts = assert_never_two_down(&events_since(since));
+    let restarts = assert_never_two_down(&support::kubelite_events_since(since));
     for name in &order {
         assert_eq!(
             restarts.get(*name),
@@ -193,7 +156,7 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
     );
 
     // The monthly run again within the hour: nothing to do.
-    let since = now();
+    let since = support::now();
     let (code, again) = support::run_module(
         "kubelite_restart",
         &args(&json!({"restarted_within": "1h"})),
@@ -205,7 +168,7 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
         3,
         "{again:#}"
     );
-    assert!(events_since(since).is_empty());
+    assert!(support::kubelite_events_since(since).is_empty());
 }
 
 #[tokio::test]
@@ -219,7 +182,7 @@ async fn kubelite_restart_refuses_before_any_restart_when_a_node_is_unfit() {
     ] {
         let out = support::testcluster(&["fault", "k8s02", fault]);
         assert!(out.status.success(), "{fault}: {out:?}");
-        let since = now();
+        let since = support::now();
         let (code, result) = support::run_module("kubelite_restart", &args(&json!({})));
         assert_eq!(code, 1, "{fault}: {result:#}");
         assert_eq!(result["failed_step"], "plan", "{fault}: {result:#}");
@@ -230,7 +193,7 @@ async fn kubelite_restart_refuses_before_any_restart_when_a_node_is_unfit() {
             "{fault}: {msg}"
         );
         assert!(
-            events_since(since).is_empty(),
+            support::kubelite_events_since(since).is_empty(),
             "{fault}: something restarted"
         );
         let out = support::testcluster(&["fault", "clear", "k8s02"]);
@@ -251,7 +214,7 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
                 .status
                 .success()
         );
-        let since = now();
+        let since = support::now();
         let mut options = args(&given);
         options["gate_timeout"] = json!("15s");
         let (code, result) = support::run_module("kubelite_restart", &options);
@@ -273,7 +236,10 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
             "{}",
             result["msg"]
         );
-        let touched: Vec<String> = events_since(since).into_iter().map(|e| e.1).collect();
+        let touched: Vec<String> = support::kubelite_events_since(since)
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
         assert!(
             !touched.iter().any(|n| n == "k8s03"),
             "k8s03 untouched: {touched:?}"
@@ -293,13 +259,13 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
             (support::run_module("kubelite_restart", &check).0 == 0).then_some(())
         })
         .await;
-        let since = now();
+        let since = support::now();
         let (code, rerun) = support::run_module("kubelite_restart", &args(&given));
         assert_eq!(code, 0, "{fault}: {rerun:#}");
         assert_eq!(rerun["restarted"], json!(["k8s02", "k8s03"]), "{rerun:#}");
         assert_eq!(rerun["skipped_nodes"], json!(["k8s01"]), "{rerun:#}");
         assert_eq!(rerun["lock"]["resumed_done"], json!(["k8s01"]), "{rerun:#}");
-        let restarts = assert_never_two_down(&events_since(since));
+        let restarts = assert_never_two_down(&support::kubelite_events_since(since));
         assert!(!restarts.contains_key("k8s01"), "{restarts:?}");
     }
 }
@@ -327,7 +293,7 @@ async fn kubelite_restart_lets_exactly_one_of_two_runs_started_together_proceed(
     no_lock_lease().await;
     let dir = tempfile::tempdir().unwrap();
     let options = args(&json!({"nodes": ["k8s03"]}));
-    let since = now();
+    let since = support::now();
     let first = spawn_cli(&options, dir.path(), "a");
     let second = spawn_cli(&options, dir.path(), "b");
     let results = [result_of(first), result_of(second)];
@@ -344,7 +310,7 @@ async fn kubelite_restart_lets_exactly_one_of_two_runs_started_together_proceed(
     assert_eq!((ok.len(), refused.len()), (1, 1), "{results:#?}");
     let msg = refused[0]["msg"].as_str().unwrap();
     assert!(msg.contains("is held by run"), "{msg}");
-    let restarts = assert_never_two_down(&events_since(since));
+    let restarts = assert_never_two_down(&support::kubelite_events_since(since));
     assert_eq!(restarts.get("k8s03"), Some(&1), "{restarts:?}");
 }
 
@@ -401,14 +367,14 @@ async fn kubelite_restart_killed_mid_run_is_resumed_by_the_next_run() {
 async fn kubelite_restart_works_through_the_apiserver_of_the_node_it_restarts() {
     let _nodes = support::all_nodes_lock();
     no_lock_lease().await;
-    let since = now();
+    let since = support::now();
     let (code, result) = support::run_module(
         "kubelite_restart",
         &args(&json!({"context": "k8s01", "nodes": ["k8s01"]})),
     );
     assert_eq!(code, 0, "{result:#}");
     assert_eq!(result["restarted"], json!(["k8s01"]), "{result:#}");
-    let restarts = assert_never_two_down(&events_since(since));
+    let restarts = assert_never_two_down(&support::kubelite_events_since(since));
     assert_eq!(restarts.get("k8s01"), Some(&1));
 }
 
@@ -419,56 +385,18 @@ async fn kubelite_restart_reaches_the_nodes_through_an_ssh_agent_with_no_key_opt
     // Its pre-flight needs every node active and no run holding the lock: not while another
     // test restarts nodes.
     let _nodes = support::all_nodes_lock();
-    let cluster = support::cluster();
     let dir = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(&cluster.ssh_config).unwrap();
-    let key = config
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("IdentityFile "))
-        .unwrap()
-        .to_owned();
-    let agentless: String = config
-        .lines()
-        .filter(|l| {
-            !l.trim().starts_with("IdentityFile") && !l.trim().starts_with("IdentitiesOnly")
-        })
-        .fold(String::new(), |mut out, l| {
-            out.push_str(l);
-            out.push('\n');
-            out
-        });
-    let config_path = dir.path().join("ssh_config");
-    std::fs::write(&config_path, agentless).unwrap();
-    let socket = dir.path().join("agent.sock");
-    let mut agent = Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    support::wait_until("the agent's socket", Duration::from_secs(10), || async {
-        socket.exists().then_some(())
-    })
-    .await;
-    let added = Command::new("ssh-add")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &socket)
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
-    let options = args(&json!({"ssh_config": config_path, "_ansible_check_mode": true}));
-    // HOME without keys of its own, so that only the agent can authenticate.
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let run = |agent: bool, options: &Value| {
+    let agent = support::SshAgent::start(dir.path()).await;
+    let options = args(&json!({"ssh_config": agent.ssh_config, "_ansible_check_mode": true}));
+    let run = |through_agent: bool, options: &Value| {
         let params = dir.path().join("params.json");
         std::fs::write(&params, options.to_string()).unwrap();
         let mut cmd = support::kubemend();
         cmd.args(["module", "kubelite_restart"])
             .arg(&params)
-            .env("HOME", &home);
-        if agent {
-            cmd.env("SSH_AUTH_SOCK", &socket);
+            .env("HOME", &agent.home);
+        if through_agent {
+            cmd.env("SSH_AUTH_SOCK", &agent.socket);
         } else {
             cmd.env_remove("SSH_AUTH_SOCK");
         }
@@ -487,8 +415,6 @@ async fn kubelite_restart_reaches_the_nodes_through_an_ssh_agent_with_no_key_opt
         result["msg"].as_str().unwrap().contains("ssh to node"),
         "{result:#}"
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! that use the seeded incident hold `incident()`: both are file locks, so
 //! they also order test binaries that run at the same time.
 //!
-//! It also runs the binary the ways the tests drive it (`kubemend()`, `run_module()`) and holds
+//! It also runs the binary the ways the tests drive it (`kubemend()`, `run_module()`), reaches
+//! the nodes with the key in an ssh-agent only (`SshAgent`), reads the test bed's record of
+//! kubelite starts and stops (`kubelite_events_since()`, `restarts_one_at_a_time()`) and holds
 //! small helpers several test files share (`create()`, `allowed()`).
 #![allow(
     dead_code,
@@ -23,9 +25,10 @@
     reason = "test support panics with a message on purpose"
 )]
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -204,6 +207,133 @@ pub fn unit_property(node: &str, property: &str) -> String {
     )
     .trim()
     .to_owned()
+}
+
+/// The test bed's nodes reached with the key in an ssh-agent only, the way an AWX Machine
+/// credential hands its key over: a copy of the test bed's ssh_config without IdentityFile and
+/// IdentitiesOnly, an `ssh-agent` on a socket of its own holding the key, and a HOME without
+/// keys. The agent is killed on drop.
+#[derive(Debug)]
+pub struct SshAgent {
+    /// The ssh_config that names no key.
+    pub ssh_config: PathBuf,
+    /// The agent's socket, for SSH_AUTH_SOCK.
+    pub socket: PathBuf,
+    /// An empty HOME: no ~/.ssh, no ~/.kube.
+    pub home: PathBuf,
+    agent: Child,
+}
+
+impl SshAgent {
+    /// Starts an agent in `dir` and adds the key of the test bed's ssh_config to it.
+    pub async fn start(dir: &Path) -> Self {
+        let config = std::fs::read_to_string(&cluster().ssh_config).expect("the ssh_config");
+        let key = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("IdentityFile "))
+            .expect("an IdentityFile in the test bed's ssh_config")
+            .to_owned();
+        let agentless = config
+            .lines()
+            .filter(|l| {
+                !l.trim().starts_with("IdentityFile") && !l.trim().starts_with("IdentitiesOnly")
+            })
+            .fold(String::new(), |out, l| out + l + "\n");
+        let ssh_config = dir.join("ssh_config");
+        std::fs::write(&ssh_config, agentless).expect("the agentless ssh_config");
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home).expect("the HOME without keys");
+        let socket = dir.join("agent.sock");
+        let agent = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("failed to start ssh-agent");
+        // Dropped on a failure below, it kills the agent.
+        let agent = Self {
+            ssh_config,
+            socket,
+            home,
+            agent,
+        };
+        wait_until(
+            "the ssh-agent's socket",
+            Duration::from_secs(10),
+            || async { agent.socket.exists().then_some(()) },
+        )
+        .await;
+        let added = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .output()
+            .expect("failed to run ssh-add");
+        assert!(added.status.success(), "ssh-add {key}: {added:?}");
+        agent
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+/// Seconds since the epoch, as the test bed's kubelite events record time.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs_f64()
+}
+
+/// One line of the test bed's record of kubelite starts and stops: (time, node, what), `what`
+/// being `stopping`, `started` and the like.
+pub type KubeliteEvent = (f64, String, String);
+
+/// The test bed's kubelite events at or after `since` (`now()`).
+pub fn kubelite_events_since(since: f64) -> Vec<KubeliteEvent> {
+    let path = cluster().run_dir.join("nodes/kubelite-events");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let t: f64 = parts.next()?.parse().ok()?;
+            let node = parts.next()?.to_owned();
+            let what = parts.next()?.to_owned();
+            (t >= since).then_some((t, node, what))
+        })
+        .collect()
+}
+
+/// How often each node went down (stopping) and came back (started) in `events`, if no two
+/// nodes were ever down at once and every node is back at the end; else what went wrong.
+pub fn restarts_one_at_a_time(events: &[KubeliteEvent]) -> Result<BTreeMap<String, usize>, String> {
+    let mut down: BTreeMap<String, f64> = BTreeMap::new();
+    let mut restarts: BTreeMap<String, usize> = BTreeMap::new();
+    for (t, node, what) in events {
+        match what.as_str() {
+            "stopping" => {
+                if !(down.is_empty() || down.contains_key(node)) {
+                    return Err(format!(
+                        "{node} went down at {t} while {:?} was down: {events:?}",
+                        down.keys().collect::<Vec<_>>()
+                    ));
+                }
+                down.insert(node.clone(), *t);
+            }
+            "started" if down.remove(node).is_some() => {
+                *restarts.entry(node.clone()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    if down.is_empty() {
+        Ok(restarts)
+    } else {
+        Err(format!("still down at the end: {down:?}: {events:?}"))
+    }
 }
 
 /// An exclusive lock on a test-bed resource, released on drop.
