@@ -39,17 +39,8 @@ impl Run {
 
 /// The binary as ansible-core runs it, in an environment that names no cluster but `env`'s.
 fn module_command(dir: &Path, module: &str, args: &Value, env: &[(&str, &str)]) -> Command {
-    let binary = dir.join(format!("AnsiballZ_{module}"));
-    // A hard link, not a copy: a copy's write descriptor can leak into a child another test
-    // forks meanwhile, and exec then fails with "Text file busy".
-    if !binary.exists() && std::fs::hard_link(env!("CARGO_BIN_EXE_kubemend"), &binary).is_err() {
-        std::fs::copy(env!("CARGO_BIN_EXE_kubemend"), &binary).unwrap();
-    }
-    let args_file = dir.join("args");
-    std::fs::write(&args_file, serde_json::to_vec(args).unwrap()).unwrap();
-    let mut cmd = Command::new(&binary);
-    cmd.arg(&args_file)
-        .env("HOME", dir)
+    let mut cmd = support::module_command(dir, module, args);
+    cmd.env("HOME", dir)
         .env("KUBECONFIG", dir.join("no-kubeconfig"));
     for (name, _) in std::env::vars() {
         if name.starts_with("K8S_AUTH_") || name == "RUST_LOG" || name.starts_with("KUBERNETES_") {

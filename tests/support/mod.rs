@@ -410,26 +410,32 @@ pub fn kubemend() -> Command {
 /// result.
 pub fn run_module(module: &str, args: &Value) -> (i32, Value) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let binary = dir.path().join(format!("AnsiballZ_{module}"));
-    let kubemend_binary = env!("CARGO_BIN_EXE_kubemend");
-    if std::fs::hard_link(kubemend_binary, &binary).is_err() {
-        std::fs::copy(kubemend_binary, &binary).expect("copy of the kubemend binary");
-    }
-    let args_file = dir.path().join("args");
-    std::fs::write(&args_file, serde_json::to_vec(args).expect("args as JSON")).expect("args file");
-    let template = kubemend();
-    let mut cmd = Command::new(&binary);
-    for (key, value) in template.get_envs() {
+    let mut cmd = module_command(dir.path(), module, args);
+    for (key, value) in kubemend().get_envs() {
         match value {
             Some(value) => cmd.env(key, value),
             None => cmd.env_remove(key),
         };
     }
-    result_of(
-        &cmd.arg(&args_file)
-            .output()
-            .expect("failed to run the module"),
-    )
+    result_of(&cmd.output().expect("failed to run the module"))
+}
+
+/// The module as ansible-core runs it, in `dir`: `AnsiballZ_<module>` (a hard link of the
+/// binary, or a copy where linking fails) with the args file of `args` as its one argument, and
+/// the environment of this process. A hard link, not a copy, where it can: a copy's write
+/// descriptor can leak into a child another test forks meanwhile, and exec then fails with
+/// "Text file busy".
+pub fn module_command(dir: &Path, module: &str, args: &Value) -> Command {
+    let binary = dir.join(format!("AnsiballZ_{module}"));
+    let kubemend_binary = env!("CARGO_BIN_EXE_kubemend");
+    if !binary.exists() && std::fs::hard_link(kubemend_binary, &binary).is_err() {
+        std::fs::copy(kubemend_binary, &binary).expect("copy of the kubemend binary");
+    }
+    let args_file = dir.join("args");
+    std::fs::write(&args_file, serde_json::to_vec(args).expect("args as JSON")).expect("args file");
+    let mut cmd = Command::new(&binary);
+    cmd.arg(&args_file);
+    cmd
 }
 
 /// The exit code and the result object of a run that must print exactly one line of JSON on
