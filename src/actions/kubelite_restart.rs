@@ -836,8 +836,15 @@ impl KubeliteRestart {
                     Err(err) => observed.push(err.message_with_causes()),
                 }
             }
-            // This node and its Lease only: two GETs per poll, whatever the cluster's size.
-            let infos = read_node(api, &node).await.ok();
+            // This node and its Lease only: two small lists per poll, whatever the cluster's size.
+            let infos = match read_node(api, &node).await {
+                Ok(infos) => Some(infos),
+                Err(err) => {
+                    // Say why (a 403 names the missing permission), not only that it failed.
+                    observed.push(err.message_with_causes());
+                    None
+                }
+            };
             let now = Timestamp::now();
             if !gates.lease {
                 let renewed = infos

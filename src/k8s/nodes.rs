@@ -174,21 +174,31 @@ pub async fn read_nodes_and_objects(
 }
 
 /// Reads one Node and its Lease: a map with that node alone, or empty when there is no such
-/// Node (so that [`NodeReport::of`] says `Gone`). Two GETs, whatever the cluster's size.
+/// Node (so that [`NodeReport::of`] says `Gone`). Two lists with a `metadata.name` field
+/// selector, whatever the cluster's size: the same permission as [`read_nodes`] (list), which
+/// is all docs/rbac.yml grants on Nodes and node Leases.
 pub async fn read_node(cluster: &Cluster, name: &str) -> Result<BTreeMap<String, NodeInfo>> {
     let mut nodes = BTreeMap::new();
+    let selector = format!("metadata.name={name}");
+    let by_name = ListParams::default().fields(&selector);
     let node = Api::<Node>::all(cluster.client.clone())
-        .get_opt(name)
+        .list(&by_name)
         .await
-        .map_err(cluster.error("get", &format!("node {name}")))?;
+        .map_err(cluster.error("list", &format!("node {name}")))?
+        .items
+        .into_iter()
+        .next();
     let Some(node) = node else {
         return Ok(nodes);
     };
     let mut info = node_info(&node);
     let lease = Api::<Lease>::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE)
-        .get_opt(name)
+        .list(&by_name)
         .await
-        .map_err(cluster.error("get", &format!("lease {NODE_LEASE_NAMESPACE}/{name}")))?;
+        .map_err(cluster.error("list", &format!("lease {NODE_LEASE_NAMESPACE}/{name}")))?
+        .items
+        .into_iter()
+        .next();
     if let Some(lease) = lease {
         add_lease(&mut info, lease);
     }
