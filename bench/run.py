@@ -583,6 +583,13 @@ def bench_diagnose(env):
             "event_requests": sum(path.endswith("/events") for path in paths)}
 
 
+def merged(measures):
+    """One measure from single-run measures: the median of their times, the largest peak."""
+    times = [m["median_ms"] for m in measures]
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "peak_rss_mib": max(m["peak_rss_mib"] for m in measures), "runs": len(measures)}
+
+
 def bench_tasks(bins, env, plays):
     """Per-task cost inside ansible-playbook: TASKS tasks of each kind in one play, less a
     one-task play of the same kind. calico_rbac runs for real against the incident's
@@ -605,9 +612,13 @@ def bench_tasks(bins, env, plays):
         if kube and plays.result(one).get("changed"):
             raise SystemExit(f"bench: {module} changed the already-correct ClusterRole")
         many = plays.argv(module, args, tasks=TASKS, kubeconfig=kube)
-        m1 = plays.measure(one, runs=TASK_RUNS, warmup=1)
-        mn = plays.measure(many, runs=TASK_RUNS, warmup=0)
-        out.append((module, m1, mn))
+        # One and many in turn, so that a passing slowdown of the test bed weighs on both.
+        plays.measure(one, runs=1, warmup=1)
+        ones, manys = [], []
+        for _ in range(TASK_RUNS):
+            ones.append(plays.measure(one, runs=1, warmup=0))
+            manys.append(plays.measure(many, runs=1, warmup=0))
+        out.append((module, merged(ones), merged(manys)))
     # The module alone, as ansible-core runs it (a file named AnsiballZ_<module>, an args file):
     # the part of calico_rbac's task that is its own work and its API requests.
     alone = plays.work / "alone"
@@ -812,7 +823,8 @@ def tasks_section(measured):
     rows, alone = measured
     lines = ["", "## Per-task cost inside ansible-playbook", "",
              f"One play of {TASKS} identical tasks against a one-task play of the same kind, "
-             f"each {TASK_RUNS} runs (the one-task play after a warm-up), on localhost as above; "
+             f"{TASK_RUNS} runs of each in turn after a warm-up of the one-task play, on "
+             "localhost as above; "
              f"the per-task cost is (median of {TASKS} tasks − median of one) / {TASKS - 1}, "
              "so play start-up is left out. `kubemend.microk8s.calico_rbac` runs for real "
              "against the incident's ClusterRole once it is correct (a first run fixed it), so "
