@@ -3,11 +3,11 @@
 //!
 //! Contract:
 //!
-//! - The table is data, `calico_rules.yaml`, embedded at build time. It is made of bands: runs of
-//!   Calico releases (v3.6.0 to v3.32.1) whose upstream ClusterRole grants the same
-//!   (api group, resource, verb) triples, one list of bands per datastore. Every band names its
-//!   first and last release, every release it covers, and the upstream file and tag (or commit)
-//!   its rules were read from; `tests/fixtures/calico/` holds that ClusterRole verbatim and the
+//! - The table is data, `calico_rules.yaml`, embedded at build time (as JSON, by build.rs). It
+//!   is made of bands: runs of Calico releases (v3.6.0 to v3.32.1) whose upstream ClusterRole
+//!   grants the same (api group, resource, verb) triples, one list of bands per datastore. Every
+//!   band names its first and last release, every release it covers, and the upstream file and
+//!   tag (or commit) its rules were read from; `tests/fixtures/calico/` holds that ClusterRole verbatim and the
 //!   unit tests below check the table against it.
 //! - A version is looked up exactly. A release the table does not list is an error
 //!   ([`TableError::NewerThanTable`], [`TableError::OlderThanTable`] or
@@ -32,8 +32,13 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer};
 
-/// The table, as embedded in the binary.
+/// The table as reviewed and edited: src/calico_rules.yaml.
+#[cfg(test)]
 const TABLE_YAML: &str = include_str!("calico_rules.yaml");
+
+/// The table as embedded in the binary: the same data, converted to JSON by build.rs (YAML
+/// parsing cost every run about 5 ms).
+const TABLE_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/calico_rules.json"));
 
 /// Pseudo-controller of rules kube-controllers needs whatever `ENABLED_CONTROLLERS` says.
 pub const BASE: &str = "base";
@@ -679,15 +684,28 @@ impl Table {
     fn get() -> Result<&'static Self, TableError> {
         static TABLE: OnceLock<Result<Table, TableError>> = OnceLock::new();
         TABLE
-            .get_or_init(|| Self::parse(TABLE_YAML))
+            .get_or_init(|| Self::parse(TABLE_JSON))
             .as_ref()
             .map_err(Clone::clone)
     }
 
-    fn parse(text: &str) -> Result<Self, TableError> {
+    /// Reads the embedded JSON (a test reads YAML through [`Self::parse_yaml`]).
+    fn parse(json: &str) -> Result<Self, TableError> {
+        let data: Data = serde_json::from_str(json).map_err(|error| TableError::Data {
+            message: error.to_string(),
+        })?;
+        Self::checked(data)
+    }
+
+    #[cfg(test)]
+    fn parse_yaml(text: &str) -> Result<Self, TableError> {
         let data: Data = serde_saphyr::from_str(text).map_err(|error| TableError::Data {
             message: error.to_string(),
         })?;
+        Self::checked(data)
+    }
+
+    fn checked(data: Data) -> Result<Self, TableError> {
         let table = Self { data };
         table.check()?;
         Ok(table)
@@ -819,6 +837,18 @@ mod tests {
 
     fn t(group: &str, resource: &str, verb: &str) -> Triple {
         (group.to_owned(), resource.to_owned(), verb.to_owned())
+    }
+
+    #[test]
+    fn embedded_json_reads_as_the_yaml_table() {
+        let from_yaml = Table::parse_yaml(TABLE_YAML).unwrap();
+        let from_json = Table::get().unwrap();
+        assert!(!from_yaml.data.bands.is_empty());
+        // Debug shows every field of every row: equal text, equal tables.
+        assert_eq!(
+            format!("{:?}", from_yaml.data),
+            format!("{:?}", from_json.data)
+        );
     }
 
     fn triples_of(rules: &[SourcedRule]) -> BTreeSet<Triple> {
