@@ -7,8 +7,8 @@
 //!   is made of bands: runs of Calico releases (v3.6.0 to v3.32.1) whose upstream ClusterRole
 //!   grants the same (api group, resource, verb) triples, one list of bands per datastore. Every
 //!   band names its first and last release, every release it covers, and the upstream file and
-//!   tag (or commit) its rules were read from; `tests/fixtures/calico/` holds that ClusterRole verbatim and the
-//!   unit tests below check the table against it.
+//!   tag (or commit) its rules were read from; `tests/fixtures/calico/` holds that ClusterRole
+//!   verbatim and the unit tests below check the table against it.
 //! - A version is looked up exactly. A release the table does not list is an error
 //!   ([`TableError::NewerThanTable`], [`TableError::OlderThanTable`] or
 //!   [`TableError::UnknownRelease`]); there is never a fallback to a neighbouring band.
