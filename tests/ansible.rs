@@ -1898,6 +1898,12 @@ fn module_paths_under(core: &Core) {
         local_execs[0].contains("AnsiballZ_calico_rbac"),
         "{local_execs:?}\n{context}"
     );
+    // The connection's own shell starts the module: no second `/bin/sh -c` around it, no
+    // `sleep 0` after it (ansible-core's wrapper, for an ssh race).
+    assert!(
+        !local_execs[0].contains("/bin/sh -c") && !local_execs[0].contains("sleep 0"),
+        "the module is run without ansible-core's shell wrapper: {local_execs:?}\n{context}"
+    );
     let left: Vec<PathBuf> = std::fs::read_dir(work.path().join("ansible-remote-tmp"))
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
