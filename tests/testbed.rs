@@ -79,6 +79,8 @@ fn node_index(node: &str) -> usize {
 
 #[tokio::test]
 async fn testbed_has_three_ready_nodes_on_kubernetes_1_34() {
+    // No node restarts while each one's own apiserver is asked.
+    let _nodes = support::all_nodes_lock();
     let client = support::client().await;
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
