@@ -516,10 +516,14 @@ def kubelite_overhead(km):
     return (km["wall"] - report["recovery_seconds"]) / (len(report["restarted"]) or 1)
 
 
+def ansible_recovery(an):
+    """The nodes' own recoveries in the Ansible play's round, from the watched Leases."""
+    return sum(v["renewed"] - v["stopping"] for v in an["watched"].values() if v.get("renewed"))
+
+
 def ansible_overhead(an):
     """The same for the Ansible play, from the watched recoveries."""
-    rec = [v["renewed"] - v["stopping"] for v in an["watched"].values() if v.get("renewed")]
-    return (an["wall"] - sum(rec)) / (len(an["watched"]) or 1)
+    return (an["wall"] - ansible_recovery(an)) / (len(an["watched"]) or 1)
 
 
 def median_round(rounds, key):
@@ -802,8 +806,7 @@ def kubelite_section(rounds):
         gates = node.get("timeline") or [{"after_seconds": float("nan")}]
         lines.append(f"| {node['name']} | {node.get('recovery_seconds') or float('nan'):.1f} s "
                      f"| {seen} | {gates[-1]['after_seconds']:.1f} s |")
-    rec = {k: v for k, v in an["watched"].items() if v.get("renewed")}
-    total_rec = sum(v["renewed"] - v["stopping"] for v in rec.values())
+    total_rec = ansible_recovery(an)
     order = sorted(an["watched"], key=lambda k: an["watched"][k]["stopping"])
     overlaps = [f"{a} was restarted {an['watched'][b]['renewed'] - an['watched'][a]['stopping']:.1f} s "
                 f"before {b}'s Lease renewed" for b, a in zip(order, order[1:])
