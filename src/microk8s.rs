@@ -274,23 +274,50 @@ pub struct Escalation {
 /// The restart-escalation risk: kubelite restarted before (`nrestarts`), cpuset not delegated in
 /// [`SUBTREE_CONTROL`] and no [`DELEGATE_CONF`].
 pub async fn escalation(remote: &Remote, nrestarts: u64) -> Result<Escalation> {
-    let control = remote.run(false, "cat", &[SUBTREE_CONTROL]).await?;
-    let cpuset = control.success() && control.stdout.split_whitespace().any(|c| c == "cpuset");
-    let delegate = remote.run(false, "test", &["-e", DELEGATE_CONF]).await?;
-    let risk = nrestarts > 0 && !cpuset && !delegate.success();
-    let why = risk.then(|| {
-        let cpuset = if control.success() {
-            format!("cpuset is not in {SUBTREE_CONTROL}")
-        } else {
-            format!("{SUBTREE_CONTROL} cannot be read, so cpuset delegation is not shown")
-        };
-        format!(
-            "restart-escalation risk: kubelite has restarted before (NRestarts={nrestarts}), \
-             {cpuset}, and {DELEGATE_CONF} is absent, so microk8s would turn this restart \
-             into `snap restart microk8s` (dqlite included)"
-        )
-    });
-    Ok(Escalation { risk, why })
+    Ok(escalation_probe(remote).await?.judge(nrestarts))
+}
+
+/// What the node says about cpuset delegation: [`SUBTREE_CONTROL`] and [`DELEGATE_CONF`], read
+/// at once over the node's one connection. [`EscalationProbe::judge`] adds NRestarts.
+#[derive(Debug, Clone)]
+pub struct EscalationProbe {
+    control: crate::ssh::Output,
+    delegate: crate::ssh::Output,
+}
+
+/// Reads what [`EscalationProbe::judge`] needs, so that it can go along with the unit's state.
+pub async fn escalation_probe(remote: &Remote) -> Result<EscalationProbe> {
+    let (control, delegate) = tokio::join!(
+        remote.run(false, "cat", &[SUBTREE_CONTROL]),
+        remote.run(false, "test", &["-e", DELEGATE_CONF])
+    );
+    Ok(EscalationProbe {
+        control: control?,
+        delegate: delegate?,
+    })
+}
+
+impl EscalationProbe {
+    /// The risk, given how often kubelite has restarted (`nrestarts`).
+    #[must_use]
+    pub fn judge(&self, nrestarts: u64) -> Escalation {
+        let control = &self.control;
+        let cpuset = control.success() && control.stdout.split_whitespace().any(|c| c == "cpuset");
+        let risk = nrestarts > 0 && !cpuset && !self.delegate.success();
+        let why = risk.then(|| {
+            let cpuset = if control.success() {
+                format!("cpuset is not in {SUBTREE_CONTROL}")
+            } else {
+                format!("{SUBTREE_CONTROL} cannot be read, so cpuset delegation is not shown")
+            };
+            format!(
+                "restart-escalation risk: kubelite has restarted before (NRestarts={nrestarts}), \
+                 {cpuset}, and {DELEGATE_CONF} is absent, so microk8s would turn this restart \
+                 into `snap restart microk8s` (dqlite included)"
+            )
+        });
+        Escalation { risk, why }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +371,12 @@ pub fn parse_voters(json: &str) -> Option<usize> {
 /// dqlite voters and leader, as this node sees them.
 pub async fn dqlite_state(remote: &Remote) -> Result<Dqlite> {
     let mut state = Dqlite::default();
-    let cluster = dqlite_query(remote, ".cluster").await?;
+    // Both at once (read-only); the leader counts only when the membership was read.
+    let (cluster, leader) = tokio::join!(
+        dqlite_query(remote, ".cluster"),
+        dqlite_query(remote, ".leader")
+    );
+    let cluster = cluster?;
     if !cluster.success() {
         state
             .problems
@@ -358,7 +390,7 @@ pub async fn dqlite_state(remote: &Remote) -> Result<Dqlite> {
             "dqlite has {voters} voter(s): restarting one of fewer than three loses quorum"
         ));
     }
-    let leader = dqlite_query(remote, ".leader").await?;
+    let leader = leader?;
     let address = leader.stdout.trim().trim_matches('"').to_owned();
     if !leader.success() || address.is_empty() {
         state.problems.push(format!(

@@ -17,8 +17,10 @@
 //! # Gates (after each node's restart, each bounded by `gate_timeout`)
 //! The unit active and NRestarts not climbing; the node's Lease renewed after the restart; the
 //! node Ready; that node's apiserver answering /readyz; the kube-scheduler and
-//! kube-controller-manager leases held and renewed after the restart; then `settle`. Gates are
-//! polled together at a short interval, so a node is left as soon as it is healthy. While a
+//! kube-controller-manager leases held and renewed after the restart; then `settle`. The node, its
+//! Lease and the two leader Leases are watched (by name), so their gates pass as soon as the API
+//! server tells of the change; the unit (over SSH) and /readyz, which cannot be watched, are
+//! asked together every 200 ms until they pass. So a node is left as soon as it is healthy. While a
 //! node restarts, API calls go to another node's apiserver when the configured one is that
 //! node's (a kubeconfig from `microk8s config` points at one node).
 //!
@@ -54,8 +56,13 @@ use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::lock::{self, Lock, LockState};
-use crate::k8s::nodes::{NodeReport, NodeState, read_node, read_nodes, read_nodes_and_objects};
-use crate::microk8s::{check_nodes, dqlite_state, escalation, targets, unit_state};
+use crate::k8s::nodes::{
+    NODE_LEASE_NAMESPACE, NodeReport, NodeState, infos_of, read_nodes, read_nodes_and_objects,
+};
+use crate::k8s::watch::Watched;
+use crate::microk8s::{
+    Escalation, Unit, check_nodes, dqlite_state, escalation_probe, targets, unit_state,
+};
 use crate::outcome::Outcome;
 use crate::ssh::{self, Remote, SshArgs, Target, check_word};
 
@@ -65,8 +72,11 @@ const LOCK: (&str, &str) = ("kube-system", "kubemend-kubelite-restart");
 /// The leader-election leases whose holders must be back after each restart.
 const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
 
-/// How often the gates are checked.
+/// How often the gates that cannot be watched (the unit over SSH, /readyz) are asked.
 const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The longest a gate wait sleeps without looking at the lock's renewal and the clock.
+const LOCK_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Restart microk8s.daemon-kubelite on the control-plane nodes one at a time, over SSH,
 /// proving each node and the control plane healthy before the next.
@@ -349,14 +359,16 @@ impl Action for KubeliteRestart {
             .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
             .collect();
         let now = Timestamp::now();
-        let roles = leaderships(cluster).await?;
-
-        // Pre-flight on every node, all of them, so that the report lists every problem.
-        let checks =
+        // Pre-flight on every node, all of them, so that the report lists every problem; the
+        // leader Leases and the lock are read meanwhile.
+        let (roles, checks, lock_read) = tokio::join!(
+            leaderships(cluster),
             futures::future::join_all(targets.iter().map(|target| {
                 self.preflight(target, NodeReport::of(&infos, Some(&target.node), now))
-            }))
-            .await;
+            })),
+            lock::read(cluster, LOCK.0, LOCK.1)
+        );
+        let roles = roles?;
         let mut planned = Vec::new();
         let mut problems = Vec::new();
         let mut dqlite_roles: BTreeMap<String, String> = BTreeMap::new();
@@ -396,7 +408,7 @@ impl Action for KubeliteRestart {
             }
         }
 
-        let lock_state = lock::state_of(lock::read(cluster, LOCK.0, LOCK.1).await?.as_ref(), now);
+        let lock_state = lock::state_of(lock_read?.as_ref(), now);
         if let LockState::Held {
             holder,
             since,
@@ -515,9 +527,7 @@ impl Action for KubeliteRestart {
     /// Takes the lock, then restarts node after node, each through its gates.
     async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
         if cx.check_mode || plan.nodes.iter().all(|n| n.skip.is_some()) {
-            for node in plan.nodes {
-                node.remote.close().await;
-            }
+            close_all(plan.nodes).await;
             return Ok(());
         }
         let started = Instant::now();
@@ -550,15 +560,11 @@ impl Action for KubeliteRestart {
                         release.message_with_causes()
                     ));
                 }
-                for node in plan.nodes {
-                    node.remote.close().await;
-                }
+                close_all(plan.nodes).await;
                 return Err(error);
             }
         }
-        for node in plan.nodes {
-            node.remote.close().await;
-        }
+        close_all(plan.nodes).await;
         out.msg = format!(
             "restarted kubelite on {} one at a time in {:.0}s{}",
             if out.report.restarted.is_empty() {
@@ -645,13 +651,39 @@ impl KubeliteRestart {
             }
         };
         pre.ssh = true;
-        if let Err(err) = self.unit_checks(&remote, &mut pre).await {
-            pre.problems.push(err.message_with_causes());
+        // The unit and dqlite, at once over the node's one connection.
+        let (unit, dqlite) = tokio::join!(self.unit_checks(&remote), async {
+            if self.check_dqlite {
+                Some(dqlite_state(&remote).await)
+            } else {
+                None
+            }
+        });
+        match unit {
+            Ok((unit, escalation)) => {
+                pre.active_state = Some(unit.active.clone());
+                pre.nrestarts = Some(unit.nrestarts);
+                pre.active_since = unit.active_since.map(|t| t.to_string());
+                if unit.active != "active" {
+                    pre.problems.push(format!(
+                        "unit {} is {}, not active",
+                        self.unit(),
+                        unit.active
+                    ));
+                }
+                pre.escalation_risk = Some(escalation.risk);
+                pre.problems.extend(escalation.why);
+            }
+            Err(err) => pre.problems.push(err.message_with_causes()),
         }
-        if self.check_dqlite
-            && let Err(err) = dqlite_checks(&remote, &mut pre).await
-        {
-            pre.problems.push(err.message_with_causes());
+        match dqlite {
+            Some(Ok(state)) => {
+                pre.dqlite_voters = state.voters;
+                pre.dqlite_leader = state.leader;
+                pre.problems.extend(state.problems);
+            }
+            Some(Err(err)) => pre.problems.push(err.message_with_causes()),
+            None => {}
         }
         (pre, Some(remote))
     }
@@ -660,22 +692,14 @@ impl KubeliteRestart {
         format!("snap.{}", self.service)
     }
 
-    async fn unit_checks(&self, remote: &Remote, pre: &mut Preflight) -> Result<()> {
-        let unit = unit_state(remote, &self.unit()).await?;
-        pre.active_state = Some(unit.active.clone());
-        pre.nrestarts = Some(unit.nrestarts);
-        pre.active_since = unit.active_since.map(|t| t.to_string());
-        if unit.active != "active" {
-            pre.problems.push(format!(
-                "unit {} is {}, not active",
-                self.unit(),
-                unit.active
-            ));
-        }
-        let escalation = escalation(remote, unit.nrestarts).await?;
-        pre.escalation_risk = Some(escalation.risk);
-        pre.problems.extend(escalation.why);
-        Ok(())
+    /// The unit's state and the restart-escalation risk, which needs its NRestarts.
+    async fn unit_checks(&self, remote: &Remote) -> Result<(Unit, Escalation)> {
+        // The escalation's two reads go along with the unit's; NRestarts joins them after.
+        let name = self.unit();
+        let (unit, probe) = tokio::join!(unit_state(remote, &name), escalation_probe(remote));
+        let unit = unit?;
+        let escalation = probe?.judge(unit.nrestarts);
+        Ok((unit, escalation))
     }
 
     fn skip_reason(&self, pre: &Preflight, now: Timestamp) -> Option<String> {
@@ -821,36 +845,94 @@ impl KubeliteRestart {
         };
         let own = plan.apiservers.get(&node);
         let mut recovery = None;
+        // The node, its Lease and the leader Leases are watched, so those gates pass as soon as
+        // the API server tells of the change; the unit (over SSH) and /readyz are asked every
+        // POLL until they pass.
+        let mut node_watch = Watched::new(
+            Api::<Node>::all(api.client.clone()),
+            &node,
+            format!("node {node}"),
+        );
+        let mut lease_watch = Watched::new(
+            Api::<Lease>::namespaced(api.client.clone(), NODE_LEASE_NAMESPACE),
+            &node,
+            format!("lease {NODE_LEASE_NAMESPACE}/{node}"),
+        );
+        let leader_api: Api<Lease> = Api::namespaced(api.client.clone(), "kube-system");
+        let [mut scheduler, mut controller_manager] = LEADER_LEASES.map(|name| {
+            Watched::new(
+                leader_api.clone(),
+                name,
+                format!("lease kube-system/{name}"),
+            )
+        });
+        tokio::join!(
+            node_watch.changed(),
+            lease_watch.changed(),
+            scheduler.changed(),
+            controller_manager.changed()
+        );
         loop {
             if let Err(err) = lock.renew_if_due(api).await {
                 return Err(fail("lock", err.message_with_causes()));
             }
             let mut observed = Vec::new();
-            if gates.unit.is_none() {
-                match unit_state(remote, &self.unit()).await {
-                    Ok(unit) if unit.active == "active" => {
-                        gates.unit = Some(unit.nrestarts);
-                        pass("unit active", &mut timeline);
+            let (unit, ready) = tokio::join!(
+                async {
+                    if gates.unit.is_none() {
+                        Some(unit_state(remote, &self.unit()).await)
+                    } else {
+                        None
                     }
-                    Ok(unit) => observed.push(format!("unit {}", unit.active)),
-                    Err(err) => observed.push(err.message_with_causes()),
+                },
+                async {
+                    match own {
+                        Some(own) if !gates.readyz => Some(readyz(own).await),
+                        _ => None,
+                    }
+                }
+            );
+            match unit {
+                Some(Ok(unit)) if unit.active == "active" => {
+                    gates.unit = Some(unit.nrestarts);
+                    pass("unit active", &mut timeline);
+                }
+                Some(Ok(unit)) => observed.push(format!("unit {}", unit.active)),
+                Some(Err(err)) => observed.push(err.message_with_causes()),
+                None => {}
+            }
+            if !gates.readyz {
+                match ready {
+                    Some(Ok(())) => {
+                        gates.readyz = true;
+                        pass("apiserver /readyz", &mut timeline);
+                    }
+                    Some(Err(why)) => observed.push(format!("{node}'s apiserver: {why}")),
+                    None => {
+                        gates.readyz = true;
+                        pass(
+                            "apiserver /readyz (no address known: skipped)",
+                            &mut timeline,
+                        );
+                    }
                 }
             }
-            // This node and its Lease only: two small lists per poll, whatever the cluster's size.
-            let infos = match read_node(api, &node).await {
-                Ok(infos) => Some(infos),
-                Err(err) => {
-                    // Say why (a 403 names the missing permission), not only that it failed.
-                    observed.push(err.message_with_causes());
-                    None
-                }
-            };
+            // Why a watch could not read (a 403 names the missing permission), not only that.
+            for watch_error in [&node_watch.error, &lease_watch.error]
+                .into_iter()
+                .chain([&scheduler.error, &controller_manager.error])
+                .flatten()
+            {
+                observed.push(watch_error.clone());
+            }
             let now = Timestamp::now();
+            let infos = infos_of(
+                &node,
+                node_watch.latest.as_ref(),
+                lease_watch.latest.as_ref(),
+            );
             if !gates.lease {
-                let renewed = infos
-                    .as_ref()
-                    .and_then(|i| i.get(&node))
-                    .and_then(|i| i.lease_renewed);
+                let renewed = infos.get(&node).and_then(|i| i.lease_renewed);
                 if renewed.is_some_and(|r| r > t0) {
                     gates.lease = true;
                     recovery = Some(started.elapsed().as_secs_f64());
@@ -863,42 +945,28 @@ impl KubeliteRestart {
                 }
             }
             if !gates.ready {
-                let state = infos.as_ref().map(|i| NodeReport::of(i, Some(&node), now));
-                if state.as_ref().is_some_and(|s| s.state == NodeState::Ready) {
+                let state = NodeReport::of(&infos, Some(&node), now);
+                if state.state == NodeState::Ready {
                     gates.ready = true;
                     pass("node Ready", &mut timeline);
                 } else {
-                    observed.push(state.map_or_else(|| "nodes unreadable".into(), |s| s.text()));
-                }
-            }
-            if !gates.readyz {
-                match own {
-                    Some(own) => match readyz(own).await {
-                        Ok(()) => {
-                            gates.readyz = true;
-                            pass("apiserver /readyz", &mut timeline);
-                        }
-                        Err(why) => observed.push(format!("{node}'s apiserver: {why}")),
-                    },
-                    None => {
-                        gates.readyz = true;
-                        pass(
-                            "apiserver /readyz (no address known: skipped)",
-                            &mut timeline,
-                        );
-                    }
+                    observed.push(state.text());
                 }
             }
             if !gates.leases {
-                match leader_leases_renewed(api, t0).await {
-                    Ok(None) => {
+                let leases = [
+                    (LEADER_LEASES[0], scheduler.latest.as_ref()),
+                    (LEADER_LEASES[1], controller_manager.latest.as_ref()),
+                ];
+                match leader_leases_renewed(&leases, t0, now) {
+                    None => {
                         gates.leases = true;
                         pass(
                             "scheduler and controller-manager leases held",
                             &mut timeline,
                         );
                     }
-                    Ok(Some(why)) | Err(why) => observed.push(why),
+                    Some(why) => observed.push(why),
                 }
             }
             if gates.all() {
@@ -920,7 +988,18 @@ impl KubeliteRestart {
                     format!("{}; journal:\n{}", observed.join("; "), journal.trim_end()),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            // Until something changes: a watched object, the next poll of the unit or /readyz
+            // while they are pending, the lock's renewal, or the deadline.
+            let polled = gates.unit.is_none() || !gates.readyz;
+            tokio::select! {
+                () = node_watch.changed(), if !gates.ready => {}
+                () = lease_watch.changed(), if !gates.lease => {}
+                () = scheduler.changed(), if !gates.leases => {}
+                () = controller_manager.changed(), if !gates.leases => {}
+                () = tokio::time::sleep(POLL), if polled => {}
+                () = tokio::time::sleep(LOCK_TICK) => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
         }
         // NRestarts must not climb: a unit that keeps dying passes "active" between deaths.
         let settle_until = Instant::now() + self.settle.std();
@@ -992,13 +1071,9 @@ impl Gates {
     }
 }
 
-/// dqlite voters and leader, as this node sees them.
-async fn dqlite_checks(remote: &Remote, pre: &mut Preflight) -> Result<()> {
-    let state = dqlite_state(remote).await?;
-    pre.dqlite_voters = state.voters;
-    pre.dqlite_leader = state.leader;
-    pre.problems.extend(state.problems);
-    Ok(())
+/// Closes every node's SSH connection, all at once.
+async fn close_all(nodes: Vec<PlannedNode>) {
+    futures::future::join_all(nodes.into_iter().map(|n| n.remote.close())).await;
 }
 
 /// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
@@ -1029,30 +1104,27 @@ async fn leader_lease(
 }
 
 /// `None` when both leader leases are held and renewed after `since`, else what is not.
-async fn leader_leases_renewed(
-    cluster: &Cluster,
+fn leader_leases_renewed(
+    leases: &[(&str, Option<&Lease>)],
     since: Timestamp,
-) -> std::result::Result<Option<String>, String> {
-    let now = Timestamp::now();
-    for name in LEADER_LEASES {
-        let spec = leader_lease(cluster, name)
-            .await
-            .map_err(|e| e.message_with_causes())?;
-        let Some(spec) = spec else {
-            return Ok(Some(format!("lease kube-system/{name} does not exist")));
+    now: Timestamp,
+) -> Option<String> {
+    for (name, lease) in leases {
+        let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+            return Some(format!("lease kube-system/{name} does not exist"));
         };
         let renewed_after = spec.renew_time.as_ref().is_some_and(|t| t.0 > since);
-        if !lease_held(&spec, now) || !renewed_after {
-            return Ok(Some(format!(
+        if !lease_held(spec, now) || !renewed_after {
+            return Some(format!(
                 "lease kube-system/{name} held by {} last renewed {}",
                 spec.holder_identity.as_deref().unwrap_or("nobody"),
                 spec.renew_time
                     .as_ref()
                     .map_or_else(|| "never".into(), |t| t.0.to_string())
-            )));
+            ));
         }
     }
-    Ok(None)
+    None
 }
 
 /// GET /readyz on one apiserver.

@@ -1,5 +1,5 @@
 //! The Kubernetes vocabulary every action shares: names, durations, label selectors, paging,
-//! nodes, leases, safe deletes and optimistic-concurrency retries.
+//! nodes, leases, safe deletes, optimistic-concurrency retries and watches of one object.
 //!
 //! Nothing here knows any action; actions and the runbook (diagnose) build on it.
 
@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod paging;
 pub mod retry;
 pub mod selector;
+pub mod watch;
 
 /// Field manager recorded on every write kubemend makes.
 pub const FIELD_MANAGER: &str = "kubemend";

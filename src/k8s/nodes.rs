@@ -166,44 +166,30 @@ pub async fn read_nodes_and_objects(
         for lease in page.items {
             let name = lease.metadata.name.clone().unwrap_or_default();
             if let Some(info) = nodes.get_mut(&name) {
-                add_lease(info, lease);
+                add_lease(info, &lease);
             }
         }
     }
     Ok((objects, nodes))
 }
 
-/// Reads one Node and its Lease: a map with that node alone, or empty when there is no such
-/// Node (so that [`NodeReport::of`] says `Gone`). Two lists with a `metadata.name` field
-/// selector, whatever the cluster's size: the same permission as [`read_nodes`] (list), which
-/// is all docs/rbac.yml grants on Nodes and node Leases.
-pub async fn read_node(cluster: &Cluster, name: &str) -> Result<BTreeMap<String, NodeInfo>> {
+/// The state of one node from its Node and Lease objects, as watches hold them: a map with that
+/// node alone, or empty when there is no such Node (so that [`NodeReport::of`] says `Gone`).
+#[must_use]
+pub fn infos_of(
+    name: &str,
+    node: Option<&Node>,
+    lease: Option<&Lease>,
+) -> BTreeMap<String, NodeInfo> {
     let mut nodes = BTreeMap::new();
-    let selector = format!("metadata.name={name}");
-    let by_name = ListParams::default().fields(&selector);
-    let node = Api::<Node>::all(cluster.client.clone())
-        .list(&by_name)
-        .await
-        .map_err(cluster.error("list", &format!("node {name}")))?
-        .items
-        .into_iter()
-        .next();
-    let Some(node) = node else {
-        return Ok(nodes);
-    };
-    let mut info = node_info(&node);
-    let lease = Api::<Lease>::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE)
-        .list(&by_name)
-        .await
-        .map_err(cluster.error("list", &format!("lease {NODE_LEASE_NAMESPACE}/{name}")))?
-        .items
-        .into_iter()
-        .next();
-    if let Some(lease) = lease {
-        add_lease(&mut info, lease);
+    if let Some(node) = node {
+        let mut info = node_info(node);
+        if let Some(lease) = lease {
+            add_lease(&mut info, lease);
+        }
+        nodes.insert(name.to_owned(), info);
     }
-    nodes.insert(name.to_owned(), info);
-    Ok(nodes)
+    nodes
 }
 
 /// A Node's Ready condition.
@@ -221,9 +207,9 @@ fn node_info(node: &Node) -> NodeInfo {
 }
 
 /// What a node's Lease says about it.
-fn add_lease(info: &mut NodeInfo, lease: Lease) {
-    if let Some(spec) = lease.spec {
-        info.lease_renewed = spec.renew_time.map(|t| t.0);
+fn add_lease(info: &mut NodeInfo, lease: &Lease) {
+    if let Some(spec) = &lease.spec {
+        info.lease_renewed = spec.renew_time.as_ref().map(|t| t.0);
         info.lease_duration = spec.lease_duration_seconds.map(i64::from);
     }
 }
