@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kubemend::k8s::watch::Watched;
 use serde_json::{Value, json};
 
 const LOCK_LEASE: &str = "kubemend-kubelite-restart";
@@ -447,4 +448,70 @@ fn kubelite_restart_bad_input_fails_before_any_ssh_or_api_call() {
             "{args}: {result}"
         );
     }
+}
+
+/// Waits (at most 20 s) until the watched Lease's holder is `holder` (None: the Lease is gone),
+/// calling `changed` for each step as the gates do.
+async fn until_holder(watched: &mut Watched<Lease>, holder: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = watched.latest.as_ref().map(|l| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default()
+        });
+        if seen.as_deref() == holder {
+            return;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, watched.changed())
+                .await
+                .is_ok(),
+            "the watch did not see holder {holder:?} within 20 s: {seen:?}, {watched:?}"
+        );
+    }
+}
+
+/// The gates' watch of one object against the test bed's apiserver: the first call lists, each
+/// later one returns with the object as it changed; a deletion clears it and a re-creation
+/// brings it back (the watch goes on from its resourceVersion throughout).
+#[tokio::test]
+async fn kubelite_restart_gate_watch_follows_every_change_of_its_object() {
+    let reaper = support::Reaper::new("gate-watch");
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let lease = |holder: &str| -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "probe"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 8},
+        }))
+        .unwrap()
+    };
+    let mut watched = Watched::new(api.clone(), "probe", format!("lease {namespace}/probe"));
+    tokio::time::timeout(Duration::from_secs(20), watched.changed())
+        .await
+        .unwrap();
+    assert!(watched.latest.is_none(), "{watched:?}");
+    assert!(watched.error.is_none(), "{watched:?}");
+
+    api.create(&PostParams::default(), &lease("first"))
+        .await
+        .unwrap();
+    until_holder(&mut watched, Some("first")).await;
+    for holder in ["second", "third"] {
+        let patch = json!({"spec": {"holderIdentity": holder}});
+        api.patch("probe", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        until_holder(&mut watched, Some(holder)).await;
+    }
+    api.delete("probe", &DeleteParams::default()).await.unwrap();
+    until_holder(&mut watched, None).await;
+    api.create(&PostParams::default(), &lease("again"))
+        .await
+        .unwrap();
+    until_holder(&mut watched, Some("again")).await;
+    assert!(watched.error.is_none(), "{watched:?}");
 }
