@@ -304,14 +304,15 @@ pub enum Error {
         problem: String,
     },
 
-    /// A gate of a rolling restart did not pass in time.
-    #[error("node {node:?}: gate {gate:?} did not pass within {after}: {observed}")]
+    /// A gate of a rolling restart did not pass in time (or a check before a node's restart
+    /// failed).
+    #[error("node {node:?}: gate {gate:?} did not pass {after}: {observed}")]
     GateFailed {
         /// The node being restarted (or checked).
         node: String,
         /// The gate.
         gate: String,
-        /// The time allowed.
+        /// When it was judged: `within 10m (gate_timeout)`, `before its restart`.
         after: String,
         /// The last state observed.
         observed: String,

@@ -41,7 +41,8 @@ pub const DQLITE_UNIT: &str = "snap.microk8s.daemon-k8s-dqlite";
 /// The live data, as dqlite answers it: the bytes of every kine row's value.
 pub const LIVE_DATA_QUERY: &str = "SELECT SUM(LENGTH(value)) FROM kine";
 
-/// The feature gates microk8s 1.34 turns off because they misbehave with dqlite.
+/// The feature gates microk8s turns off from 1.34 on, when the datastore is kine, because they
+/// misbehave with dqlite (snap/hooks/configure, branches 1.34 and 1.35).
 pub const DQLITE_FEATURE_GATES: [&str; 3] = [
     "ListFromCacheSnapshot",
     "SizeBasedListCostEstimate",
@@ -198,145 +199,311 @@ pub fn targets(listed: &[Node], nodes: Option<&[NodeTarget]>) -> Result<Vec<Targ
 // ---------------------------------------------------------------------------------------------
 
 /// What `systemctl show` says of a unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unit {
-    /// ActiveState.
+    /// ActiveState (`unknown` when systemd did not say).
     pub active: String,
-    /// NRestarts.
-    pub nrestarts: u64,
+    /// SubState (`running`, `auto-restart`, ...).
+    pub sub: String,
+    /// NRestarts: automatic restarts since the last manual start (None: not said).
+    pub nrestarts: Option<u64>,
     /// ActiveEnterTimestamp.
     pub active_since: Option<Timestamp>,
+    /// InvocationID: new at every start of the unit, automatic restarts included (None: the
+    /// unit has not run since boot, or systemd did not say).
+    pub invocation: Option<String>,
 }
 
+impl Unit {
+    /// Whether the unit is active (running).
+    #[must_use]
+    pub fn is_active(&self) -> bool {
+        self.active == "active"
+    }
+
+    /// `active (running)`, for messages.
+    #[must_use]
+    pub fn text(&self) -> String {
+        if self.sub.is_empty() {
+            self.active.clone()
+        } else {
+            format!("{} ({})", self.active, self.sub)
+        }
+    }
+}
+
+/// The `systemctl show` properties [`unit_state`] reads.
+pub const UNIT_PROPERTIES: [&str; 5] = [
+    "ActiveState",
+    "SubState",
+    "NRestarts",
+    "ActiveEnterTimestamp",
+    "InvocationID",
+];
+
 /// The state of `unit` on the node.
+///
+/// Timestamps come in systemd's own format under `TZ=UTC LC_ALL=C` (`Sat 2026-12-05 21:20:00
+/// UTC`), which every systemd prints; `--timestamp=unix` exists only since systemd 251
+/// (Ubuntu 20.04 ships 245, 22.04 249, Debian 11 247) and carries the same whole seconds.
 pub async fn unit_state(remote: &Remote, unit: &str) -> Result<Unit> {
-    let output = remote
-        .run(
-            false,
-            "systemctl",
-            &[
-                "show",
-                unit,
-                "-p",
-                "ActiveState",
-                "-p",
-                "NRestarts",
-                "-p",
-                "ActiveEnterTimestamp",
-                "--timestamp=unix",
-            ],
-        )
-        .await?;
+    let mut args = vec!["LC_ALL=C", "TZ=UTC", "systemctl", "show", unit];
+    for property in UNIT_PROPERTIES {
+        args.extend(["-p", property]);
+    }
+    let output = remote.run(false, "env", &args).await?;
     if !output.success() {
         return Err(remote.error("run", format!("systemctl show {unit}: {}", output.tail(3))));
     }
     Ok(parse_unit(&output.stdout))
 }
 
-/// Parses `systemctl show -p ... --timestamp=unix` output.
+/// Parses `systemctl show -p ...` output, by key (systemd prints properties in its own order).
 #[must_use]
 pub fn parse_unit(text: &str) -> Unit {
     let mut unit = Unit {
         active: "unknown".into(),
-        nrestarts: 0,
-        active_since: None,
+        ..Unit::default()
     };
     for line in text.lines() {
-        match line.split_once('=') {
-            Some(("ActiveState", v)) => v.trim().clone_into(&mut unit.active),
-            Some(("NRestarts", v)) => unit.nrestarts = v.trim().parse().unwrap_or(0),
-            Some(("ActiveEnterTimestamp", v)) => {
-                unit.active_since = v
-                    .trim()
-                    .strip_prefix('@')
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .and_then(|s| Timestamp::from_second(s).ok());
-            }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "ActiveState" if !value.is_empty() => value.clone_into(&mut unit.active),
+            "SubState" => value.clone_into(&mut unit.sub),
+            "NRestarts" => unit.nrestarts = value.parse().ok(),
+            "ActiveEnterTimestamp" => unit.active_since = parse_systemd_timestamp(value),
+            "InvocationID" if !value.is_empty() => unit.invocation = Some(value.to_owned()),
             _ => {}
         }
     }
     unit
 }
 
+/// A timestamp as `systemctl show` prints it: `Sat 2026-12-05 21:20:00 UTC` (the default
+/// style, read under `TZ=UTC`; the weekday is optional), `2026-12-05 21:20:00.123456 UTC`
+/// (`--timestamp=us+utc`) or `@1764969600` (`--timestamp=unix`). Empty (never) and any other
+/// zone give None: a local time would be read wrongly.
+#[must_use]
+pub fn parse_systemd_timestamp(text: &str) -> Option<Timestamp> {
+    let text = text.trim();
+    if let Some(seconds) = text.strip_prefix('@') {
+        return Timestamp::from_second(seconds.parse().ok()?).ok();
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (date, time, zone) = match words.as_slice() {
+        [_, date, time, zone] | [date, time, zone] => (*date, *time, *zone),
+        _ => return None,
+    };
+    if zone != "UTC" {
+        return None;
+    }
+    let civil: k8s_openapi::jiff::civil::DateTime = format!("{date}T{time}").parse().ok()?;
+    civil
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Restart escalation
 // ---------------------------------------------------------------------------------------------
 
-/// Whether microk8s would turn a kubelite restart into `snap restart microk8s`.
+/// The snap's metadata, where run-kubelite-with-args reads its confinement.
+pub const SNAP_YAML: &str = "/snap/microk8s/current/meta/snap.yaml";
+
+/// Whether a crash of kubelite would make microk8s restart the whole snap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escalation {
-    /// The three conditions hold.
+    /// Every condition holds: a kubelite that restarts by itself escalates.
     pub risk: bool,
     /// Why, for people (set when `risk`).
     pub why: Option<String>,
 }
 
-/// The restart-escalation risk: kubelite restarted before (`nrestarts`), cpuset not delegated in
-/// [`SUBTREE_CONTROL`] and no [`DELEGATE_CONF`].
-pub async fn escalation(remote: &Remote, nrestarts: u64) -> Result<Escalation> {
-    Ok(escalation_probe(remote).await?.judge(nrestarts))
-}
-
-/// What the node says about cpuset delegation: [`SUBTREE_CONTROL`] and [`DELEGATE_CONF`], read
-/// at once over the node's one connection. [`EscalationProbe::judge`] adds NRestarts.
+/// What the node says about its cgroup delegation: [`SUBTREE_CONTROL`], [`DELEGATE_CONF`] and
+/// the snap's confinement, read at once over the node's one connection.
 #[derive(Debug, Clone)]
 pub struct EscalationProbe {
     control: crate::ssh::Output,
     delegate: crate::ssh::Output,
+    confinement: crate::ssh::Output,
 }
 
-/// Reads what [`EscalationProbe::judge`] needs, so that it can go along with the unit's state.
+/// Reads what [`EscalationProbe::judge`] needs.
 pub async fn escalation_probe(remote: &Remote) -> Result<EscalationProbe> {
-    let (control, delegate) = tokio::join!(
+    let (control, delegate, confinement) = tokio::join!(
         remote.run(false, "cat", &[SUBTREE_CONTROL]),
-        remote.run(false, "test", &["-e", DELEGATE_CONF])
+        remote.run(false, "test", &["-e", DELEGATE_CONF]),
+        remote.run(false, "grep", &["confinement", SNAP_YAML])
     );
     Ok(EscalationProbe {
         control: control?,
         delegate: delegate?,
+        confinement: confinement?,
     })
 }
 
+/// The escalation risk of the node (see [`EscalationProbe::judge`]).
+pub async fn escalation(remote: &Remote) -> Result<Escalation> {
+    Ok(escalation_probe(remote).await?.judge())
+}
+
 impl EscalationProbe {
-    /// The risk, given how often kubelite has restarted (`nrestarts`).
+    /// The risk as microk8s' run-kubelite-with-args decides it at the start of every kubelite
+    /// process (canonical/microk8s, microk8s-resources/wrappers/run-kubelite-with-args, from
+    /// PR #4503): not strictly confined, NRestarts not 0, `grep -qv cpuset` of
+    /// [`SUBTREE_CONTROL`] succeeding (a line without cpuset: a missing file, cgroup v1, or an
+    /// empty one never escalates) and no [`DELEGATE_CONF`]; then it writes delegate.conf and
+    /// runs `snap restart microk8s`, k8s-dqlite included.
+    ///
+    /// NRestarts is left out on purpose: `snap restart` is a stop and a start, which resets it
+    /// to 0, so the restart itself never escalates; the first crash after it (NRestarts 1) does.
+    /// The risk is a property of the node's delegation.
     #[must_use]
-    pub fn judge(&self, nrestarts: u64) -> Escalation {
-        let control = &self.control;
-        let cpuset = control.success() && control.stdout.split_whitespace().any(|c| c == "cpuset");
-        let risk = nrestarts > 0 && !cpuset && !self.delegate.success();
+    pub fn judge(&self) -> Escalation {
+        let strict = self.confinement.success()
+            && self
+                .confinement
+                .stdout
+                .lines()
+                .any(|l| l.contains("confinement") && l.contains("strict"));
+        let lacks_cpuset =
+            self.control.success() && self.control.stdout.lines().any(|l| !l.contains("cpuset"));
+        let delegated = self.delegate.success();
+        let risk = !strict && lacks_cpuset && !delegated;
         let why = risk.then(|| {
-            let cpuset = if control.success() {
-                format!("cpuset is not in {SUBTREE_CONTROL}")
-            } else {
-                format!("{SUBTREE_CONTROL} cannot be read, so cpuset delegation is not shown")
-            };
             format!(
-                "restart-escalation risk: kubelite has restarted before (NRestarts={nrestarts}), \
-                 {cpuset}, and {DELEGATE_CONF} is absent, so microk8s would turn this restart \
-                 into `snap restart microk8s` (dqlite included)"
+                "restart-escalation risk: cpuset is not in {SUBTREE_CONTROL} ({:?}) and \
+                 {DELEGATE_CONF} is absent, so if kubelite crashes after its restart, microk8s \
+                 writes delegate.conf and runs `snap restart microk8s`, restarting this node's \
+                 k8s-dqlite too",
+                self.control.stdout.trim()
             )
         });
         Escalation { risk, why }
     }
 }
 
+/// What to do about an escalation risk, for hints.
+pub const ESCALATION_REMEDY: &str = "write /etc/systemd/system/snap.microk8s.daemon-kubelite.\
+     service.d/delegate.conf with `[Service]` `Delegate=yes` and run `systemctl daemon-reload` \
+     on that node (what microk8s itself writes), or delegate cpuset";
+
+// ---------------------------------------------------------------------------------------------
+// snapd changes
+// ---------------------------------------------------------------------------------------------
+
+/// A snapd change that is not ready (snapd refuses `snap restart` meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapChange {
+    /// The change id.
+    pub id: String,
+    /// Its status (`Doing`, `Do`, `Undoing`, ...).
+    pub status: String,
+    /// What it does (`Auto-refresh snap "microk8s"`).
+    pub summary: String,
+}
+
+/// The statuses of a change that is not ready (canonical/snapd overlord/state/change.go: only
+/// Done, Undone, Hold and Error are ready).
+const SNAP_IN_PROGRESS: [&str; 6] = ["Do", "Doing", "Undo", "Undoing", "Abort", "Wait"];
+
+/// The changes in progress in `snap changes microk8s` output (canonical/snapd
+/// cmd/snap/cmd_changes.go: a header `ID Status Spawn Ready Summary`, then one row a change;
+/// older snapd writes Spawn and Ready as words, so only the first two columns are positional).
+#[must_use]
+pub fn parse_snap_changes(text: &str) -> Vec<SnapChange> {
+    let mut out = Vec::new();
+    for line in text.lines().skip_while(|l| !l.starts_with("ID")).skip(1) {
+        let mut words = line.split_whitespace();
+        let (Some(id), Some(status)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !id.chars().all(|c| c.is_ascii_digit()) || !SNAP_IN_PROGRESS.contains(&status) {
+            continue;
+        }
+        // Summary is the last column: after the last run of the padding (two spaces or more).
+        let summary = line
+            .trim_end()
+            .rfind("  ")
+            .map_or(String::new(), |i| line[i..].trim().to_owned());
+        out.push(SnapChange {
+            id: id.to_owned(),
+            status: status.to_owned(),
+            summary,
+        });
+    }
+    out
+}
+
+/// The microk8s snap's changes in progress. `snap changes` answers `error: no changes found`
+/// (exit 1) when there are none.
+pub async fn snap_changes(remote: &Remote) -> Result<Vec<SnapChange>> {
+    let output = remote.run(false, "snap", &["changes", "microk8s"]).await?;
+    if output.success() {
+        return Ok(parse_snap_changes(&output.stdout));
+    }
+    if output.stderr.contains("no changes found") {
+        return Ok(Vec::new());
+    }
+    Err(remote.error("run", format!("snap changes microk8s: {}", output.tail(3))))
+}
+
+/// A change in progress, for messages.
+#[must_use]
+pub fn snap_change_text(changes: &[SnapChange]) -> String {
+    changes
+        .iter()
+        .map(|c| format!("snapd change {} ({}: {})", c.id, c.status, c.summary))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 // ---------------------------------------------------------------------------------------------
 // dqlite
 // ---------------------------------------------------------------------------------------------
 
-/// dqlite's membership as one node sees it.
+/// A member of dqlite's cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its address (`ip:19001`).
+    pub address: String,
+    /// 0 voter, 1 stand-by, 2 spare.
+    pub role: u64,
+}
+
+/// dqlite's health as one node's own member has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dqlite {
-    /// Voters in `.cluster` (None: the query failed).
+    /// This node's member address, from its info.yaml (None: not read).
+    pub own_address: Option<String>,
+    /// The node's k8s-dqlite unit.
+    pub unit: Option<Unit>,
+    /// Whether this node's member is a voter in the cluster (None: not known).
+    pub own_voter: Option<bool>,
+    /// Voters in `.cluster`, each address once (None: the query failed).
     pub voters: Option<usize>,
     /// The leader's address (None: no leader, or the query failed).
     pub leader: Option<String>,
-    /// What is wrong: fewer than three voters, no leader, a failed query.
+    /// What is wrong: this node's k8s-dqlite down or not a voter, fewer than three voters, no
+    /// leader, a failed query.
     pub problems: Vec<String>,
 }
 
+/// How long one dqlite CLI call may take on the node (microk8s: 4 s, `utils.py`), after which
+/// `timeout` ends it there, and how often it is tried (microk8s: up to 10 times).
+pub const DQLITE_CALL_SECONDS: u32 = 4;
+const DQLITE_TRIES: u32 = 3;
+
 fn dqlite_args(query: &str) -> Vec<String> {
     vec![
+        "-k".into(),
+        "1".into(),
+        DQLITE_CALL_SECONDS.to_string(),
+        DQLITE.into(),
         "-s".into(),
         format!("file://{DQLITE_BACKEND}/cluster.yaml"),
         "-c".into(),
@@ -350,49 +517,144 @@ fn dqlite_args(query: &str) -> Vec<String> {
     ]
 }
 
+/// One dqlite CLI query, bounded on the node by `timeout` (the 1.28 CLI waits for a leader
+/// forever, later ones 2 s a request) and tried up to three times while it fails, as microk8s
+/// retries its own.
 async fn dqlite_query(remote: &Remote, query: &str) -> Result<crate::ssh::Output> {
     let args = dqlite_args(query);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    remote.run(true, DQLITE, &refs).await
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut output = remote.run(true, "timeout", &refs).await?;
+        if output.success() || tries >= DQLITE_TRIES {
+            if output.status == Some(124) {
+                output.stderr = format!(
+                    "no answer within {DQLITE_CALL_SECONDS}s ({tries} tries); {}",
+                    output.stderr.trim()
+                );
+            }
+            return Ok(output);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
-/// Counts the voters (Role 0) in dqlite's `.cluster` answer (`-f json`).
+/// The members in dqlite's `.cluster` answer (`-f json`), each address once (the first
+/// entry wins). IDs are left out: they may exceed 2^63.
 #[must_use]
-pub fn parse_voters(json: &str) -> Option<usize> {
+pub fn parse_members(json: &str) -> Option<Vec<Member>> {
     let members: Vec<serde_json::Value> = serde_json::from_str(json.trim()).ok()?;
-    Some(
-        members
-            .iter()
-            .filter(|m| m.get("Role").and_then(serde_json::Value::as_i64) == Some(0))
-            .count(),
-    )
+    let mut out: Vec<Member> = Vec::new();
+    for member in members {
+        let address = member.get("Address")?.as_str()?.to_owned();
+        let role = member.get("Role")?.as_u64()?;
+        if !out.iter().any(|m| m.address == address) {
+            out.push(Member { address, role });
+        }
+    }
+    Some(out)
 }
 
-/// dqlite voters and leader, as this node sees them.
+/// The `Address` of a node's info.yaml (microk8s writes `Address: 10.0.0.1:19001`).
+#[must_use]
+pub fn parse_info_address(yaml: &str) -> Option<String> {
+    yaml.lines().find_map(|l| {
+        let value = l
+            .trim()
+            .strip_prefix("Address:")?
+            .trim()
+            .trim_matches(['"', '\'']);
+        (!value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// dqlite's health as this node's member has it: its k8s-dqlite unit active, its own address
+/// (info.yaml) a voter, at least three voters and a leader. `.cluster` and `.leader` answer
+/// with the leader's view, so a node whose own k8s-dqlite is dead still shows three voters
+/// there: the unit and the own address are what tell (as microk8s' own check compares
+/// info.yaml's Address with the cluster).
 pub async fn dqlite_state(remote: &Remote) -> Result<Dqlite> {
-    let mut state = Dqlite::default();
-    // Both at once (read-only); the leader counts only when the membership was read.
-    let (cluster, leader) = tokio::join!(
+    let info_path = format!("{DQLITE_BACKEND}/info.yaml");
+    let info_args = [info_path.as_str()];
+    let (info, unit, cluster, leader) = tokio::join!(
+        remote.run(true, "cat", &info_args),
+        unit_state(remote, DQLITE_UNIT),
         dqlite_query(remote, ".cluster"),
         dqlite_query(remote, ".leader")
     );
-    let cluster = cluster?;
-    if !cluster.success() {
-        state
-            .problems
-            .push(format!("dqlite .cluster failed: {}", cluster.tail(3)));
-        return Ok(state);
-    }
-    let voters = parse_voters(&cluster.stdout).unwrap_or(0);
-    state.voters = Some(voters);
-    if voters < 3 {
+    let (info, unit, cluster, leader) = (info?, unit?, cluster?, leader?);
+    Ok(judge_dqlite(&info, unit, &cluster, &leader))
+}
+
+/// [`dqlite_state`]'s judgement of what it read (no I/O).
+#[must_use]
+pub fn judge_dqlite(
+    info: &crate::ssh::Output,
+    unit: Unit,
+    cluster: &crate::ssh::Output,
+    leader: &crate::ssh::Output,
+) -> Dqlite {
+    let mut state = Dqlite::default();
+    if !unit.is_active() {
         state.problems.push(format!(
-            "dqlite has {voters} voter(s): restarting one of fewer than three loses quorum"
+            "this node's {DQLITE_UNIT} is {}: its dqlite member is down",
+            unit.text()
         ));
     }
-    let leader = leader?;
+    state.unit = Some(unit);
+    if info.success() {
+        state.own_address = parse_info_address(&info.stdout);
+    }
+    if state.own_address.is_none() {
+        state.problems.push(format!(
+            "{DQLITE_BACKEND}/info.yaml gives no Address: {}",
+            info.tail(2)
+        ));
+    }
+    let members = if cluster.success() {
+        parse_members(&cluster.stdout)
+    } else {
+        None
+    };
+    match members {
+        None => state.problems.push(format!(
+            "dqlite .cluster failed: {}",
+            if cluster.success() {
+                "not a JSON list of members".to_owned()
+            } else {
+                cluster.tail(3)
+            }
+        )),
+        Some(members) => {
+            let voters = members.iter().filter(|m| m.role == 0).count();
+            state.voters = Some(voters);
+            if voters < 3 {
+                state.problems.push(format!(
+                    "dqlite has {voters} voter(s): restarting one of fewer than three loses \
+                     quorum"
+                ));
+            }
+            if let Some(own) = &state.own_address {
+                let role = members.iter().find(|m| &m.address == own).map(|m| m.role);
+                state.own_voter = Some(role == Some(0));
+                match role {
+                    Some(0) => {}
+                    Some(role) => state.problems.push(format!(
+                        "this node's dqlite member {own} is not a voter (role {})",
+                        role_name(role)
+                    )),
+                    None => state.problems.push(format!(
+                        "this node's dqlite member {own} is not in the cluster"
+                    )),
+                }
+            }
+        }
+    }
     let address = leader.stdout.trim().trim_matches('"').to_owned();
-    if !leader.success() || address.is_empty() {
+    if leader.success() && !address.is_empty() {
+        state.leader = Some(address);
+    } else {
         state.problems.push(format!(
             "dqlite reports no leader: {}",
             if leader.success() {
@@ -401,10 +663,17 @@ pub async fn dqlite_state(remote: &Remote) -> Result<Dqlite> {
                 leader.tail(3)
             }
         ));
-    } else {
-        state.leader = Some(address);
     }
-    Ok(state)
+    state
+}
+
+fn role_name(role: u64) -> &'static str {
+    match role {
+        0 => "voter",
+        1 => "stand-by",
+        2 => "spare",
+        _ => "unknown",
+    }
 }
 
 /// The dqlite backend's snapshot files and live data, in bytes.
@@ -420,22 +689,22 @@ pub struct BackendSizes {
     pub data_problem: Option<String>,
 }
 
-/// Sums `find -printf '%s %f\n'` output: (files, bytes).
+/// Sums `find -printf '%s %f\n'` output: (files, bytes); a size past 2^64 bytes saturates.
 #[must_use]
 pub fn parse_sizes(text: &str) -> (usize, u64) {
     text.lines()
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .fold((0, 0), |(n, sum), size| (n + 1, sum + size))
+        .fold((0, 0), |(n, sum), size| (n + 1, sum.saturating_add(size)))
 }
 
-/// The first whole number in dqlite's answer to [`LIVE_DATA_QUERY`] (`-f json` gives
-/// `[[22858956]]`, the tabular format the bare number).
+/// dqlite's answer to [`LIVE_DATA_QUERY`]. `-f json` does not apply to SQL: go-dqlite v2 and
+/// v3 (microk8s 1.29 on) print a tab-separated header row, then the value
+/// (`SUM(LENGTH(value))\t\n22858956\t`); v1.20 (microk8s 1.28) the bare value. The value is
+/// the last line that is a whole number; NULL (no rows), a negative or anything else is None.
 #[must_use]
 pub fn parse_live_data(text: &str) -> Option<u64> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|s| !s.is_empty())?
-        .parse()
-        .ok()
+    let last = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    last.parse().ok()
 }
 
 /// The snapshot files' total size (apparent, so a sparse file counts in full) and the live
@@ -478,7 +747,7 @@ pub async fn backend_sizes(remote: &Remote) -> Result<BackendSizes> {
         Some(bytes) => sizes.data_bytes = Some(bytes),
         None => {
             sizes.data_problem = Some(format!(
-                "dqlite did not answer {LIVE_DATA_QUERY:?}: {}",
+                "dqlite did not answer {LIVE_DATA_QUERY:?} with a size: {}",
                 data.tail(3)
             ));
         }
@@ -493,29 +762,73 @@ pub async fn backend_sizes(remote: &Remote) -> Result<BackendSizes> {
 /// What kine logs when dqlite refuses a write under contention.
 pub const DATABASE_LOCKED: &str = "database is locked";
 
-/// Counts the journal lines that report [`DATABASE_LOCKED`] (any case).
-#[must_use]
-pub fn count_locked(journal: &str) -> usize {
-    journal
+/// Counts, on the node, the lines of a unit's journal that report [`DATABASE_LOCKED`] (`$1`
+/// the unit, `$2` the epoch second to start at), so that only the count crosses SSH; the exit
+/// status of journalctl follows on stderr.
+const COUNT_LOCKED: &str = "{ journalctl -u \"$1\" --since=\"@$2\" --no-pager -o cat; \
+     echo \"journalctl-exit=$?\" >&2; } | grep -ci -e 'database is locked'; exit 0";
+
+/// What journalctl says (without `-q`) when it cannot read the system journal: the login user
+/// is not root nor in adm or systemd-journal. It then prints no entries and exits 0.
+const JOURNAL_UNREADABLE: [&str; 2] = [
+    "not seeing messages from other users and the system",
+    "insufficient permissions",
+];
+
+/// Judges [`COUNT_LOCKED`]'s output: the count, or why the journal could not be read (never
+/// a silent zero).
+pub fn parse_locked_count(output: &crate::ssh::Output) -> std::result::Result<usize, String> {
+    if !output.success() {
+        return Err(output.tail(3));
+    }
+    let exit = output
+        .stderr
         .lines()
-        .filter(|l| l.to_ascii_lowercase().contains(DATABASE_LOCKED))
-        .count()
+        .find_map(|l| l.trim().strip_prefix("journalctl-exit="));
+    let said: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().starts_with("journalctl-exit="))
+        .collect();
+    if JOURNAL_UNREADABLE
+        .iter()
+        .any(|hint| output.stderr.contains(hint))
+    {
+        return Err(format!(
+            "journalctl cannot read the system journal as this user (not root, not in adm or \
+             systemd-journal): {}",
+            said.first().map_or("", |l| l.trim())
+        ));
+    }
+    match exit {
+        Some("0") => {}
+        Some(code) => {
+            return Err(format!(
+                "journalctl exited {code}: {}",
+                said.join(" ").trim()
+            ));
+        }
+        None => return Err(format!("journalctl did not run: {}", output.tail(3))),
+    }
+    output
+        .stdout
+        .trim()
+        .parse()
+        .map_err(|_| format!("the count is not a number: {:?}", output.stdout.trim()))
 }
 
-/// `database is locked` lines in `unit`'s journal since `since` (unix seconds).
-pub async fn locked_since(remote: &Remote, unit: &str, since: i64) -> Result<usize> {
-    let since = format!("--since=@{since}");
+/// `database is locked` lines in `unit`'s journal since `since` (unix seconds), counted on the
+/// node. Err(reason) when the journal could not be read.
+pub async fn locked_since(
+    remote: &Remote,
+    unit: &str,
+    since: i64,
+) -> Result<std::result::Result<usize, String>> {
+    let since = since.to_string();
     let output = remote
-        .run(
-            true,
-            "journalctl",
-            &["-u", unit, &since, "--no-pager", "-q", "-o", "short-unix"],
-        )
+        .run(true, "sh", &["-c", COUNT_LOCKED, "sh", unit, &since])
         .await?;
-    if !output.success() {
-        return Err(remote.error("run", format!("journalctl -u {unit}: {}", output.tail(3))));
-    }
-    Ok(count_locked(&output.stdout))
+    Ok(parse_locked_count(&output))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,6 +843,8 @@ pub struct ApiserverArgs {
     pub authorization_modes: Vec<String>,
     /// `--feature-gates`, every occurrence, as `(gate, value)`.
     pub feature_gates: Vec<(String, String)>,
+    /// `--etcd-servers` (the last one).
+    pub etcd_servers: Option<String>,
 }
 
 impl ApiserverArgs {
@@ -538,6 +853,16 @@ impl ApiserverArgs {
     pub fn always_allow(&self) -> bool {
         self.authorization_modes.is_empty()
             || self.authorization_modes.iter().any(|m| m == "AlwaysAllow")
+    }
+
+    /// Whether the datastore is kine (k8s-dqlite's socket), where microk8s turns off
+    /// [`DQLITE_FEATURE_GATES`]; with etcd it sets none (snap/hooks/configure greps
+    /// `--etcd-servers=.*kine.sock`).
+    #[must_use]
+    pub fn uses_kine(&self) -> bool {
+        self.etcd_servers
+            .as_deref()
+            .is_some_and(|s| s.contains("kine.sock"))
     }
 
     /// The gates of [`DQLITE_FEATURE_GATES`] not set to false.
@@ -582,6 +907,7 @@ pub fn parse_apiserver_args(text: &str) -> ApiserverArgs {
                     .map(str::to_owned)
                     .collect();
             }
+            "--etcd-servers" => args.etcd_servers = Some(value.to_owned()),
             "--feature-gates" => {
                 for pair in value.split(',') {
                     if let Some((gate, on)) = pair.split_once('=') {
@@ -608,63 +934,413 @@ pub async fn apiserver_args(remote: &Remote) -> Result<ApiserverArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssh::Output;
+
+    fn out(status: i32, stdout: &str, stderr: &str) -> Output {
+        Output {
+            status: Some(status),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
 
     #[test]
-    fn systemctl_show_is_read_with_unix_timestamps() {
-        let unit =
-            parse_unit("ActiveState=active\nNRestarts=3\nActiveEnterTimestamp=@1747294800\n");
-        assert_eq!(unit.active, "active");
-        assert_eq!(unit.nrestarts, 3);
+    fn systemctl_show_is_read_by_key_in_systemds_own_format() {
+        // systemd prints properties in its own order, not the -p order.
+        let unit = parse_unit(
+            "NRestarts=3\nActiveState=active\nSubState=running\n\
+             ActiveEnterTimestamp=Sat 2026-12-05 21:20:07 UTC\n\
+             InvocationID=5f0c3f1a0d6b4e6c9a1f2b3c4d5e6f70\n",
+        );
+        assert!(unit.is_active());
+        assert_eq!(unit.text(), "active (running)");
+        assert_eq!(unit.nrestarts, Some(3));
         assert_eq!(
             unit.active_since.unwrap().to_string(),
-            "2025-05-15T07:40:00Z"
+            "2026-12-05T21:20:07Z"
         );
-        let down = parse_unit("ActiveState=inactive\nNRestarts=0\nActiveEnterTimestamp=\n");
+        assert_eq!(
+            unit.invocation.as_deref(),
+            Some("5f0c3f1a0d6b4e6c9a1f2b3c4d5e6f70")
+        );
+        let down = parse_unit(
+            "ActiveState=inactive\nSubState=dead\nNRestarts=0\nActiveEnterTimestamp=\nInvocationID=\n",
+        );
         assert!(down.active_since.is_none());
+        assert!(down.invocation.is_none());
+        assert!(!down.is_active());
+    }
+
+    /// A command's real output, captured on a real systemd machine (tests/fixtures/node).
+    fn captured(json: &str) -> Output {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        out(
+            i32::try_from(v["rc"].as_i64().unwrap()).unwrap(),
+            v["stdout"].as_str().unwrap(),
+            v["stderr"].as_str().unwrap(),
+        )
+    }
+
+    macro_rules! fixture {
+        ($host:literal, $case:literal) => {
+            captured(include_str!(concat!(
+                "../tests/fixtures/node/",
+                $host,
+                "/",
+                $case,
+                ".json"
+            )))
+        };
     }
 
     #[test]
-    fn voters_are_role_zero() {
-        let json = r#"[{"ID":1,"Address":"a:19001","Role":0},{"ID":2,"Address":"b:19001","Role":1},
-                      {"ID":3,"Address":"c:19001","Role":0}]"#;
-        assert_eq!(parse_voters(json), Some(2));
-        assert_eq!(parse_voters("Error: no"), None);
+    fn systemctl_show_under_tz_utc_is_read_on_systemd_247_and_252() {
+        for (active, unix, after_crash, restarting, after_manual, missing) in [
+            (
+                fixture!("bookworm-252", "show-active-env-tz-utc-lc-all-c"),
+                Some(fixture!("bookworm-252", "show-active-unix")),
+                fixture!(
+                    "bookworm-252",
+                    "show-after-auto-restart-env-tz-utc-lc-all-c"
+                ),
+                fixture!("bookworm-252", "show-auto-restart-env-tz-utc-lc-all-c"),
+                fixture!(
+                    "bookworm-252",
+                    "show-after-manual-restart-env-tz-utc-lc-all-c"
+                ),
+                fixture!("bookworm-252", "show-not-found-env-tz-utc-lc-all-c"),
+            ),
+            (
+                fixture!("bullseye-247", "show-active-env-tz-utc-lc-all-c"),
+                None,
+                fixture!(
+                    "bullseye-247",
+                    "show-after-auto-restart-env-tz-utc-lc-all-c"
+                ),
+                fixture!("bullseye-247", "show-auto-restart-env-tz-utc-lc-all-c"),
+                fixture!(
+                    "bullseye-247",
+                    "show-after-manual-restart-env-tz-utc-lc-all-c"
+                ),
+                fixture!("bullseye-247", "show-not-found-env-tz-utc-lc-all-c"),
+            ),
+        ] {
+            let up = parse_unit(&active.stdout);
+            assert!(up.is_active(), "{up:?}");
+            assert_eq!(up.nrestarts, Some(0));
+            let since = up.active_since.expect("a timestamp");
+            assert!(up.invocation.is_some());
+            // The same whole second as --timestamp=unix, where that exists (252).
+            if let Some(unix) = unix {
+                assert_eq!(parse_unit(&unix.stdout).active_since, Some(since));
+            }
+            // A crash: activating (auto-restart) with the old invocation, then active again
+            // with NRestarts 1 and a new invocation.
+            let between = parse_unit(&restarting.stdout);
+            assert_eq!(between.text(), "activating (auto-restart)");
+            assert_eq!(between.invocation, up.invocation);
+            let crashed = parse_unit(&after_crash.stdout);
+            assert!(crashed.is_active());
+            assert_eq!(crashed.nrestarts, Some(1));
+            assert_ne!(crashed.invocation, up.invocation);
+            assert!(crashed.active_since.unwrap() > since);
+            // A manual restart resets NRestarts.
+            let manual = parse_unit(&after_manual.stdout);
+            assert_eq!(manual.nrestarts, Some(0));
+            assert_ne!(manual.invocation, crashed.invocation);
+            let gone = parse_unit(&missing.stdout);
+            assert!(!gone.is_active());
+            assert!(gone.invocation.is_none() && gone.active_since.is_none());
+        }
+        // systemd 247 has no --timestamp=unix: what kubemend used to ask for.
+        let old = fixture!("bullseye-247", "show-active-unix");
+        assert_eq!(old.status, Some(1));
+        assert!(old.stderr.contains("Invalid value: unix."));
     }
 
     #[test]
-    fn snapshot_sizes_and_live_data_are_read() {
+    fn an_unprivileged_journal_read_is_recognised_on_systemd_247_and_252() {
+        for hint in [
+            fixture!("bookworm-252", "journal-short-unix-k8sadmin"),
+            fixture!("bullseye-247", "journal-short-unix-k8sadmin"),
+        ] {
+            // What COUNT_LOCKED's pipeline gets: journalctl's own stderr, the count of nothing.
+            let mut counted = out(0, "0\n", &hint.stderr);
+            counted.stderr.push_str("journalctl-exit=0\n");
+            let why = parse_locked_count(&counted).unwrap_err();
+            assert!(why.contains("cannot read the system journal"), "{why}");
+        }
+        for root in [
+            fixture!("bookworm-252", "journal-cat-grep-count-root"),
+            fixture!("bullseye-247", "journal-cat-grep-count-root"),
+        ] {
+            let mut counted = root.clone();
+            counted.stderr.push_str("journalctl-exit=0\n");
+            assert_eq!(parse_locked_count(&counted), Ok(3));
+        }
+    }
+
+    #[test]
+    fn dqlite_cluster_answers_of_a_real_cluster_are_read() {
+        let cluster = fixture!("dqlite-1.11.5", "cluster-json-file-store");
+        let members = parse_members(&cluster.stdout).expect("members");
+        assert_eq!(members.iter().filter(|m| m.role == 0).count(), 3);
+    }
+
+    #[test]
+    fn an_unreadable_nrestarts_is_unknown_not_zero() {
+        assert_eq!(parse_unit("ActiveState=active\n").nrestarts, None);
+        assert_eq!(parse_unit("NRestarts=[not set]\n").nrestarts, None);
+        assert_eq!(parse_unit("").active, "unknown");
+    }
+
+    #[test]
+    fn systemd_timestamps_are_read_in_utc_whatever_the_style() {
+        for text in [
+            "Sat 2026-12-05 21:20:07 UTC",
+            "2026-12-05 21:20:07 UTC",
+            "@1796505607",
+        ] {
+            assert_eq!(
+                parse_systemd_timestamp(text).map(Timestamp::as_second),
+                Some(1_796_505_607),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_systemd_timestamp("Sat 2026-12-05 21:20:07.123456 UTC")
+                .map(Timestamp::as_millisecond),
+            Some(1_796_505_607_123)
+        );
+        // A local zone would be read wrongly: refused, not guessed.
+        assert_eq!(parse_systemd_timestamp("Sat 2026-12-05 22:20:07 CET"), None);
+        assert_eq!(parse_systemd_timestamp(""), None);
+        assert_eq!(parse_systemd_timestamp("n/a"), None);
+    }
+
+    fn probe(control: Output, delegate: i32, confinement: Output) -> EscalationProbe {
+        EscalationProbe {
+            control,
+            delegate: out(delegate, "", ""),
+            confinement,
+        }
+    }
+
+    fn classic() -> Output {
+        out(0, "confinement: classic\n", "")
+    }
+
+    #[test]
+    fn escalation_is_judged_as_run_kubelite_with_args_does() {
+        // cgroup v2 without cpuset and no delegate.conf: a crash after the restart escalates.
+        let risk = probe(out(0, "cpu io memory pids\n", ""), 1, classic()).judge();
+        assert!(risk.risk);
+        assert!(risk.why.unwrap().contains("delegate.conf"));
+        // cpuset delegated, delegate.conf present, or strict confinement: never.
+        assert!(
+            !probe(out(0, "cpuset cpu io memory pids\n", ""), 1, classic())
+                .judge()
+                .risk
+        );
+        assert!(
+            !probe(out(0, "cpu io memory\n", ""), 0, classic())
+                .judge()
+                .risk
+        );
+        assert!(
+            !probe(
+                out(0, "cpu io\n", ""),
+                1,
+                out(0, "confinement: strict\n", "")
+            )
+            .judge()
+            .risk
+        );
+        // cgroup v1 (no such file: grep exits 2) and an empty file (grep exits 1): never.
+        let missing = out(
+            1,
+            "",
+            "cat: /sys/fs/cgroup/cgroup.subtree_control: No such file\n",
+        );
+        assert!(!probe(missing, 1, classic()).judge().risk);
+        assert!(!probe(out(0, "", ""), 1, classic()).judge().risk);
+        // No snap.yaml to read (grep fails): not strict, as upstream's grep pipeline decides.
+        assert!(
+            probe(out(0, "cpu io\n", ""), 1, out(2, "", "No such file"))
+                .judge()
+                .risk
+        );
+    }
+
+    #[test]
+    fn snap_changes_in_progress_are_found_in_either_time_format() {
+        let current = "ID   Status  Spawn                 Ready                 Summary\n\
+                       12   Done    2026-12-01T10:00:00Z  2026-12-01T10:01:00Z  Auto-refresh snap \"microk8s\"\n\
+                       13   Doing   2026-12-05T21:00:00Z  -                     Auto-refresh snap \"microk8s\"\n\n";
+        let changes = parse_snap_changes(current);
+        assert_eq!(
+            changes,
+            [SnapChange {
+                id: "13".into(),
+                status: "Doing".into(),
+                summary: "Auto-refresh snap \"microk8s\"".into()
+            }]
+        );
+        assert!(snap_change_text(&changes).contains("snapd change 13 (Doing"));
+        let older = "ID   Status  Spawn               Ready  Summary\n\
+                     7    Undoing today at 10:00 UTC  -      Refresh snap \"microk8s\"\n\
+                     8    Error   today at 09:00 UTC  today at 09:01 UTC  Install \"x\"\n";
+        let changes = parse_snap_changes(older);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].status, "Undoing");
+        assert_eq!(changes[0].summary, "Refresh snap \"microk8s\"");
+        assert!(parse_snap_changes("").is_empty());
+    }
+
+    #[test]
+    fn members_count_each_address_once_and_ids_past_2_63_parse() {
+        let json = r#"[{"ID":18446744073709551615,"Address":"a:19001","Role":0},
+                      {"ID":2,"Address":"b:19001","Role":1},
+                      {"ID":3,"Address":"c:19001","Role":0},
+                      {"ID":4,"Address":"c:19001","Role":0}]"#;
+        let members = parse_members(json).unwrap();
+        assert_eq!(members.len(), 3);
+        assert_eq!(members.iter().filter(|m| m.role == 0).count(), 2);
+        assert_eq!(parse_members("Error: no"), None);
+    }
+
+    #[test]
+    fn info_yaml_gives_the_members_own_address() {
+        assert_eq!(
+            parse_info_address("Address: 10.0.0.1:19001\nID: 3297041220608546238\nRole: 0\n")
+                .as_deref(),
+            Some("10.0.0.1:19001")
+        );
+        assert_eq!(
+            parse_info_address("Address: \"[fd00::1]:19001\"\n").as_deref(),
+            Some("[fd00::1]:19001")
+        );
+        assert_eq!(parse_info_address("ID: 1\n"), None);
+    }
+
+    fn active_unit() -> Unit {
+        parse_unit("ActiveState=active\nSubState=running\nInvocationID=abc\n")
+    }
+
+    const THREE: &str = r#"[{"ID":1,"Address":"127.0.1.1:19001","Role":0},
+        {"ID":2,"Address":"127.0.1.2:19001","Role":0},{"ID":3,"Address":"127.0.1.3:19001","Role":0}]"#;
+
+    #[test]
+    fn dqlite_health_is_the_nodes_own_not_the_leaders_view() {
+        let info = out(0, "Address: 127.0.1.2:19001\nID: 2\nRole: 0\n", "");
+        let leader = out(0, "127.0.1.1:19001\n", "");
+        let healthy = judge_dqlite(&info, active_unit(), &out(0, THREE, ""), &leader);
+        assert!(healthy.problems.is_empty(), "{:?}", healthy.problems);
+        assert_eq!(healthy.voters, Some(3));
+        assert_eq!(healthy.own_voter, Some(true));
+        assert_eq!(healthy.leader.as_deref(), Some("127.0.1.1:19001"));
+        // Its own k8s-dqlite stopped: the leader still lists three voters.
+        let stopped = parse_unit("ActiveState=inactive\nSubState=dead\n");
+        let dead = judge_dqlite(&info, stopped, &out(0, THREE, ""), &leader);
+        assert_eq!(dead.voters, Some(3));
+        assert!(
+            dead.problems[0].contains("is inactive (dead)"),
+            "{:?}",
+            dead.problems
+        );
+        // Its own member is a stand-by, or missing.
+        let two = r#"[{"ID":1,"Address":"127.0.1.1:19001","Role":0},
+            {"ID":2,"Address":"127.0.1.2:19001","Role":1},{"ID":3,"Address":"127.0.1.3:19001","Role":0}]"#;
+        let standby = judge_dqlite(&info, active_unit(), &out(0, two, ""), &leader);
+        assert_eq!(standby.own_voter, Some(false));
+        assert!(
+            standby
+                .problems
+                .iter()
+                .any(|p| p.contains("not a voter (role stand-by)"))
+        );
+        assert!(standby.problems.iter().any(|p| p.contains("2 voter(s)")));
+        // No leader: the CLI timed out on the node.
+        let none = out(124, "", "no answer within 4s (3 tries);");
+        let leaderless = judge_dqlite(&info, active_unit(), &out(0, THREE, ""), &none);
+        assert!(leaderless.leader.is_none());
+        assert!(leaderless.problems[0].contains("no leader: no answer within 4s"));
+    }
+
+    #[test]
+    fn snapshot_sizes_and_live_data_are_read_as_each_cli_prints_them() {
         let (files, bytes) = parse_sizes(
             "235929600 snapshot-1-2048-1764581234\n128 snapshot-1-2048-1764581234.meta\n",
         );
         assert_eq!((files, bytes), (2, 235_929_728));
         assert_eq!(parse_sizes(""), (0, 0));
-        assert_eq!(parse_live_data("[[21800000]]\n"), Some(21_800_000));
+        assert_eq!(
+            parse_sizes("18446744073709551615 a\n18446744073709551615 b\n"),
+            (2, u64::MAX)
+        );
+        // go-dqlite v2/v3 (microk8s 1.29 on): a header row, then the value, tab-terminated.
+        assert_eq!(
+            parse_live_data("SUM(LENGTH(value))\t\n22858956\t\n"),
+            Some(22_858_956)
+        );
+        // go-dqlite v1.20 (microk8s 1.28): the bare value.
         assert_eq!(parse_live_data("21800000\n"), Some(21_800_000));
-        assert_eq!(parse_live_data("[[null]]"), None);
+        assert_eq!(parse_live_data("SUM(LENGTH(value))\t\nNULL\t\n"), None);
+        assert_eq!(parse_live_data("SUM(LENGTH(value))\t\n-5\t\n"), None);
+        assert_eq!(parse_live_data(""), None);
     }
 
     #[test]
-    fn database_locked_lines_are_counted() {
-        let journal = "1764581234.1 k8s02 kubelite[1]: E1201 09:40:00 \"database is locked\"\n\
-                       1764581235.1 k8s02 kubelite[1]: I1201 started\n\
-                       1764581236.1 k8s02 kubelite[1]: Error: Database Is Locked (5)\n";
-        assert_eq!(count_locked(journal), 2);
-        assert_eq!(count_locked("-- No entries --\n"), 0);
+    fn database_locked_lines_are_counted_on_the_node_and_an_unreadable_journal_is_no_zero() {
+        assert!(COUNT_LOCKED.contains(DATABASE_LOCKED));
+        assert_eq!(
+            parse_locked_count(&out(0, "2\n", "journalctl-exit=0\n")),
+            Ok(2)
+        );
+        assert_eq!(
+            parse_locked_count(&out(0, "0\n", "journalctl-exit=0\n")),
+            Ok(0)
+        );
+        let unprivileged = out(
+            0,
+            "0\n",
+            "Hint: You are currently not seeing messages from other users and the system.\n      \
+             Users in groups 'adm', 'systemd-journal' can see all messages.\n      \
+             Pass -q to turn off this notice.\njournalctl-exit=0\n",
+        );
+        let why = parse_locked_count(&unprivileged).unwrap_err();
+        assert!(why.contains("cannot read the system journal"), "{why}");
+        let failed = out(
+            0,
+            "0\n",
+            "Failed to parse timestamp: @x\njournalctl-exit=1\n",
+        );
+        assert!(
+            parse_locked_count(&failed)
+                .unwrap_err()
+                .contains("exited 1")
+        );
+        let sudo = out(1, "", "sudo: a password is required\n");
+        assert!(parse_locked_count(&sudo).unwrap_err().contains("password"));
     }
 
     #[test]
-    fn apiserver_args_give_the_authorization_mode_and_feature_gates() {
+    fn apiserver_args_give_the_authorization_mode_datastore_and_feature_gates() {
         let args = parse_apiserver_args(
             "# comment\n--authorization-mode=Node,RBAC\n\
+             --etcd-servers=unix://${SNAP_DATA}/var/kubernetes/backend/kine.sock:12379\n\
              --feature-gates=ListFromCacheSnapshot=false,SizeBasedListCostEstimate=false\n\
              --feature-gates DetectCacheInconsistency=true\n",
         );
         assert_eq!(args.authorization_modes, ["Node", "RBAC"]);
         assert!(!args.always_allow());
+        assert!(args.uses_kine());
         assert_eq!(args.missing_dqlite_gates(), ["DetectCacheInconsistency"]);
         let open = parse_apiserver_args("--authorization-mode=AlwaysAllow\n");
         assert!(open.always_allow());
+        assert!(!open.uses_kine());
         assert_eq!(open.missing_dqlite_gates().len(), 3);
         assert!(parse_apiserver_args("--secure-port=16443\n").always_allow());
+        assert!(!parse_apiserver_args("--etcd-servers=https://10.0.0.1:2379\n").uses_kine());
     }
 }

@@ -171,8 +171,17 @@ async fn over_ssh_the_seeded_lock_errors_and_snapshot_bloat_are_found_on_k8s02()
     let hint = snapshots["hint"].as_str().expect("a hint");
     assert!(hint.contains("microk8s.daemon-k8s-dqlite"), "{hint}");
 
-    // The other nodes: no lock errors, no bloat, dqlite healthy, the test bed's RBAC and the
-    // 1.34 feature gates in place.
+    // The dqlite leader is named by its member address (k8s01's info.yaml).
+    let dqlite = finding_by_id(&result, "kubelite:dqlite:node/k8s02");
+    assert_eq!(dqlite["data"]["leader_node"], json!("k8s01"), "{dqlite:#}");
+    assert_eq!(
+        dqlite["data"]["address"],
+        json!("127.0.1.2:19001"),
+        "{dqlite:#}"
+    );
+
+    // The other nodes: no lock errors, no bloat, dqlite healthy, the test bed's RBAC; no
+    // feature-gate finding, since the test bed's datastore is etcd, not kine.
     for node in ["k8s01", "k8s03"] {
         for what in ["database_locked", "dqlite_snapshots", "dqlite"] {
             let id = format!("kubelite:{what}:node/{node}");
@@ -186,6 +195,35 @@ async fn over_ssh_the_seeded_lock_errors_and_snapshot_bloat_are_found_on_k8s02()
             "{f:#}"
         );
     }
+}
+
+#[tokio::test]
+async fn without_become_a_journal_the_login_user_cannot_read_is_unread_not_zero() {
+    let _incident = support::incident();
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({
+            "checks": ["kubelite"],
+            "ssh_config": support::cluster().ssh_config,
+            "become": false,
+        }),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    // k8s02's journal holds the seeded lock errors, but k8sadmin is not in adm or
+    // systemd-journal: no count at all, rather than a reassuring 0.
+    assert!(
+        !findings(&result, "kubelite")
+            .iter()
+            .any(|f| f["id"] == "kubelite:database_locked:node/k8s02"),
+        "{result:#}"
+    );
+    let unread = finding_by_id(&result, "kubelite:unread:node/k8s02");
+    let evidence = unread["evidence"].as_str().expect("evidence");
+    assert!(
+        evidence.contains("journal of snap.microk8s.daemon-kubelite")
+            && evidence.contains("cannot read the system journal"),
+        "{unread:#}"
+    );
 }
 
 #[tokio::test]

@@ -129,7 +129,7 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
         assert_eq!(node["status"], "restarted");
         let passed = gates(node);
         for gate in [
-            "unit active",
+            "unit restarted",
             "node lease renewed",
             "node Ready",
             "apiserver /readyz",
@@ -179,7 +179,16 @@ async fn kubelite_restart_refuses_before_any_restart_when_a_node_is_unfit() {
     for (fault, words) in [
         ("ssh-down", "ssh to node \"k8s02\""),
         ("no-dqlite-leader", "dqlite reports no leader"),
+        // The leader's view still lists three voters: only the node's own unit tells.
+        (
+            "dqlite-stopped",
+            "this node's snap.microk8s.daemon-k8s-dqlite is inactive (dead)",
+        ),
         ("escalation-risk", "restart-escalation risk"),
+        (
+            "snap-change",
+            "snapd change 12 (Doing: Auto-refresh snap \"microk8s\")",
+        ),
     ] {
         let out = support::testcluster(&["fault", "k8s02", fault]);
         assert!(out.status.success(), "{fault}: {out:?}");
@@ -208,11 +217,12 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
     let _nodes = support::all_nodes_lock();
     no_lock_lease().await;
     let given = json!({"order": "given", "nodes": ["k8s01", "k8s02", "k8s03"]});
-    // slow-start=25 comes up by itself 25 s after the restart, past the 15 s gate_timeout.
+    // slow-start=25 comes up by itself 25 s after the restart, past the 15 s gate_timeout. The
+    // unit is Type=simple: active as soon as its wrapper runs, so the apiserver is what tells.
     for (fault, gate) in [
         ("restart-fails", "restart"),
-        ("never-ready", "unit active"),
-        ("slow-start=25", "unit active"),
+        ("never-ready", "apiserver /readyz"),
+        ("slow-start=25", "apiserver /readyz"),
     ] {
         no_lock_lease().await;
         assert!(
@@ -254,7 +264,10 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
         if fault.starts_with("slow-start") {
             // The slow node does come up, late: the run stopped rather than moved on.
             support::wait_until("k8s02's slow start", Duration::from_secs(60), || async {
-                (support::unit_property("k8s02", "ActiveState") == "active").then_some(())
+                support::kubelite_events_since(since)
+                    .iter()
+                    .any(|e| e.1 == "k8s02" && e.2 == "started")
+                    .then_some(())
             })
             .await;
         }
@@ -282,6 +295,168 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
         let restarts = assert_never_two_down(&support::kubelite_events_since(since));
         assert!(!restarts.contains_key("k8s01"), "{restarts:?}");
     }
+}
+
+#[tokio::test]
+async fn kubelite_restart_stops_when_a_crash_after_the_restart_escalates_to_the_whole_snap() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    // k8s02 without cpuset delegation or delegate.conf, and a kubelite that dies 3 s after it
+    // came up: systemd restarts it, and microk8s' wrapper then restarts the whole snap.
+    for fault in ["escalation-risk", "crash-after-start=3"] {
+        assert!(
+            support::testcluster(&["fault", "k8s02", fault])
+                .status
+                .success()
+        );
+    }
+    let dqlite_invocation = || {
+        support::ssh_ok(
+            "k8s02",
+            "systemctl show -p InvocationID --value snap.microk8s.daemon-k8s-dqlite",
+        )
+    };
+    let dqlite_before = dqlite_invocation();
+    let since = support::now();
+    let options = args(&json!({
+        "nodes": ["k8s02", "k8s03"],
+        "order": "given",
+        "allow_escalation_risk": true,
+        "settle": "20s",
+    }));
+    let (code, result) = support::run_module("kubelite_restart", &options);
+    assert_eq!(code, 1, "{result:#}");
+    assert_eq!(result["failed_step"], "apply", "{result:#}");
+    assert_eq!(result["changed"], json!(true), "{result:#}");
+    assert_eq!(result["failed_node"], json!("k8s02"), "{result:#}");
+    assert_eq!(result["not_started"], json!(["k8s03"]), "{result:#}");
+    let failed = node_entry(&result, "k8s02");
+    assert_eq!(failed["failed_gate"], "no escalation", "{failed:#}");
+    assert!(
+        failed["observed"]
+            .as_str()
+            .unwrap()
+            .contains("snap restart microk8s"),
+        "{failed:#}"
+    );
+    assert!(
+        result["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("allow_escalation_risk")),
+        "{result:#}"
+    );
+    // The whole snap did restart: k8s-dqlite has a new invocation and delegate.conf is written.
+    assert_ne!(dqlite_invocation(), dqlite_before);
+    assert_eq!(
+        support::ssh_ok(
+            "k8s02",
+            "test -e /etc/systemd/system/snap.microk8s.daemon-kubelite.service.d/delegate.conf \
+             && echo written"
+        )
+        .trim(),
+        "written"
+    );
+    let events = support::kubelite_events_since(since);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.1 == "k8s02" && e.2 == "started")
+            .count()
+            >= 2,
+        "kubemend's restart, then microk8s' own: {events:?}"
+    );
+    assert!(!events.iter().any(|e| e.1 == "k8s03"), "{events:?}");
+
+    clear_and_wait_until_fit("k8s02", &json!({})).await;
+    no_lock_lease().await;
+}
+
+#[tokio::test]
+async fn kubelite_restart_checks_dqlite_and_snapd_again_before_each_further_node() {
+    let _nodes = support::all_nodes_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // Each fault comes while k8s01 restarts, after the pre-flight passed.
+    for (node, fault, check, words) in [
+        (
+            "k8s03",
+            "dqlite-stopped",
+            "dqlite healthy",
+            "k8s03: this node's snap.microk8s.daemon-k8s-dqlite is inactive (dead)",
+        ),
+        (
+            "k8s02",
+            "snap-change",
+            "no snapd change",
+            "snapd change 12 (Doing",
+        ),
+    ] {
+        no_lock_lease().await;
+        let options = args(&json!({
+            "nodes": ["k8s01", "k8s02", "k8s03"],
+            "order": "given",
+            "settle": "10s",
+        }));
+        let since = support::now();
+        let run = spawn_cli(&options, dir.path(), fault);
+        support::wait_until("k8s01 restarted", Duration::from_secs(90), || async {
+            support::kubelite_events_since(since)
+                .iter()
+                .any(|e| e.1 == "k8s01" && e.2 == "started")
+                .then_some(())
+        })
+        .await;
+        assert!(
+            support::testcluster(&["fault", node, fault])
+                .status
+                .success()
+        );
+        let (code, result) = result_of(run);
+        assert_eq!(code, 1, "{fault}: {result:#}");
+        assert_eq!(result["changed"], json!(true), "{fault}: {result:#}");
+        assert_eq!(result["restarted"], json!(["k8s01"]), "{fault}: {result:#}");
+        assert_eq!(result["failed_node"], json!("k8s02"), "{fault}: {result:#}");
+        assert_eq!(
+            result["not_started"],
+            json!(["k8s03"]),
+            "{fault}: {result:#}"
+        );
+        let failed = node_entry(&result, "k8s02");
+        assert_eq!(failed["failed_gate"], check, "{fault}: {failed:#}");
+        let observed = failed["observed"].as_str().unwrap();
+        assert!(observed.contains(words), "{fault}: {observed}");
+        let touched: Vec<String> = support::kubelite_events_since(since)
+            .into_iter()
+            .map(|e| e.1)
+            .filter(|n| n != "k8s01")
+            .collect();
+        assert!(
+            touched.is_empty(),
+            "{fault}: only k8s01 restarted: {touched:?}"
+        );
+
+        clear_and_wait_until_fit(node, &json!({})).await;
+    }
+    no_lock_lease().await;
+}
+
+/// Clears `node`'s faults and waits until a check-mode run with `extra` passes its pre-flight
+/// (the node's kubelet renews its Lease again, its dqlite member is back).
+async fn clear_and_wait_until_fit(node: &str, extra: &Value) {
+    assert!(
+        support::testcluster(&["fault", "clear", node])
+            .status
+            .success()
+    );
+    let mut check = args(extra);
+    check["_ansible_check_mode"] = json!(true);
+    support::wait_until(
+        &format!("{node} fit again"),
+        Duration::from_secs(90),
+        || async { (support::run_module("kubelite_restart", &check).0 == 0).then_some(()) },
+    )
+    .await;
 }
 
 /// A CLI run in the background, printing its JSON result.

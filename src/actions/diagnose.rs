@@ -1718,6 +1718,8 @@ pub struct KubeliteLimits {
     pub minor: Option<u32>,
     /// The SSH options diagnose was given, for the fixes' options.
     pub ssh_options: Map<String, Value>,
+    /// Each node's dqlite member address (its info.yaml) and the node, to name the leader.
+    pub dqlite_members: BTreeMap<String, String>,
 }
 
 impl Diagnose {
@@ -1752,6 +1754,13 @@ impl Diagnose {
             snapshot_ratio: self.snapshot_ratio,
             minor,
             ssh_options: self.ssh.given_options(),
+            dqlite_members: readings
+                .iter()
+                .filter_map(|r| {
+                    let own = r.dqlite.as_ref()?.as_ref().ok()?.own_address.clone()?;
+                    Some((own, r.node.clone()))
+                })
+                .collect(),
         };
         Ok(readings
             .iter()
@@ -1774,18 +1783,15 @@ impl Diagnose {
         };
         let text = |e: Error| e.message_with_causes();
         for unit in [microk8s::KUBELITE_UNIT, microk8s::DQLITE_UNIT] {
-            let count = microk8s::locked_since(&remote, unit, since)
-                .await
-                .map_err(text);
+            let count = match microk8s::locked_since(&remote, unit, since).await {
+                Ok(count) => count,
+                Err(err) => Err(text(err)),
+            };
             reading.locked.push((unit.to_owned(), count));
         }
         reading.dqlite = Some(microk8s::dqlite_state(&remote).await.map_err(text));
         reading.sizes = Some(microk8s::backend_sizes(&remote).await.map_err(text));
-        let escalation = match microk8s::unit_state(&remote, microk8s::KUBELITE_UNIT).await {
-            Ok(unit) => microk8s::escalation(&remote, unit.nrestarts).await,
-            Err(err) => Err(err),
-        };
-        reading.escalation = Some(escalation.map_err(text));
+        reading.escalation = Some(microk8s::escalation(&remote).await.map_err(text));
         reading.apiserver = Some(microk8s::apiserver_args(&remote).await.map_err(text));
         remote.close().await;
         reading
@@ -1897,6 +1903,10 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
     match &reading.dqlite {
         Some(Ok(dqlite)) => {
             let healthy = dqlite.problems.is_empty();
+            let leader_node = dqlite
+                .leader
+                .as_ref()
+                .and_then(|l| limits.dqlite_members.get(l));
             let mut f = node_finding(
                 "dqlite",
                 node,
@@ -1907,9 +1917,12 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
                 },
                 if healthy {
                     format!(
-                        "dqlite has {} voters and leader {}",
+                        "dqlite has {} voters and leader {}{}; this node's member {} is a \
+                         voter",
                         dqlite.voters.unwrap_or_default(),
-                        dqlite.leader.as_deref().unwrap_or_default()
+                        dqlite.leader.as_deref().unwrap_or_default(),
+                        leader_node.map_or_else(String::new, |n| format!(" ({n})")),
+                        dqlite.own_address.as_deref().unwrap_or_default()
                     )
                 } else {
                     dqlite.problems.join("; ")
@@ -1917,6 +1930,8 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
             );
             f.data.insert("voters".into(), json!(dqlite.voters));
             f.data.insert("leader".into(), json!(dqlite.leader));
+            f.data.insert("leader_node".into(), json!(leader_node));
+            f.data.insert("address".into(), json!(dqlite.own_address));
             if healthy {
                 "nothing to do".clone_into(&mut f.hint);
             } else {
@@ -2053,20 +2068,22 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
                 findings.push(f);
             }
             let missing = args.missing_dqlite_gates();
-            if limits.minor == Some(34) && !missing.is_empty() {
+            // microk8s sets them from 1.34 on, and only with kine (not with etcd).
+            if limits.minor.is_some_and(|m| m >= 34) && args.uses_kine() && !missing.is_empty() {
                 let mut f = node_finding(
                     "feature_gates",
                     node,
                     Severity::Warning,
                     format!(
-                        "Kubernetes 1.34 with dqlite, and {} does not turn off {}",
+                        "Kubernetes 1.{} on dqlite (kine), and {} does not turn off {}",
+                        limits.minor.unwrap_or_default(),
                         microk8s::APISERVER_ARGS,
                         missing.join(", ")
                     ),
                 );
                 f.hint = format!(
                     "add `--feature-gates={}` to {} (features that misbehave with dqlite, as \
-                     microk8s 1.34 sets them), then restart kubelite node by node \
+                     microk8s 1.34 and later set them), then restart kubelite node by node \
                      (kubelite_restart)",
                     microk8s::DQLITE_FEATURE_GATES
                         .map(|g| format!("{g}=false"))
@@ -2447,9 +2464,11 @@ mod tests {
                 (microk8s::DQLITE_UNIT.into(), Ok(0)),
             ],
             dqlite: Some(Ok(microk8s::Dqlite {
+                own_address: Some("127.0.1.2:19001".into()),
+                own_voter: Some(true),
                 voters: Some(3),
                 leader: Some("127.0.1.1:19001".into()),
-                problems: vec![],
+                ..microk8s::Dqlite::default()
             })),
             sizes: Some(Ok(microk8s::BackendSizes {
                 snapshot_files: 2,
@@ -2477,6 +2496,11 @@ mod tests {
             minor: Some(34),
             ssh_options: serde_json::from_value(json!({"ssh_config": "/etc/kubemend/ssh_config"}))
                 .unwrap(),
+            dqlite_members: [
+                ("127.0.1.1:19001".to_owned(), "k8s01".to_owned()),
+                ("127.0.1.2:19001".to_owned(), "k8s02".to_owned()),
+            ]
+            .into(),
         }
     }
 
@@ -2515,9 +2539,14 @@ mod tests {
             "{}",
             snapshots.evidence
         );
-        assert_eq!(
-            by_id(&findings, "kubelite:dqlite:node/k8s02").severity,
-            Severity::Info
+        let dqlite = by_id(&findings, "kubelite:dqlite:node/k8s02");
+        assert_eq!(dqlite.severity, Severity::Info);
+        // The leader is named by its member address, which k8s01's info.yaml gives.
+        assert_eq!(dqlite.data["leader_node"], json!("k8s01"));
+        assert!(
+            dqlite.evidence.contains("127.0.1.1:19001 (k8s01)"),
+            "{}",
+            dqlite.evidence
         );
         assert!(!findings.iter().any(|f| f.id.contains("authorization_mode")
             || f.id.contains("feature_gates")
@@ -2532,9 +2561,11 @@ mod tests {
             voters: Some(2),
             leader: None,
             problems: vec!["dqlite reports no leader: x".into()],
+            ..microk8s::Dqlite::default()
         }));
         node.apiserver = Some(Ok(microk8s::parse_apiserver_args(
-            "--authorization-mode=AlwaysAllow\n",
+            "--authorization-mode=AlwaysAllow\n\
+             --etcd-servers=unix://${SNAP_DATA}/var/kubernetes/backend/kine.sock:12379\n",
         )));
         node.escalation = Some(Ok(microk8s::Escalation {
             risk: true,
@@ -2560,11 +2591,26 @@ mod tests {
             by_id(&findings, "kubelite:escalation_risk:node/k8s02").severity,
             Severity::Warning
         );
-        // Not 1.34: no feature-gate finding.
+        // 1.35 sets the same gates; before 1.34 none, and with etcd none.
         let mut other = limits();
+        other.minor = Some(35);
+        assert!(
+            kubelite_findings(&node, &other)
+                .iter()
+                .any(|f| f.id.contains("feature_gates"))
+        );
         other.minor = Some(33);
         assert!(
             !kubelite_findings(&node, &other)
+                .iter()
+                .any(|f| f.id.contains("feature_gates"))
+        );
+        let mut etcd = node.clone();
+        etcd.apiserver = Some(Ok(microk8s::parse_apiserver_args(
+            "--authorization-mode=AlwaysAllow\n--etcd-servers=https://10.0.0.1:2379\n",
+        )));
+        assert!(
+            !kubelite_findings(&etcd, &limits())
                 .iter()
                 .any(|f| f.id.contains("feature_gates"))
         );

@@ -7,17 +7,27 @@
 //! moves as few times as possible; `order: given` keeps the list as given.
 //!
 //! # Pre-flight (plan, read-only; any failure: nothing is restarted)
-//! Every node reachable over SSH; every node Ready with a fresh node Lease; dqlite reports at
-//! least three voters and a leader on every node (`check_dqlite: false` for clusters that are
-//! not microk8s HA); no restart-escalation risk on any node (kubelite has restarted before,
-//! cpuset is not delegated in /sys/fs/cgroup/cgroup.subtree_control and there is no
-//! delegate.conf: then microk8s turns a kubelite restart into `snap restart microk8s`, dqlite
-//! included). A cluster-wide lock (a Lease in kube-system) held by a live run also fails here.
+//! Every node reachable over SSH; every node Ready with a fresh node Lease; its kubelite unit
+//! active; no snapd change in progress for microk8s (snapd refuses `snap restart` meanwhile, and
+//! an auto-refresh restarts every microk8s service); dqlite healthy as each node's own member
+//! has it: its k8s-dqlite unit active, its own address (info.yaml) a voter, three voters and a
+//! leader (`check_dqlite: false` for clusters that are not microk8s HA); no restart-escalation
+//! risk (unless `allow_escalation_risk`): on a node whose cgroup.subtree_control lacks cpuset
+//! and that has no delegate.conf, a kubelite that crashes after its restart makes microk8s run
+//! `snap restart microk8s`, k8s-dqlite included. A cluster-wide lock (a Lease in kube-system)
+//! held by a live run also fails here.
+//!
+//! # Before each further node
+//! dqlite's health is read again on every node, and none of their k8s-dqlite units may have
+//! restarted since the pre-flight; the node's snapd changes are read again. Any failure stops
+//! the run before that node is touched.
 //!
 //! # Gates (after each node's restart, each bounded by `gate_timeout`)
-//! The unit active and NRestarts not climbing; the node's Lease renewed after the restart; the
-//! node Ready; that node's apiserver answering /readyz; the kube-scheduler and
-//! kube-controller-manager leases held and renewed after the restart; then `settle`. The node, its
+//! The unit restarted (a new invocation, active: for a Type=simple unit that is only the
+//! wrapper forked); that node's apiserver answering /readyz; the node's Lease renewed after the
+//! restart; the node Ready; the kube-scheduler and kube-controller-manager leases held and
+//! renewed after the restart; then, for `settle`, kubelite stable (the same invocation, no
+//! automatic restart) and no escalation (this node's k8s-dqlite not restarted). The node, its
 //! Lease and the two leader Leases are watched (by name), so their gates pass as soon as the API
 //! server tells of the change; the unit (over SSH) and /readyz, which cannot be watched, are
 //! asked together every 200 ms until they pass. So a node is left as soon as it is healthy. While a
@@ -61,7 +71,8 @@ use crate::k8s::nodes::{
 };
 use crate::k8s::watch::Watched;
 use crate::microk8s::{
-    Escalation, Unit, check_nodes, dqlite_state, escalation_probe, targets, unit_state,
+    DQLITE_UNIT, ESCALATION_REMEDY, Unit, check_nodes, dqlite_state, escalation, snap_change_text,
+    snap_changes, targets, unit_state,
 };
 use crate::outcome::Outcome;
 use crate::ssh::{self, Remote, SshArgs, Target, check_word};
@@ -127,11 +138,21 @@ pub struct Options {
     #[serde(default)]
     pub restarted_within: Option<Duration>,
 
-    /// Check dqlite before the run: at least three voters and a leader, seen from every node.
-    /// Turn off for clusters that are not microk8s HA.
+    /// Check dqlite before the run and before each further node: on every node its
+    /// k8s-dqlite unit active and its own member (info.yaml) a voter, three voters and a
+    /// leader, no k8s-dqlite restarted meanwhile. Turn off for clusters that are not microk8s
+    /// HA.
     #[arg(long, value_name = "BOOL")]
     #[serde(default = "default_true")]
     pub check_dqlite: bool,
+
+    /// Restart nodes where a crash of kubelite after its restart would make microk8s restart
+    /// the whole snap, k8s-dqlite included (cpuset not in /sys/fs/cgroup/cgroup.subtree_control,
+    /// no delegate.conf). Off: such nodes are refused in the pre-flight, with the remedy. On:
+    /// they are restarted with a warning, and an escalation still stops the run.
+    #[arg(long, value_name = "BOOL")]
+    #[serde(default)]
+    pub allow_escalation_risk: bool,
 
     /// How long the cluster-wide lock stays taken when the run holding it stops renewing it
     /// (it renews it while it works); then the next run takes it over and resumes.
@@ -240,12 +261,26 @@ pub struct Preflight {
     pub nrestarts: Option<u64>,
     /// When the unit became active (RFC 3339).
     pub active_since: Option<String>,
-    /// Whether a restart would escalate to `snap restart microk8s`.
+    /// Whether a crash of kubelite after its restart would escalate to `snap restart
+    /// microk8s`, and why.
     pub escalation_risk: Option<bool>,
-    /// dqlite voters seen from this node.
+    /// Why there is an escalation risk.
+    pub escalation: Option<String>,
+    /// snapd changes in progress for microk8s.
+    pub snap_changes: Vec<String>,
+    /// This node's dqlite member address (its info.yaml).
+    pub dqlite_address: Option<String>,
+    /// This node's k8s-dqlite unit's ActiveState.
+    pub dqlite_unit: Option<String>,
+    /// Whether this node's own member is a dqlite voter.
+    pub dqlite_voter: Option<bool>,
+    /// dqlite voters (each address once).
     pub dqlite_voters: Option<usize>,
-    /// The dqlite leader seen from this node.
+    /// The dqlite leader's address.
     pub dqlite_leader: Option<String>,
+    /// The k8s-dqlite unit's InvocationID: a different one later means it restarted.
+    #[serde(skip)]
+    pub dqlite_invocation: Option<String>,
     /// The node's Ready condition.
     pub node_state: Option<String>,
     /// Seconds since the node's Lease was renewed.
@@ -288,6 +323,7 @@ pub struct KubeliteRestart {
     settle: Duration,
     restarted_within: Option<Duration>,
     check_dqlite: bool,
+    allow_escalation_risk: bool,
     lock_ttl: Duration,
 }
 
@@ -336,6 +372,7 @@ impl Action for KubeliteRestart {
             settle: options.settle,
             restarted_within: options.restarted_within,
             check_dqlite: options.check_dqlite,
+            allow_escalation_risk: options.allow_escalation_risk,
             lock_ttl: options.lock_ttl,
         })
     }
@@ -371,18 +408,28 @@ impl Action for KubeliteRestart {
         let roles = roles?;
         let mut planned = Vec::new();
         let mut problems = Vec::new();
-        let mut dqlite_roles: BTreeMap<String, String> = BTreeMap::new();
+        // The dqlite leader is told by its member address, which each node's info.yaml gives
+        // (not by InternalIP: dqlite may listen on another interface, or IPv6).
+        let mut members: BTreeMap<String, String> = BTreeMap::new();
+        let mut leaders: Vec<String> = Vec::new();
         for (target, (preflight, remote)) in targets.iter().zip(checks) {
             for problem in &preflight.problems {
                 problems.push(format!("{}: {problem}", target.node));
             }
+            if let Some(address) = &preflight.dqlite_address {
+                members.insert(address.clone(), target.node.clone());
+            }
             if let Some(leader) = &preflight.dqlite_leader {
-                let ip = leader
-                    .rsplit_once(':')
-                    .map_or(leader.as_str(), |(ip, _)| ip);
-                if let Some((node, _)) = addresses.iter().find(|(_, a)| a.as_str() == ip) {
-                    dqlite_roles.insert(node.clone(), "dqlite".into());
-                }
+                leaders.push(leader.clone());
+            }
+            if let Some(why) = &preflight.escalation
+                && self.allow_escalation_risk
+            {
+                out.warn(format!(
+                    "{}: {why} (allowed by allow_escalation_risk; an escalation still stops \
+                     the run)",
+                    target.node
+                ));
             }
             let mut node_roles: Vec<String> = Vec::new();
             node_roles.extend(roles.get(&target.node).cloned().unwrap_or_default());
@@ -403,7 +450,10 @@ impl Action for KubeliteRestart {
             }
         }
         for node in &mut out.report.nodes {
-            if dqlite_roles.contains_key(&node.name) {
+            if leaders
+                .iter()
+                .any(|l| members.get(l).is_some_and(|n| n == &node.name))
+            {
                 node.roles.insert(0, "dqlite".into());
             }
         }
@@ -438,7 +488,8 @@ impl Action for KubeliteRestart {
                     problems.join("; ")
                 ),
                 hint: "fix what the pre-flight names (every node reachable over SSH and Ready, \
-                       dqlite with three voters and a leader, no restart-escalation risk: write \
+                       no snapd change in progress, each node's k8s-dqlite active and a voter \
+                       with three voters and a leader, no restart-escalation risk: write \
                        delegate.conf or delegate cpuset first), then run again"
                     .into(),
             });
@@ -651,33 +702,73 @@ impl KubeliteRestart {
             }
         };
         pre.ssh = true;
-        // The unit and dqlite, at once over the node's one connection.
-        let (unit, dqlite) = tokio::join!(self.unit_checks(&remote), async {
-            if self.check_dqlite {
-                Some(dqlite_state(&remote).await)
-            } else {
-                None
+        // Every read at once over the node's one connection.
+        let name = self.unit();
+        let (unit, escalation, changes, dqlite) = tokio::join!(
+            unit_state(&remote, &name),
+            escalation(&remote),
+            snap_changes(&remote),
+            async {
+                if self.check_dqlite {
+                    Some(dqlite_state(&remote).await)
+                } else {
+                    None
+                }
             }
-        });
+        );
         match unit {
-            Ok((unit, escalation)) => {
-                pre.active_state = Some(unit.active.clone());
-                pre.nrestarts = Some(unit.nrestarts);
+            Ok(unit) => {
+                pre.active_state = Some(unit.text());
+                pre.nrestarts = unit.nrestarts;
                 pre.active_since = unit.active_since.map(|t| t.to_string());
-                if unit.active != "active" {
+                if !unit.is_active() {
                     pre.problems.push(format!(
                         "unit {} is {}, not active",
                         self.unit(),
-                        unit.active
+                        unit.text()
                     ));
                 }
+            }
+            Err(err) => pre.problems.push(err.message_with_causes()),
+        }
+        match escalation {
+            Ok(escalation) => {
                 pre.escalation_risk = Some(escalation.risk);
-                pre.problems.extend(escalation.why);
+                pre.escalation = escalation.why;
+                if let Some(why) = &pre.escalation
+                    && !self.allow_escalation_risk
+                {
+                    pre.problems.push(format!(
+                        "{why}; {ESCALATION_REMEDY}, or set allow_escalation_risk"
+                    ));
+                }
+            }
+            Err(err) => pre.problems.push(err.message_with_causes()),
+        }
+        match changes {
+            Ok(changes) => {
+                if !changes.is_empty() {
+                    pre.problems.push(format!(
+                        "{} in progress: snapd refuses `snap restart` until it is done, and an \
+                         auto-refresh restarts every microk8s service itself; wait for it \
+                         (`snap watch {}`) and run again",
+                        snap_change_text(&changes),
+                        changes[0].id
+                    ));
+                }
+                pre.snap_changes = changes
+                    .iter()
+                    .map(|c| format!("{} {}: {}", c.id, c.status, c.summary))
+                    .collect();
             }
             Err(err) => pre.problems.push(err.message_with_causes()),
         }
         match dqlite {
             Some(Ok(state)) => {
+                pre.dqlite_address = state.own_address;
+                pre.dqlite_unit = state.unit.as_ref().map(Unit::text);
+                pre.dqlite_invocation = state.unit.and_then(|u| u.invocation);
+                pre.dqlite_voter = state.own_voter;
                 pre.dqlite_voters = state.voters;
                 pre.dqlite_leader = state.leader;
                 pre.problems.extend(state.problems);
@@ -690,16 +781,6 @@ impl KubeliteRestart {
 
     fn unit(&self) -> String {
         format!("snap.{}", self.service)
-    }
-
-    /// The unit's state and the restart-escalation risk, which needs its NRestarts.
-    async fn unit_checks(&self, remote: &Remote) -> Result<(Unit, Escalation)> {
-        // The escalation's two reads go along with the unit's; NRestarts joins them after.
-        let name = self.unit();
-        let (unit, probe) = tokio::join!(unit_state(remote, &name), escalation_probe(remote));
-        let unit = unit?;
-        let escalation = probe?.judge(unit.nrestarts);
-        Ok((unit, escalation))
     }
 
     fn skip_reason(&self, pre: &Preflight, now: Timestamp) -> Option<String> {
@@ -756,7 +837,17 @@ impl KubeliteRestart {
                 &cx.cluster
             };
             out.report.not_started.retain(|n| n != node);
-            let result = self.restart_one(cx, api, plan, planned, lock, out).await;
+            // The pre-flight checked dqlite and snapd before the first restart; before every
+            // further one they are checked again.
+            let checked = if out.report.restarted.is_empty() {
+                Ok(())
+            } else {
+                self.before_restart(plan, planned, out).await
+            };
+            let result = match checked {
+                Ok(()) => self.restart_one(cx, api, plan, planned, lock, out).await,
+                Err(failed) => Err(failed),
+            };
             let entry = out.report.nodes.iter_mut().find(|n| &n.name == node);
             match result {
                 Ok(()) => {
@@ -781,6 +872,81 @@ impl KubeliteRestart {
         Ok(())
     }
 
+    /// Before a further node: dqlite healthy on every node with no k8s-dqlite restarted since
+    /// the pre-flight, and no snapd change in progress on this node. On failure: the check,
+    /// what was observed, and the error (nothing was done to the node).
+    async fn before_restart(
+        &self,
+        plan: &Plan,
+        planned: &PlannedNode,
+        out: &Outcome<Report>,
+    ) -> std::result::Result<(), (String, String, Error)> {
+        let node = &planned.target.node;
+        let refuse = |check: &str, observed: String, hint: &str| {
+            let error = Error::GateFailed {
+                node: node.clone(),
+                gate: check.to_owned(),
+                after: "before its restart".into(),
+                observed: observed.clone(),
+                hint: format!(
+                    "{node} was not restarted; {hint}; a rerun restarts only what is left"
+                ),
+            };
+            (check.to_owned(), observed, error)
+        };
+        if self.check_dqlite {
+            let states =
+                futures::future::join_all(plan.nodes.iter().map(|p| dqlite_state(&p.remote))).await;
+            let mut problems = Vec::new();
+            for (p, state) in plan.nodes.iter().zip(states) {
+                let name = &p.target.node;
+                match state {
+                    Ok(state) => {
+                        problems.extend(state.problems.iter().map(|x| format!("{name}: {x}")));
+                        let before = out
+                            .report
+                            .nodes
+                            .iter()
+                            .find(|n| &n.name == name)
+                            .and_then(|n| n.preflight.dqlite_invocation.as_ref());
+                        let now = state.unit.as_ref().and_then(|u| u.invocation.as_ref());
+                        if let (Some(before), Some(now)) = (before, now)
+                            && before != now
+                        {
+                            problems.push(format!(
+                                "{name}: {DQLITE_UNIT} restarted during the run (invocation \
+                                 {before} is now {now}): an escalation or a snap refresh \
+                                 restarted it, and its member may still be catching up"
+                            ));
+                        }
+                    }
+                    Err(err) => problems.push(err.message_with_causes()),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(refuse(
+                    "dqlite healthy",
+                    problems.join("; "),
+                    "look at `journalctl -u snap.microk8s.daemon-k8s-dqlite` and `microk8s \
+                     status` on the nodes named and wait until every member is back as a voter",
+                ));
+            }
+        }
+        match snap_changes(&planned.remote).await {
+            Ok(changes) if changes.is_empty() => Ok(()),
+            Ok(changes) => Err(refuse(
+                "no snapd change",
+                format!("{} in progress", snap_change_text(&changes)),
+                &format!("wait for it (`snap watch {}` on {node})", changes[0].id),
+            )),
+            Err(err) => Err(refuse(
+                "no snapd change",
+                err.message_with_causes(),
+                "make `snap changes microk8s` work on the node",
+            )),
+        }
+    }
+
     /// Restarts one node and waits for its gates. On failure: the gate, what was observed, and
     /// the error.
     #[allow(
@@ -802,7 +968,7 @@ impl KubeliteRestart {
             let error = Error::GateFailed {
                 node: node.clone(),
                 gate: gate.to_owned(),
-                after: self.gate_timeout.to_string(),
+                after: format!("within {} (gate_timeout)", self.gate_timeout),
                 observed: observed.clone(),
                 hint: format!(
                     "look at `journalctl -u {}` on {node}; no further node was touched, and a \
@@ -812,16 +978,37 @@ impl KubeliteRestart {
             };
             (gate.to_owned(), observed, error)
         };
+        // The invocations before the restart: the unit gate waits for a new kubelite one, and
+        // a new k8s-dqlite one afterwards is an escalation.
+        let name = self.unit();
+        let (before, dqlite_before) =
+            tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
+        let before = before.map_err(|e| fail("restart", e.message_with_causes()))?;
+        let dqlite_before = dqlite_before.ok().and_then(|u| u.invocation);
         cx.progress(Self::NAME, &format!("{node}: restarting {}", self.service));
         let t0 = Timestamp::now();
         let started = Instant::now();
-        let restarted = remote
-            .run(true, "snap", &["restart", &self.service])
-            .await
-            .map_err(|e| fail("restart", e.message_with_causes()))?;
-        // Restart issued: the run has changed something from here on.
-        out.changed = true;
+        let restarted = match remote.run(true, "snap", &["restart", &self.service]).await {
+            Ok(output) => output,
+            Err(err) => {
+                // Sent, but no answer: the restart may have happened.
+                out.changed = true;
+                return Err(fail(
+                    "restart",
+                    format!(
+                        "the outcome of `snap restart {}` is unknown: {}",
+                        self.service,
+                        err.message_with_causes()
+                    ),
+                ));
+            }
+        };
         if !restarted.success() {
+            // snapd refuses before doing anything while a change is in progress; any other
+            // failure may come after systemd stopped the unit.
+            if !restarted.stderr.contains("change in progress") {
+                out.changed = true;
+            }
             return Err(fail(
                 "restart",
                 format!(
@@ -831,6 +1018,7 @@ impl KubeliteRestart {
                 ),
             ));
         }
+        out.changed = true;
         let deadline = started + self.gate_timeout.std();
         let mut gates = Gates::default();
         let mut timeline = Vec::new();
@@ -893,11 +1081,14 @@ impl KubeliteRestart {
                 }
             );
             match unit {
-                Some(Ok(unit)) if unit.active == "active" => {
-                    gates.unit = Some(unit.nrestarts);
-                    pass("unit active", &mut timeline);
+                Some(Ok(unit)) if unit.is_active() && restarted_since(&before, &unit) => {
+                    pass("unit restarted", &mut timeline);
+                    gates.unit = Some(unit);
                 }
-                Some(Ok(unit)) => observed.push(format!("unit {}", unit.active)),
+                Some(Ok(unit)) if unit.is_active() => {
+                    observed.push(format!("unit {} with its old invocation", unit.text()));
+                }
+                Some(Ok(unit)) => observed.push(format!("unit {}", unit.text())),
                 Some(Err(err)) => observed.push(err.message_with_causes()),
                 None => {}
             }
@@ -1001,21 +1192,66 @@ impl KubeliteRestart {
                 () = tokio::time::sleep_until(deadline.into()) => {}
             }
         }
-        // NRestarts must not climb: a unit that keeps dying passes "active" between deaths.
+        // Through settle: kubelite keeps the invocation that came up (a crash and systemd's
+        // automatic restart start a new one; a unit that keeps dying passes "active" between
+        // deaths), and this node's k8s-dqlite keeps its own: a new one means microk8s escalated
+        // a crash to `snap restart microk8s` (which also resets NRestarts, so a counter cannot
+        // tell).
+        let came_up = gates.unit.clone().unwrap_or_default();
+        let escalation_risk = out
+            .report
+            .nodes
+            .iter()
+            .any(|n| n.name == node && n.preflight.escalation_risk == Some(true));
         let settle_until = Instant::now() + self.settle.std();
         loop {
-            let unit = unit_state(remote, &self.unit())
-                .await
-                .map_err(|e| fail("nrestarts stable", e.message_with_causes()))?;
-            if unit.active != "active" || Some(unit.nrestarts) > gates.unit {
+            let (unit, dqlite) =
+                tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
+            // A new invocation is a start; a stopped unit (none) is left to the dqlite check
+            // before the next node.
+            if let (Some(before), Ok(now)) = (&dqlite_before, &dqlite)
+                && now.invocation.as_ref().is_some_and(|i| i != before)
+            {
                 return Err(fail(
-                    "nrestarts stable",
+                    "no escalation",
                     format!(
-                        "unit {} with NRestarts={} (was {} when it came up): kubelite keeps \
-                         restarting",
-                        unit.active,
-                        unit.nrestarts,
-                        gates.unit.unwrap_or_default()
+                        "{DQLITE_UNIT} restarted after kubelite's restart (it is {}, invocation \
+                         {before} is now {}): microk8s turned a kubelite crash into `snap \
+                         restart microk8s`; {ESCALATION_REMEDY}",
+                        now.text(),
+                        now.invocation.as_deref().unwrap_or("none")
+                    ),
+                ));
+            }
+            let unit = unit.map_err(|e| fail("kubelite stable", e.message_with_causes()))?;
+            if !unit.is_active() || unit.invocation != came_up.invocation {
+                // On a node with the escalation risk, the wrapper that starts again decides at
+                // once whether to restart the whole snap: wait for that to name it.
+                if escalation_risk
+                    && let Some(before) = &dqlite_before
+                    && let Some(now) = escalated(remote, before).await
+                {
+                    return Err(fail(
+                        "no escalation",
+                        format!(
+                            "kubelite restarted by itself and microk8s turned it into `snap \
+                             restart microk8s`: {DQLITE_UNIT} is {}, invocation {before} is now \
+                             {}; {ESCALATION_REMEDY}",
+                            now.text(),
+                            now.invocation.as_deref().unwrap_or("none")
+                        ),
+                    ));
+                }
+                return Err(fail(
+                    "kubelite stable",
+                    format!(
+                        "unit {} with NRestarts={} and invocation {} (came up as {}): kubelite \
+                         restarted after it came up",
+                        unit.text(),
+                        unit.nrestarts
+                            .map_or_else(|| "unknown".into(), |n| n.to_string()),
+                        unit.invocation.as_deref().unwrap_or("none"),
+                        came_up.invocation.as_deref().unwrap_or("none")
                     ),
                 ));
             }
@@ -1037,14 +1273,14 @@ impl KubeliteRestart {
     }
 }
 
-/// Which gates passed; `unit` holds NRestarts when the unit came up.
+/// Which gates passed; `unit` holds the unit as it came up.
 #[derive(Debug, Default)]
 #[allow(
     clippy::struct_excessive_bools,
     reason = "one flag per gate: the struct is the checklist"
 )]
 struct Gates {
-    unit: Option<u64>,
+    unit: Option<Unit>,
     lease: bool,
     ready: bool,
     readyz: bool,
@@ -1056,18 +1292,53 @@ impl Gates {
         self.unit.is_some() && self.lease && self.ready && self.readyz && self.leases
     }
 
+    /// The first gate not passed, in the order a node comes up: its unit, its apiserver, its
+    /// kubelet (the Lease, then Ready), the leaders.
     fn first_pending(&self) -> &'static str {
         if self.unit.is_none() {
-            "unit active"
+            "unit restarted"
+        } else if !self.readyz {
+            "apiserver /readyz"
         } else if !self.lease {
             "node lease renewed"
         } else if !self.ready {
             "node Ready"
-        } else if !self.readyz {
-            "apiserver /readyz"
         } else {
             "scheduler and controller-manager leases held"
         }
+    }
+}
+
+/// Whether `now` is a later start of the unit than `before`: a new InvocationID (every start
+/// has its own, automatic restarts included), else a later ActiveEnterTimestamp.
+fn restarted_since(before: &Unit, now: &Unit) -> bool {
+    match (&before.invocation, &now.invocation) {
+        (_, None) => false,
+        (Some(before), Some(now)) => before != now,
+        (None, Some(_)) => match (before.active_since, now.active_since) {
+            (Some(before), Some(now)) => now > before,
+            _ => true,
+        },
+    }
+}
+
+/// How long a restarted kubelite's wrapper is given to escalate (it checks first thing).
+const ESCALATION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The node's k8s-dqlite unit once its invocation is no longer `before` (an escalation), or
+/// None if it keeps it for [`ESCALATION_WAIT`].
+async fn escalated(remote: &Remote, before: &str) -> Option<Unit> {
+    let until = Instant::now() + ESCALATION_WAIT;
+    loop {
+        if let Ok(unit) = unit_state(remote, DQLITE_UNIT).await
+            && unit.invocation.as_deref().is_some_and(|i| i != before)
+        {
+            return Some(unit);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
