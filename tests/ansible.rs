@@ -11,7 +11,8 @@
 //! docs/rbac.yml's roles, and the SSH key only in an ssh-agent (`support::SshAgent`, its
 //! SSH_AUTH_SOCK in the job's env); in check mode (nothing written, no kubelite started), and
 //! for real (everything fixed, each node restarted once and never two at once, the closing
-//! diagnose clean), then again with changed=0 for every task. The rest runs from `.venv`, the
+//! diagnose clean), then again with changed=0 for every task, every diagnose with no check
+//! skipped (kubelite's reads every node over SSH). The rest runs from `.venv`, the
 //! tools (ansible-core 2.19): ansible-lint on the collection; the built layout (modules as hard
 //! links of one binary) and its tarball; the role's variables against its argument spec and the
 //! modules' schemas. `ansible-test sanity` runs outside cargo, with two ansible-core versions
@@ -1141,22 +1142,57 @@ fn ansible_runner(
     job
 }
 
+/// A diagnose of the monthly play ran every check the role asks for, none skipped: the API
+/// ones with the permissions of docs/rbac.yml, and the kubelite one over SSH with the nodes and
+/// SSH options the role gave it, which read each of the inventory's nodes (a dqlite finding
+/// per node).
+#[track_caller]
+fn assert_every_check_ran_and_read_every_node(core: &Core, task: &str, diagnose: &Value) {
+    let defaults = yaml(&collection_source().join("roles/microk8s_maintenance/defaults/main.yml"));
+    let mut asked: Vec<&str> = defaults["microk8s_maintenance_diagnose_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    asked.sort_unstable();
+    let checks = diagnose["checks"].as_array().unwrap();
+    let mut listed: Vec<&str> = checks
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, asked, "{core}: {task}: {diagnose:#}");
+    let skipped: Vec<&Value> = checks.iter().filter(|c| c["status"] != "ran").collect();
+    assert!(
+        skipped.is_empty(),
+        "{core}: {task}: checks skipped: {skipped:#?}"
+    );
+    let ids: Vec<&str> = diagnose["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    for node in support::NODES {
+        let id = format!("kubelite:dqlite:node/{node}");
+        assert!(
+            ids.contains(&id.as_str()),
+            "{core}: {task}: the kubelite check did not read {node} (no {id}): {diagnose:#}"
+        );
+    }
+}
+
 /// The check-mode run's opening diagnose and kubelite restart plan: the diagnose sees the
-/// incident with every check but the SSH one (kubelite) allowed by docs/rbac.yml; the restart
-/// plans the inventory's three nodes, each pre-flight passed.
+/// incident with every check, kubelite's over SSH on every node included; the restart plans
+/// the inventory's three nodes, each pre-flight passed.
 fn check_mode_diagnose_and_restart_plan(core: &Core, job: &RunnerJob) {
-    let before = checked(core, job, "Diagnose the cluster before the maintenance");
+    let before = checked(core, job, DIAGNOSE_BEFORE_TASK);
     assert!(
         before["summary"]["critical"].as_u64().unwrap() >= 1,
         "{core}: {before:#}"
     );
-    let skipped: Vec<&Value> = before["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "skipped" && c["check"] != "kubelite")
-        .collect();
-    assert!(skipped.is_empty(), "{core}: checks skipped: {skipped:#?}");
+    assert_every_check_ran_and_read_every_node(core, DIAGNOSE_BEFORE_TASK, before);
 
     // kubelite_restart: the plan for the inventory's three nodes, leaders last, every
     // pre-flight passed, nothing restarted.
@@ -1239,8 +1275,9 @@ fn kubelite_starts() -> (Vec<support::KubeliteEvent>, Vec<(String, String)>) {
 }
 
 /// The whole role as AWX runs it, in check mode, with the permissions of docs/rbac.yml only,
-/// under each core on a freshly seeded incident: both diagnoses, every step (the kubelite
-/// restart's pre-flight over SSH included), the summary, and nothing written or restarted. It
+/// under each core on a freshly seeded incident: both diagnoses with no check skipped (their
+/// kubelite check over SSH on every node included), every step (the kubelite restart's
+/// pre-flight over SSH included), the summary, and nothing written or restarted. It
 /// holds every node (the pre-flight needs them all healthy; nodes first, then the incident)
 /// and the seeded incident.
 #[tokio::test]
@@ -1350,9 +1387,11 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
     // stuck_pods ran too, within the permissions of docs/rbac.yml.
     checked(core, &job, STUCK_PODS_TASK);
 
-    // The closing diagnose ran; in check mode it does not fail the job.
+    // The closing diagnose ran, every check on every node again; in check mode it does not
+    // fail the job.
     let after = checked(core, &job, DIAGNOSE_AFTER_TASK);
     assert_eq!(after["fail_on_reached"], json!(true), "{core}: {after:#}");
+    assert_every_check_ran_and_read_every_node(core, DIAGNOSE_AFTER_TASK, after);
 
     check_mode_summary(core, job.artifact_data(), webhook);
 
@@ -1394,7 +1433,8 @@ const AWX_POD: &str = "automation-job-1865-ntgbq";
 /// core on a freshly seeded incident. Every step fixes its part (the kubelite restart restarts
 /// each node once, never two at once), the closing diagnose finds nothing critical, so the job
 /// succeeds; a second job with `restarted_within` changes nothing (changed=0 for every task)
-/// and starts or stops no kubelite. Holds every node, then the incident.
+/// and starts or stops no kubelite. Every diagnose of both jobs runs every check, none skipped,
+/// the kubelite one over SSH on every node. Holds every node, then the incident.
 #[tokio::test]
 async fn monthly_maintenance_through_ansible_runner_for_real_repairs_the_incident_and_then_changes_nothing()
  {
@@ -1441,6 +1481,7 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
         before["summary"]["critical"].as_u64() >= Some(1),
         "{core}: {before:#}"
     );
+    assert_every_check_ran_and_read_every_node(core, DIAGNOSE_BEFORE_TASK, before);
     for task in [CALICO_RBAC_TASK, STALE_WEBHOOK_TASK] {
         let result = real.result(core, task);
         assert_eq!(result["changed"], json!(true), "{core}: {task}: {result:#}");
@@ -1480,6 +1521,7 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
     );
     let after = real.result(core, DIAGNOSE_AFTER_TASK);
     assert_eq!(after["summary"]["critical"], json!(0), "{core}: {after:#}");
+    assert_every_check_ran_and_read_every_node(core, DIAGNOSE_AFTER_TASK, after);
 
     // Again, skipping nodes restarted in the last 10 minutes: nothing to do.
     let mut vars = vars;
@@ -1488,6 +1530,9 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
     let since = support::now();
     let again = job("again", &vars);
     again.result(core, RESTART_TASK);
+    for task in [DIAGNOSE_BEFORE_TASK, DIAGNOSE_AFTER_TASK] {
+        assert_every_check_ran_and_read_every_node(core, task, again.result(core, task));
+    }
     again.assert_nothing_changed(core);
     assert_eq!(
         support::kubelite_events_since(since),
@@ -1586,6 +1631,48 @@ fn kubelite_restart_step_fails_clearly_when_the_inventory_names_no_node() {
         "the module ran without nodes\n{}",
         run.context()
     );
+}
+
+/// An inventory without the group microk8s (tests/ansible/inventory.yml) gives the diagnoses no
+/// nodes, and then no SSH options either, even with the restart's ssh_config set: their
+/// kubelite check is skipped (with an SSH option it would reach the cluster's control-plane
+/// nodes by name), the other checks and the play go on.
+#[test]
+fn diagnoses_skip_the_kubelite_check_when_the_inventory_names_no_node() {
+    let run = monthly_maintenance_without_steps(&json!({
+        "kubemend_kubeconfig": kubeconfig(),
+        "microk8s_maintenance_diagnose_enabled": true,
+        "microk8s_maintenance_diagnose_checks": ["kubelite", "node_leases"],
+        "microk8s_maintenance_kubelite_restart_ssh_config": support::cluster().ssh_config,
+    }));
+    assert!(run.output.status.success(), "{}", run.context());
+    for task in [DIAGNOSE_BEFORE_TASK, DIAGNOSE_AFTER_TASK] {
+        let result = run.result(task);
+        let checks = &result["checks"];
+        let status = |check: &str| {
+            checks
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["check"] == check)
+                .unwrap_or_else(|| panic!("{task}: no {check} check: {result:#}"))
+        };
+        assert_eq!(
+            status("node_leases")["status"],
+            json!("ran"),
+            "{task}: {result:#}"
+        );
+        assert_eq!(
+            status("kubelite")["status"],
+            json!("skipped"),
+            "{task}: {result:#}"
+        );
+        assert_eq!(
+            status("kubelite")["reason"],
+            json!("no SSH options given"),
+            "{task}: {result:#}"
+        );
+    }
 }
 
 #[test]
