@@ -46,6 +46,7 @@ fuzz: ## Fuzz the Ansible args parser for FUZZ_SECONDS (needs nightly and cargo-
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 cluster: ## Start (or find running) the test bed and print its exports.
+	tests/cluster/install-deps
 	$(TESTCLUSTER) up
 
 # Always run: venv.sh checks each venv against its requirements file itself, in about a second.

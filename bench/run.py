@@ -490,10 +490,12 @@ class LeaseWatch:
 
 
 def kubelite_events(env, since):
-    """The test bed's kubelite events since `since`: (unix time, node, what)."""
-    path = run_dir(env) / "nodes" / "kubelite-events"
+    """The test bed's kubelite events since `since`, from the nodes' journals
+    (`testcluster events`): (unix time, node, what)."""
+    text = subprocess.run([str(TESTCLUSTER), "events", "--since", f"{since:.6f}"], env=env,
+                          check=True, capture_output=True, text=True).stdout
     out = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         parts = line.split()
         if len(parts) == 3 and float(parts[0]) >= since:
             out.append((float(parts[0]), parts[1], parts[2]))

@@ -31,6 +31,7 @@ step "Preparing the Ansible virtualenvs (.venv and .venv-cores/; the first time 
 make --no-print-directory venv
 
 step "Starting the test bed. The first start builds its binaries from source: that takes minutes."
+tests/cluster/install-deps
 exports="$(tests/cluster/testcluster up)"
 echo "$exports"
 eval "$exports"

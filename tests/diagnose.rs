@@ -224,6 +224,17 @@ async fn without_become_a_journal_the_login_user_cannot_read_is_unread_not_zero(
             && evidence.contains("cannot read the system journal"),
         "{unread:#}"
     );
+    // Nor is dqlite judged from files it could not read: unread, not critical.
+    assert!(
+        evidence.contains("dqlite: ") && evidence.contains("info.yaml"),
+        "{unread:#}"
+    );
+    assert!(
+        !findings(&result, "kubelite")
+            .iter()
+            .any(|f| f["id"] == "kubelite:dqlite:node/k8s02"),
+        "{result:#}"
+    );
 }
 
 #[tokio::test]

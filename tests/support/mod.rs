@@ -292,10 +292,16 @@ pub fn now() -> f64 {
 /// being `stopping`, `started` and the like.
 pub type KubeliteEvent = (f64, String, String);
 
-/// The test bed's kubelite events at or after `since` (`now()`).
+/// The test bed's kubelite events at or after `since` (`now()`), from the nodes' journals
+/// (`testcluster events`: systemd's stop messages and kubelite's start message of the unit).
 pub fn kubelite_events_since(since: f64) -> Vec<KubeliteEvent> {
-    let path = cluster().run_dir.join("nodes/kubelite-events");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let out = testcluster(&["events", "--since", &format!("{since:.6}")]);
+    assert!(
+        out.status.success(),
+        "testcluster events failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .filter_map(|line| {
             let mut parts = line.split_whitespace();
