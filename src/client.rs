@@ -328,6 +328,41 @@ pub async fn connect(args: &ClusterArgs) -> Result<Cluster> {
 /// `https://10.0.0.2:16443`) instead of the configured API server: one node's own apiserver,
 /// for per-node health checks and for failing over while another node restarts.
 pub async fn connect_server(args: &ClusterArgs, server: Option<&str>) -> Result<Cluster> {
+    Ok(build(args, server, false).await?.0)
+}
+
+/// One node's own apiserver, at an address the API advertised for that node.
+#[derive(Debug, Clone)]
+pub struct NodeServer {
+    /// The client: with the credentials when the server's certificate is verified, else with
+    /// none.
+    pub cluster: Cluster,
+    /// Whether `cluster` sends the credentials.
+    pub credentials: bool,
+}
+
+/// Like [`connect_server`] to `server`, an address a Node advertised, which whoever can write
+/// Node objects (or answers in the API server's place) chooses: the credentials (bearer token,
+/// client certificate, exec plugin) go with the requests only when the server's certificate is
+/// verified (https and validate_certs not false), so that only a holder of a certificate the
+/// CA signed can receive them. Otherwise the client sends none: enough for `/readyz`, not for
+/// API calls.
+pub async fn connect_node(args: &ClusterArgs, server: &str) -> Result<NodeServer> {
+    let (cluster, credentials) = build(args, Some(server), true).await?;
+    Ok(NodeServer {
+        cluster,
+        credentials,
+    })
+}
+
+/// Builds the client to `server` (else the configured API server); with `only_if_verified`,
+/// without any credentials unless the server's certificate is verified. Returns it and whether
+/// it sends credentials.
+async fn build(
+    args: &ClusterArgs,
+    server: Option<&str>,
+    only_if_verified: bool,
+) -> Result<(Cluster, bool)> {
     // Before anything is logged: the token as given and as sent.
     crate::log_mask::register(
         [args.api_key.clone(), std::env::var("K8S_AUTH_API_KEY").ok()]
@@ -343,6 +378,12 @@ pub async fn connect_server(args: &ClusterArgs, server: Option<&str>) -> Result<
             origin: "the apiserver endpoints",
             problem: "is not a URL".into(),
         })?;
+    }
+    let verified = !config.accept_invalid_certs && config.cluster_url.scheme_str() == Some("https");
+    let credentials = verified || !only_if_verified;
+    if !credentials {
+        config.auth_info = AuthInfo::default();
+        config.headers.clear();
     }
     let request_timeout = args.request_timeout();
     // The read timeout counts from each write (the request), not from when a pooled
@@ -371,7 +412,7 @@ pub async fn connect_server(args: &ClusterArgs, server: Option<&str>) -> Result<
             max_response_bytes: crate::http_guard::MAX_RESPONSE_BYTES,
         },
     );
-    Ok(Cluster { client, endpoint })
+    Ok((Cluster { client, endpoint }, credentials))
 }
 
 /// The API server URL, checked: http or https, a host, a port (when given) in 1..=65535, and no
@@ -848,6 +889,93 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("K8S_AUTH_VERIFY_SSL"), "{err}");
+    }
+
+    /// A loopback server answering `ok` to `requests` requests; sends each request head.
+    fn recording_server(requests: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (heads, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let mut stream = stream.unwrap();
+                let mut data = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+                heads
+                    .send(String::from_utf8_lossy(&data).to_lowercase())
+                    .unwrap();
+            }
+        });
+        (url, received)
+    }
+
+    #[tokio::test]
+    async fn credentials_never_go_to_a_node_address_unless_its_certificate_is_verified() {
+        let (url, heads) = recording_server(2);
+        let args = ClusterArgs {
+            host: Some(url.clone()),
+            api_key: Some("node-test-secret".into()),
+            validate_certs: Some(false),
+            ..ClusterArgs::default()
+        };
+        let readyz = || http::Request::get("/readyz").body(Vec::new()).unwrap();
+        let node = connect_node(&args, &url).await.unwrap();
+        assert!(!node.credentials);
+        assert_eq!(
+            node.cluster.client.request_text(readyz()).await.unwrap(),
+            "ok"
+        );
+        let head = heads.recv().unwrap();
+        assert!(head.starts_with("get /readyz"), "{head}");
+        assert!(!head.contains("authorization"), "{head}");
+        assert!(!head.contains("node-test-secret"), "{head}");
+        // The configured API server itself gets them, as before.
+        let configured = connect_server(&args, None).await.unwrap();
+        configured.client.request_text(readyz()).await.unwrap();
+        assert!(
+            heads
+                .recv()
+                .unwrap()
+                .contains("authorization: bearer node-test-secret")
+        );
+    }
+
+    #[tokio::test]
+    async fn node_addresses_keep_the_credentials_when_certificates_are_verified() {
+        let args = ClusterArgs {
+            host: Some("https://10.0.0.1:16443".into()),
+            // (registered as a secret to mask, for the whole test process: a distinctive one)
+            api_key: Some("node-verified-test-secret".into()),
+            validate_certs: Some(true),
+            ..ClusterArgs::default()
+        };
+        assert!(
+            connect_node(&args, "https://10.0.0.2:16443")
+                .await
+                .unwrap()
+                .credentials
+        );
+        let unverified = ClusterArgs {
+            validate_certs: Some(false),
+            ..args
+        };
+        assert!(
+            !connect_node(&unverified, "https://10.0.0.2:16443")
+                .await
+                .unwrap()
+                .credentials
+        );
     }
 
     #[tokio::test]

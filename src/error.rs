@@ -333,6 +333,16 @@ pub enum Error {
         done: String,
     },
 
+    /// Another client wrote the lock's Lease between this run's read and its write, and it is
+    /// not held now (deleted, released, or left expired).
+    #[error("lease {lease} changed while this run was taking it: it is now {now}")]
+    LockChanged {
+        /// namespace/name of the Lease.
+        lease: String,
+        /// What it is now, for people.
+        now: String,
+    },
+
     /// The whole action took longer than its `timeout`.
     #[error("timed out after {after} (option timeout) while in step {step}")]
     TimedOut {
@@ -357,6 +367,19 @@ pub enum Error {
         /// Action (module) name.
         action: &'static str,
         /// What is wrong.
+        problem: String,
+        /// What to do.
+        hint: String,
+    },
+
+    /// The API server answered something kubemend refuses to act on: a node name that is no
+    /// DNS subdomain, a list that never ends. A real apiserver never does; a proxy, a
+    /// compromised apiserver or something that is not an apiserver may.
+    #[error("refusing what the API server said of {object}: {problem}")]
+    UntrustedAnswer {
+        /// The object or list, e.g. `node "ssh://x"`, `list of nodes`.
+        object: String,
+        /// What is wrong with the answer.
         problem: String,
         /// What to do.
         hint: String,
@@ -514,6 +537,11 @@ impl Error {
                  expires, after which the next run takes it over and resumes"
                     .into(),
             ),
+            Self::LockChanged { .. } => Some(
+                "another run took or released the lock at the same moment; run again (the next \
+                 run reads it afresh and resumes after any record it holds)"
+                    .into(),
+            ),
             Self::TimedOut { .. } => Some(
                 "the API server answers too slowly or not at all (an apiserver behind a locked \
                  datastore does this): check its /readyz and its datastore, or raise timeout; \
@@ -522,6 +550,7 @@ impl Error {
             ),
             Self::NotFound { hint, .. }
             | Self::CannotPlan { hint, .. }
+            | Self::UntrustedAnswer { hint, .. }
             | Self::NotVerified { hint, .. }
             | Self::GateFailed { hint, .. } => Some(hint.clone()),
             Self::WriteBackup { .. } => Some(

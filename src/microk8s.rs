@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::k8s::names::check_subdomain;
+use crate::k8s::names::{check_subdomain, quoted};
 use crate::ssh::{Remote, Target, check_host, check_word};
 
 /// The label microk8s puts on control-plane nodes.
@@ -138,6 +138,11 @@ pub fn check_nodes(nodes: Option<Vec<NodeSpec>>) -> Result<Option<Vec<NodeTarget
 
 /// The nodes to reach and how: `nodes` when given (each must be a Node of the cluster), else
 /// the nodes labelled [`CONTROL_PLANE_LABEL`], else every node, each reached by its name.
+///
+/// # Errors
+/// A node name from the API that is no DNS subdomain (a real apiserver admits no other, but a
+/// proxy or a compromised one may serve `ssh://user@elsewhere` or `-oProxyCommand=...`) is
+/// refused before it can choose an SSH destination, and so is a name listed twice.
 pub fn targets(listed: &[Node], nodes: Option<&[NodeTarget]>) -> Result<Vec<Target>> {
     let names: Vec<&str> = listed
         .iter()
@@ -149,9 +154,9 @@ pub fn targets(listed: &[Node], nodes: Option<&[NodeTarget]>) -> Result<Vec<Targ
                 return Err(Error::InvalidOption {
                     option: format!("nodes[{index}]"),
                     problem: format!(
-                        "{:?} is not a Node of the cluster (nodes: {})",
-                        node.name,
-                        names.join(", ")
+                        "{} is not a Node of the cluster (nodes: {})",
+                        quoted(&node.name),
+                        names_text(&names)
                     ),
                 });
             }
@@ -173,6 +178,18 @@ pub fn targets(listed: &[Node], nodes: Option<&[NodeTarget]>) -> Result<Vec<Targ
         } else {
             control_plane
         };
+        for (index, name) in chosen.iter().enumerate() {
+            check_listed_name(name)?;
+            if chosen[..index].contains(name) {
+                return Err(Error::UntrustedAnswer {
+                    object: format!("node {}", quoted(name)),
+                    problem: "the list of nodes names it twice".into(),
+                    hint: "a real API server lists each Node once: check that host or the \
+                           kubeconfig points at the cluster's API server"
+                        .into(),
+                });
+            }
+        }
         chosen
             .into_iter()
             .map(|name| NodeTarget {
@@ -192,6 +209,30 @@ pub fn targets(listed: &[Node], nodes: Option<&[NodeTarget]>) -> Result<Vec<Targ
             user: t.user,
         })
         .collect())
+}
+
+/// Checks a node name the API listed before it becomes an SSH destination, as names given in
+/// `nodes` are checked.
+fn check_listed_name(name: &str) -> Result<()> {
+    check_subdomain("node name", name).map_err(|_| Error::UntrustedAnswer {
+        object: format!("node {}", quoted(name)),
+        problem: "its name is not a valid Kubernetes name (a DNS subdomain), so it is not used \
+                  to choose where SSH connects"
+            .into(),
+        hint: "a real API server admits no such name: check that host or the kubeconfig points \
+               at the cluster's API server, or name the nodes to reach in option nodes \
+               ({name, host})"
+            .into(),
+    })
+}
+
+/// Node names for a message, each quoted and cut.
+fn names_text(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| quoted(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,6 +625,18 @@ pub async fn dqlite_state(remote: &Remote) -> Result<Dqlite> {
         dqlite_query(remote, ".leader")
     );
     let (info, unit, cluster, leader) = (info?, unit?, cluster?, leader?);
+    if !info.success() {
+        // Without the node's own address (and, as a rule, without the certificates the CLI
+        // needs) nothing can be judged: unread, not unhealthy.
+        return Err(remote.error(
+            "run",
+            format!(
+                "cat {info_path}: {} (the backend is readable by root or the microk8s group: \
+                 become)",
+                info.tail(2)
+            ),
+        ));
+    }
     Ok(judge_dqlite(&info, unit, &cluster, &leader))
 }
 
@@ -764,8 +817,9 @@ pub const DATABASE_LOCKED: &str = "database is locked";
 
 /// Counts, on the node, the lines of a unit's journal that report [`DATABASE_LOCKED`] (`$1`
 /// the unit, `$2` the epoch second to start at), so that only the count crosses SSH; the exit
-/// status of journalctl follows on stderr.
-const COUNT_LOCKED: &str = "{ journalctl -u \"$1\" --since=\"@$2\" --no-pager -o cat; \
+/// status of journalctl follows on stderr. Not `-o cat` (nor json): journalctl turns `-q` on
+/// for those outputs, and then says nothing when it cannot read the system journal.
+const COUNT_LOCKED: &str = "{ journalctl -u \"$1\" --since=\"@$2\" --no-pager -o short-unix; \
      echo \"journalctl-exit=$?\" >&2; } | grep -ci -e 'database is locked'; exit 0";
 
 /// What journalctl says (without `-q`) when it cannot read the system journal: the login user
@@ -942,6 +996,54 @@ mod tests {
             stdout: stdout.into(),
             stderr: stderr.into(),
         }
+    }
+
+    fn listed(names: &[&str]) -> Vec<Node> {
+        names
+            .iter()
+            .map(|name| {
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "labels": {CONTROL_PLANE_LABEL: "true"}}
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn node_names_from_the_api_never_choose_the_ssh_destination_unchecked() {
+        for hostile in [
+            "ssh://root@evil.example:2222",
+            "root@evil.example",
+            "-oProxyCommand=id",
+            "evil.example:22",
+            "k8s01\u{1b}[2J",
+        ] {
+            let err = targets(&listed(&["k8s01", hostile]), None).unwrap_err();
+            assert!(
+                matches!(err, Error::UntrustedAnswer { .. }),
+                "{hostile:?}: {err:?}"
+            );
+            assert!(err.hint().is_some());
+            assert!(!err.to_string().contains('\u{1b}'), "{err}");
+        }
+        let ok = targets(&listed(&["k8s01", "k8s02.example"]), None).unwrap();
+        assert_eq!(ok[1].host, "k8s02.example");
+        // Named in `nodes`, a hostile node elsewhere in the list does not matter.
+        let given = [NodeTarget {
+            name: "k8s01".into(),
+            host: Some("10.0.0.1".into()),
+            port: None,
+            user: None,
+        }];
+        let ok = targets(&listed(&["k8s01", "ssh://x@y"]), Some(&given)).unwrap();
+        assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn a_node_the_api_lists_twice_is_refused_not_reached_twice() {
+        let err = targets(&listed(&["k8s01", "k8s02", "k8s01"]), None).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

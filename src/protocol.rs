@@ -881,9 +881,13 @@ impl Report {
     }
 
     /// Whether the run changed (or, in check mode, would change) something, also when it
-    /// failed after a change.
+    /// failed after a change. A check-mode run that failed changed nothing and, having not
+    /// finished its plan, cannot say what it would change: false.
     #[must_use]
     pub fn changed(&self) -> bool {
+        if self.flags.check_mode && self.failed() {
+            return false;
+        }
         self.outcome.as_ref().is_some_and(|o| o.changed)
     }
 }
@@ -1352,6 +1356,24 @@ mod tests {
                 .starts_with("expected exactly one argument")
         );
         assert!(!result.to_string().contains("_ansible_"));
+    }
+
+    #[test]
+    fn a_check_mode_run_that_failed_reports_no_change() {
+        let flags = Flags {
+            check_mode: true,
+            ..Flags::default()
+        };
+        let mut report = Report::new("probe", flags, Map::new(), Vec::new());
+        report.set_outcome(Outcome {
+            changed: true,
+            msg: "would restart kubelite on k8s01".into(),
+            report: Map::new(),
+            ..Outcome::default()
+        });
+        assert!(report.changed());
+        report.fail("plan", Error::ModuleUsage);
+        assert_eq!(module_result(&report)["changed"], json!(false));
     }
 
     #[test]

@@ -29,6 +29,26 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting (the master connection) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many nodes are connected to (or read) at once: each is an ssh process, and a cluster of
+/// 150 nodes must not start 150 at a time.
+pub const MAX_PARALLEL: usize = 8;
+
+/// Runs `work` on every item, at most [`MAX_PARALLEL`] at a time; the results come in the
+/// items' order.
+pub async fn each_bounded<I, F, Fut>(items: I, work: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future,
+{
+    use futures::stream::StreamExt as _;
+    futures::stream::iter(items)
+        .map(work)
+        .buffered(MAX_PARALLEL)
+        .collect()
+        .await
+}
+
 /// SSH options, shared by the actions that reach nodes over SSH.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema, Args)]
 pub struct SshArgs {
@@ -237,7 +257,8 @@ impl Output {
         self.status == Some(0)
     }
 
-    /// The last lines of stderr (else stdout), for messages.
+    /// The last non-blank lines of stderr (else stdout), on one line joined by ` | `, for
+    /// messages (a node's newlines never start a line of their own in a message).
     #[must_use]
     pub fn tail(&self, lines: usize) -> String {
         let text = if self.stderr.trim().is_empty() {
@@ -245,13 +266,64 @@ impl Output {
         } else {
             &self.stderr
         };
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let all: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        all[all.len().saturating_sub(lines)..].join(" | ")
     }
+}
+
+/// What a node printed, made safe to parse and to show: every control character but newline
+/// and tab (terminal escape sequences start with ESC or the C1 CSI, `\r` rewrites a line),
+/// and the Unicode controls that reorder text on screen, become U+FFFD; `\r` is dropped. So
+/// nothing a node prints can move the cursor, recolour or hide text in a message, a finding or
+/// a terminal.
+#[must_use]
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c != '\r')
+        .map(|c| {
+            let reorders = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || reorders {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Checks the host that becomes ssh's destination argument. The openssh crate passes it as a
+/// bare word after the options (no `--`) and reads `ssh://user@host:port` itself, so a host
+/// starting with `-` would be an ssh option, and one holding `@`, `/` or (unless it is an IPv6
+/// address) `:` would pick another user, host or port than the ones given.
+fn check_destination(target: &Target) -> Result<()> {
+    let host = target.host.as_str();
+    let ipv6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+    let refused = host.is_empty()
+        || host.starts_with('-')
+        || host.contains(['@', '/'])
+        || (host.contains(':') && !ipv6)
+        || host.chars().any(|c| c.is_whitespace() || c.is_control());
+    if refused {
+        return Err(Error::Ssh {
+            node: target.node.clone(),
+            host: quoted(host),
+            step: "connect",
+            problem: "refusing this host: ssh would read it as an option or as \
+                      user@host:port (it may not start with '-' nor hold '@', '/', or ':' \
+                      other than in an IPv6 address)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// Opens the master connection to `target`.
 pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
+    check_destination(target)?;
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(match args.host_key_checking {
@@ -333,8 +405,8 @@ impl Remote {
             })?;
         Ok(Output {
             status: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            stdout: printable(&String::from_utf8_lossy(&output.stdout)),
+            stderr: printable(&String::from_utf8_lossy(&output.stderr)),
         })
     }
 
@@ -376,6 +448,78 @@ mod tests {
             assert!(check_host("host", good).is_ok(), "{good}");
         }
         assert!(check_word("service", "microk8s.daemon-kubelite").is_ok());
+    }
+
+    #[tokio::test]
+    async fn destinations_that_ssh_would_read_as_an_option_or_url_are_refused_before_ssh_runs() {
+        let target = |host: &str| Target {
+            node: "k8s01".into(),
+            host: host.into(),
+            port: None,
+            user: None,
+        };
+        for bad in [
+            "ssh://root@evil.example:2222",
+            "root@evil.example",
+            "-oProxyCommand=touch /tmp/x",
+            "evil.example:2222",
+            "a b",
+            "",
+        ] {
+            let err = connect(&SshArgs::default(), &target(bad))
+                .await
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("refusing this host"), "{bad:?}: {err}");
+        }
+        for good in ["k8s01", "10.0.0.1", "fe80::1", "node-1.example.com"] {
+            assert!(check_destination(&target(good)).is_ok(), "{good}");
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_are_worked_on_at_most_max_parallel_at_a_time_in_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let results = each_bounded(0..150, |n| {
+            let (running, most) = (&running, &most);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Let every other started future run before this one ends.
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                n * 2
+            }
+        })
+        .await;
+        assert_eq!(most.load(Ordering::SeqCst), MAX_PARALLEL);
+        assert_eq!(results, (0..150).map(|n| n * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn escape_sequences_and_newlines_from_a_node_never_reach_a_message() {
+        let hostile = "active\r\u{1b}[2J\u{1b}]0;owned\u{7}\u{9b}31m\u{202e}evil\nNRestarts=1\n";
+        let clean = printable(hostile);
+        assert!(
+            !clean
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{clean:?}"
+        );
+        // Lines stay lines for the parsers.
+        assert_eq!(clean.lines().nth(1), Some("NRestarts=1"));
+        let output = Output {
+            status: Some(1),
+            stdout: String::new(),
+            stderr: printable("error: one\n\n  two\r\nthree \u{1b}[1A\n"),
+        };
+        let tail = output.tail(6);
+        assert_eq!(tail, "error: one | two | three \u{fffd}[1A");
+        assert_eq!(output.tail(1), "three \u{fffd}[1A");
     }
 
     #[test]

@@ -33,7 +33,10 @@
 //!    `snapshot_ratio` times it: a warning), the restart-escalation risk (a warning), the
 //!    apiserver's `--authorization-mode` (AlwaysAllow: critical) and, on Kubernetes 1.34, the
 //!    feature gates microk8s turns off for dqlite (missing: a warning). A node SSH cannot
-//!    reach gets a warning naming why, and the other nodes are still checked.
+//!    reach, or whose reads outlast [`NODE_BUDGET`] (a hung command), gets a warning naming
+//!    why, and the other nodes are still checked; when no node could be read, every node has
+//!    its warning (so `fail_on: warning` is reached). At most [`ssh::MAX_PARALLEL`] nodes are
+//!    read at once.
 //!
 //! A check that cannot run (permission denied, Calico not installed, a timeout) is listed in
 //! `checks` as skipped with the reason; the other checks still run.
@@ -71,7 +74,7 @@ use super::{Action, Context};
 use crate::calico_rules::CalicoVersion as Version;
 use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
-use crate::k8s::duration::{Duration, format_duration, seconds_since};
+use crate::k8s::duration::{Duration, format_ago, format_duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::names::check_label;
 use crate::k8s::nodes::{NodeInfo, read_nodes};
@@ -533,6 +536,8 @@ impl Action for Diagnose {
 
     /// Runs every check asked for, one after another, recording each as it ends.
     async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        // When the action's timeout ends (it began a moment before, with connecting).
+        let deadline = tokio::time::Instant::now() + self.cluster.timeout_or(Self::DEFAULT_TIMEOUT);
         let scratch = Context {
             cluster: cx.cluster.clone(),
             check_mode: true,
@@ -567,7 +572,7 @@ impl Action for Diagnose {
                     }
                 }
                 Check::Apiserver403 => self.apiserver_403(&cx.cluster).await.map_err(reason),
-                Check::Kubelite if self.ssh_given => self.kubelite(&cx.cluster).await,
+                Check::Kubelite if self.ssh_given => self.kubelite(&cx.cluster, deadline).await,
                 Check::Kubelite => Err("no SSH options given".into()),
             };
             record(out, check, result);
@@ -1355,7 +1360,7 @@ pub fn lease_finding(name: &str, lease: Option<&Lease>, now: Timestamp, threshol
     let transitions = spec.lease_transitions.unwrap_or(0);
     let held = lease_held(spec, now);
     let renewal = match ago {
-        Some(ago) => format!("renewed {} ago", format_duration(ago)),
+        Some(ago) => format!("renewed {}", format_ago(ago)),
         None => "never renewed".into(),
     };
     let node = holder.split('_').next().unwrap_or_default().to_owned();
@@ -1437,8 +1442,8 @@ pub fn node_lease_findings(nodes: &BTreeMap<String, NodeInfo>, now: Timestamp) -
         let ago = info.lease_renewed.map(|t| seconds_since(t, now));
         let lease = match ago {
             Some(ago) => format!(
-                "its Lease was last renewed {} ago (duration {}s)",
-                format_duration(ago),
+                "its Lease was last renewed {} (duration {}s)",
+                format_ago(ago),
                 info.lease_duration.unwrap_or(0)
             ),
             None => "it has no Lease in kube-node-lease".into(),
@@ -1703,7 +1708,14 @@ pub struct NodeReading {
     pub escalation: Option<std::result::Result<microk8s::Escalation, String>>,
     /// The apiserver's arguments.
     pub apiserver: Option<std::result::Result<microk8s::ApiserverArgs, String>>,
+    /// Whether the node's reads outlasted [`NODE_BUDGET`] (then `unreachable` says where).
+    pub timed_out: bool,
 }
+
+/// The longest the kubelite check spends on one node (its connection and every read): a node
+/// whose commands hang gets a warning, like one SSH cannot reach, and the other nodes' findings
+/// are kept. Also ended early enough to leave the run time to report before its `timeout`.
+pub const NODE_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What the kubelite findings are judged against.
 #[derive(Debug, Clone, Default)]
@@ -1723,7 +1735,11 @@ pub struct KubeliteLimits {
 }
 
 impl Diagnose {
-    async fn kubelite(&self, cluster: &Cluster) -> std::result::Result<Vec<Finding>, String> {
+    async fn kubelite(
+        &self,
+        cluster: &Cluster,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<Vec<Finding>, String> {
         let listed = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone())
             .list(&ListParams::default())
             .await
@@ -1738,16 +1754,16 @@ impl Diagnose {
             .ok()
             .and_then(|info| info.minor.trim_end_matches('+').parse().ok());
         let since = Timestamp::now().as_second() - self.window.seconds();
-        let readings =
-            futures::future::join_all(targets.iter().map(|target| self.read_node(target, since)))
-                .await;
-        if readings.iter().all(|r| r.unreachable.is_some()) {
-            let why: Vec<String> = readings
-                .iter()
-                .map(|r| format!("{}: {}", r.node, r.unreachable.as_deref().unwrap_or("")))
-                .collect();
-            return Err(format!("no node reachable over SSH: {}", why.join("; ")));
-        }
+        // The reads end a little before the run's timeout: a tenth of it, at most 15 s, is left
+        // to judge and report.
+        let timeout = self.cluster.timeout_or(Self::DEFAULT_TIMEOUT);
+        let stop_at = deadline - (timeout / 10).min(std::time::Duration::from_secs(15));
+        // Every node unreachable or hung gives a warning for each (as one does), not a skipped
+        // check: fail_on warning must not pass when nothing could be read.
+        let readings = ssh::each_bounded(targets.iter(), |target| {
+            self.read_node_within(target, since, stop_at)
+        })
+        .await;
         let limits = KubeliteLimits {
             window_seconds: self.window.seconds(),
             locked_per_hour: self.locked_per_hour,
@@ -1768,33 +1784,72 @@ impl Diagnose {
             .collect())
     }
 
-    /// Every read of one node; a read that fails is kept as its reason.
-    async fn read_node(&self, target: &Target, since: i64) -> NodeReading {
+    /// Every read of one node within [`NODE_BUDGET`] and before `stop_at`; reads that
+    /// outlast it make the node's reading a timed-out one (named like an unreachable node).
+    async fn read_node_within(
+        &self,
+        target: &Target,
+        since: i64,
+        stop_at: tokio::time::Instant,
+    ) -> NodeReading {
+        let started = tokio::time::Instant::now();
+        let until = (started + NODE_BUDGET).min(stop_at);
         let mut reading = NodeReading {
             node: target.node.clone(),
             ..NodeReading::default()
         };
+        let mut step = "connect";
+        let read = self.read_node(target, since, &mut reading, &mut step);
+        if tokio::time::timeout_at(until, read).await.is_err() {
+            reading.timed_out = true;
+            reading.unreachable = Some(format!(
+                "no answer within {}s while reading {step} (the time given to each node; the \
+                 other nodes were checked)",
+                until.saturating_duration_since(started).as_secs()
+            ));
+        }
+        reading
+    }
+
+    /// Every read of one node into `reading`, `step` naming the one under way; a read that
+    /// fails is kept as its reason.
+    async fn read_node(
+        &self,
+        target: &Target,
+        since: i64,
+        reading: &mut NodeReading,
+        step: &mut &'static str,
+    ) {
         let remote: Remote = match ssh::connect(&self.ssh, target).await {
             Ok(remote) => remote,
             Err(err) => {
                 reading.unreachable = Some(err.message_with_causes());
-                return reading;
+                return;
             }
         };
         let text = |e: Error| e.message_with_causes();
         for unit in [microk8s::KUBELITE_UNIT, microk8s::DQLITE_UNIT] {
+            *step = if unit == microk8s::KUBELITE_UNIT {
+                "the kubelite journal"
+            } else {
+                "the k8s-dqlite journal"
+            };
             let count = match microk8s::locked_since(&remote, unit, since).await {
                 Ok(count) => count,
                 Err(err) => Err(text(err)),
             };
             reading.locked.push((unit.to_owned(), count));
         }
+        *step = "dqlite's members";
         reading.dqlite = Some(microk8s::dqlite_state(&remote).await.map_err(text));
+        *step = "the dqlite backend's sizes";
         reading.sizes = Some(microk8s::backend_sizes(&remote).await.map_err(text));
+        *step = "the escalation risk";
         reading.escalation = Some(microk8s::escalation(&remote).await.map_err(text));
+        *step = "the apiserver's arguments";
         reading.apiserver = Some(microk8s::apiserver_args(&remote).await.map_err(text));
+        *step = "closing the connection";
         remote.close().await;
-        reading
     }
 }
 
@@ -1830,9 +1885,16 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
             Severity::Warning,
             format!("SSH checks skipped on this node: {why}"),
         );
-        "make the node reachable over SSH (ssh_config, ssh_user, known_hosts, nodes[].host) \
-         or leave it out with nodes; the other nodes were checked"
-            .clone_into(&mut f.hint);
+        if reading.timed_out {
+            "a command on the node hangs or the connection stalls: look at the node (load, a \
+             hung journalctl, dqlite or disk) or leave it out with nodes; the other nodes were \
+             checked"
+                .clone_into(&mut f.hint);
+        } else {
+            "make the node reachable over SSH (ssh_config, ssh_user, known_hosts, nodes[].host) \
+             or leave it out with nodes; the other nodes were checked"
+                .clone_into(&mut f.hint);
+        }
         f.data.insert("reason".into(), json!(why));
         return vec![f];
     }

@@ -32,7 +32,10 @@
 //! server tells of the change; the unit (over SSH) and /readyz, which cannot be watched, are
 //! asked together every 200 ms until they pass. So a node is left as soon as it is healthy. While a
 //! node restarts, API calls go to another node's apiserver when the configured one is that
-//! node's (a kubeconfig from `microk8s config` points at one node).
+//! node's (a kubeconfig from `microk8s config` points at one node). The nodes' apiservers are
+//! reached at their InternalIP (a valid IP address, else left out with a warning), and the
+//! credentials go there only when certificates are verified: with `validate_certs: false`,
+//! /readyz is asked without them and API calls do not fail over (a warning says so).
 //!
 //! # Idempotency and resume
 //! `restarted_within` skips nodes whose kubelite became active more recently, so a second
@@ -50,6 +53,7 @@
 //! last lines; the nodes done, failed and not started; `changed: true` if any node restarted).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
@@ -61,11 +65,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Context};
-use crate::client::{Cluster, ClusterArgs, connect_server};
+use crate::client::{Cluster, ClusterArgs, NodeServer, connect_node};
 use crate::error::{Error, Result};
-use crate::k8s::duration::{Duration, seconds_since};
+use crate::k8s::duration::{Duration, format_ago, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::lock::{self, Lock, LockState};
+use crate::k8s::names::quoted;
 use crate::k8s::nodes::{
     NODE_LEASE_NAMESPACE, NodeReport, NodeState, infos_of, read_nodes, read_nodes_and_objects,
 };
@@ -333,8 +338,9 @@ pub struct Plan {
     nodes: Vec<PlannedNode>,
     /// The configured API endpoint, and the node it is on (if it is one node's apiserver).
     primary_node: Option<String>,
-    /// Each node's own apiserver, as a client.
-    apiservers: BTreeMap<String, Cluster>,
+    /// Each node's own apiserver at its InternalIP, as a client: with the credentials only
+    /// when certificates are verified (see [`connect_node`]).
+    apiservers: BTreeMap<String, NodeServer>,
 }
 
 #[derive(Debug)]
@@ -391,18 +397,31 @@ impl Action for KubeliteRestart {
         out.report.lock.lease = format!("{}/{}", LOCK.0, LOCK.1);
         let (listed, infos) = read_nodes_and_objects(cluster).await?;
         let targets = targets(&listed, self.nodes.as_deref())?;
-        let addresses: BTreeMap<String, String> = listed
-            .iter()
-            .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
-            .collect();
+        let mut addresses: BTreeMap<String, IpAddr> = BTreeMap::new();
+        for node in &listed {
+            let Some(name) = node.metadata.name.clone() else {
+                continue;
+            };
+            match internal_ip(node) {
+                Some(Ok(ip)) => {
+                    addresses.insert(name, ip);
+                }
+                Some(Err(text)) if targets.iter().any(|t| t.node == name) => out.warn(format!(
+                    "node {name} advertises InternalIP {}, which is not an IP address: its \
+                     apiserver's /readyz is not checked and API calls do not fail over to it",
+                    quoted(&text)
+                )),
+                Some(Err(_)) | None => {}
+            }
+        }
         let now = Timestamp::now();
         // Pre-flight on every node, all of them, so that the report lists every problem; the
         // leader Leases and the lock are read meanwhile.
         let (roles, checks, lock_read) = tokio::join!(
             leaderships(cluster),
-            futures::future::join_all(targets.iter().map(|target| {
+            ssh::each_bounded(targets.iter(), |target| {
                 self.preflight(target, NodeReport::of(&infos, Some(&target.node), now))
-            })),
+            }),
             lock::read(cluster, LOCK.0, LOCK.1)
         );
         let roles = roles?;
@@ -441,6 +460,9 @@ impl Action for KubeliteRestart {
                 preflight: preflight.clone(),
                 ..NodeResult::default()
             });
+            if let Some(skew) = self.clock_skew(&target.node, &preflight, now) {
+                out.warn(skew);
+            }
             if let Some(remote) = remote {
                 planned.push(PlannedNode {
                     target: target.clone(),
@@ -561,12 +583,20 @@ impl Action for KubeliteRestart {
         let port = endpoint_port(&cluster.endpoint);
         for (node, ip) in &addresses {
             if targets.iter().any(|t| &t.node == node) {
-                let url = format!("https://{}:{port}", bracket(ip));
-                apiservers.insert(
-                    node.clone(),
-                    connect_server(&self.cluster, Some(&url)).await?,
-                );
+                let url = format!("https://{}", std::net::SocketAddr::new(*ip, port));
+                apiservers.insert(node.clone(), connect_node(&self.cluster, &url).await?);
             }
+        }
+        if let Some(primary) = &primary_node
+            && to_restart.contains(primary)
+            && !apiservers.values().any(|s| s.credentials)
+        {
+            out.warn(format!(
+                "while {primary} restarts, API calls stay on its apiserver (the configured \
+                 endpoint): the credentials go to the addresses the Nodes advertise only when \
+                 certificates are verified (validate_certs, ca_cert); the nodes' /readyz is \
+                 asked without credentials"
+            ));
         }
         Ok(Plan {
             nodes: planned,
@@ -783,14 +813,33 @@ impl KubeliteRestart {
         format!("snap.{}", self.service)
     }
 
+    /// Why `restarted_within` skips the node, if it does. A unit active since a time ahead of
+    /// this host's clock (the node's clock is ahead) says nothing about how recent its start
+    /// was: it is not skipped, and [`Self::clock_skew`] warns.
     fn skip_reason(&self, pre: &Preflight, now: Timestamp) -> Option<String> {
         let within = self.restarted_within.as_ref()?;
         let since: Timestamp = pre.active_since.as_deref()?.parse().ok()?;
         let age = seconds_since(since, now);
-        (age < within.seconds()).then(|| {
+        (0..within.seconds()).contains(&age).then(|| {
             format!(
-                "kubelite active since {since} ({} ago), within restarted_within ({within})",
-                crate::k8s::duration::format_duration(age)
+                "kubelite active since {since} ({}), within restarted_within ({within})",
+                format_ago(age)
+            )
+        })
+    }
+
+    /// A warning when `restarted_within` cannot judge the node because its unit became active
+    /// after this host's now.
+    fn clock_skew(&self, node: &str, pre: &Preflight, now: Timestamp) -> Option<String> {
+        let within = self.restarted_within.as_ref()?;
+        let since: Timestamp = pre.active_since.as_deref()?.parse().ok()?;
+        let age = seconds_since(since, now);
+        (age < 0).then(|| {
+            format!(
+                "{node}: kubelite active since {since}, {}; restarted_within ({within}) cannot \
+                 judge it, so it is not skipped; check the clocks (timedatectl) of {node} and \
+                 of this host",
+                format_ago(age)
             )
         })
     }
@@ -831,8 +880,8 @@ impl KubeliteRestart {
             let api = if plan.primary_node.as_deref() == Some(node.as_str()) {
                 plan.apiservers
                     .iter()
-                    .find(|(other, _)| *other != node)
-                    .map_or(&cx.cluster, |(_, c)| c)
+                    .find(|(other, server)| *other != node && server.credentials)
+                    .map_or(&cx.cluster, |(_, server)| &server.cluster)
             } else {
                 &cx.cluster
             };
@@ -895,8 +944,7 @@ impl KubeliteRestart {
             (check.to_owned(), observed, error)
         };
         if self.check_dqlite {
-            let states =
-                futures::future::join_all(plan.nodes.iter().map(|p| dqlite_state(&p.remote))).await;
+            let states = ssh::each_bounded(plan.nodes.iter(), |p| dqlite_state(&p.remote)).await;
             let mut problems = Vec::new();
             for (p, state) in plan.nodes.iter().zip(states) {
                 let name = &p.target.node;
@@ -1075,7 +1123,7 @@ impl KubeliteRestart {
                 },
                 async {
                     match own {
-                        Some(own) if !gates.readyz => Some(readyz(own).await),
+                        Some(own) if !gates.readyz => Some(readyz(&own.cluster).await),
                         _ => None,
                     }
                 }
@@ -1207,23 +1255,38 @@ impl KubeliteRestart {
         loop {
             let (unit, dqlite) =
                 tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
-            // A new invocation is a start; a stopped unit (none) is left to the dqlite check
-            // before the next node.
+            let unit = unit.map_err(|e| fail("kubelite stable", e.message_with_causes()))?;
+            // A new k8s-dqlite invocation is a start (a stopped unit, none, is left to the
+            // dqlite check before the next node): with a new kubelite invocation too, microk8s
+            // restarted the whole snap; alone, k8s-dqlite died or was restarted by itself.
             if let (Some(before), Ok(now)) = (&dqlite_before, &dqlite)
                 && now.invocation.as_ref().is_some_and(|i| i != before)
             {
-                return Err(fail(
-                    "no escalation",
-                    format!(
-                        "{DQLITE_UNIT} restarted after kubelite's restart (it is {}, invocation \
-                         {before} is now {}): microk8s turned a kubelite crash into `snap \
-                         restart microk8s`; {ESCALATION_REMEDY}",
-                        now.text(),
-                        now.invocation.as_deref().unwrap_or("none")
-                    ),
-                ));
+                let restarted = format!(
+                    "{DQLITE_UNIT} restarted after kubelite's restart (it is {}, invocation \
+                     {before} is now {})",
+                    now.text(),
+                    now.invocation.as_deref().unwrap_or("none")
+                );
+                return Err(if unit.invocation == came_up.invocation {
+                    fail(
+                        "k8s-dqlite stable",
+                        format!(
+                            "{restarted}, while kubelite kept running: its dqlite member died or \
+                             was restarted and may still be catching up; look at `journalctl \
+                             -u {DQLITE_UNIT}` on {node}"
+                        ),
+                    )
+                } else {
+                    fail(
+                        "no escalation",
+                        format!(
+                            "{restarted} and kubelite with it: microk8s turned a kubelite crash \
+                             into `snap restart microk8s`; {ESCALATION_REMEDY}"
+                        ),
+                    )
+                });
             }
-            let unit = unit.map_err(|e| fail("kubelite stable", e.message_with_causes()))?;
             if !unit.is_active() || unit.invocation != came_up.invocation {
                 // On a node with the escalation risk, the wrapper that starts again decides at
                 // once whether to restart the whole snap: wait for that to name it.
@@ -1342,9 +1405,9 @@ async fn escalated(remote: &Remote, before: &str) -> Option<Unit> {
     }
 }
 
-/// Closes every node's SSH connection, all at once.
+/// Closes every node's SSH connection, [`ssh::MAX_PARALLEL`] at a time.
 async fn close_all(nodes: Vec<PlannedNode>) {
-    futures::future::join_all(nodes.into_iter().map(|n| n.remote.close())).await;
+    ssh::each_bounded(nodes, |n| n.remote.close()).await;
 }
 
 /// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
@@ -1413,24 +1476,32 @@ async fn readyz(cluster: &Cluster) -> std::result::Result<(), String> {
     }
 }
 
-/// A node's InternalIP.
-fn internal_ip(node: &Node) -> Option<String> {
-    node.status
+/// A node's InternalIP: None when it advertises none, the text when it is no IP address (a
+/// Node's status is written by whoever can write Nodes, and becomes a URL here).
+fn internal_ip(node: &Node) -> Option<std::result::Result<IpAddr, String>> {
+    let text = &node
+        .status
         .as_ref()?
         .addresses
         .as_ref()?
         .iter()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address.clone())
+        .find(|a| a.type_ == "InternalIP")?
+        .address;
+    Some(text.trim().parse().map_err(|_| text.clone()))
 }
 
 /// The node whose apiserver the configured endpoint is, if it is one node's.
-fn primary_node(endpoint: &str, addresses: &BTreeMap<String, String>) -> Option<String> {
+fn primary_node(endpoint: &str, addresses: &BTreeMap<String, IpAddr>) -> Option<String> {
     let uri: http::Uri = endpoint.parse().ok()?;
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let host: IpAddr = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
     addresses
         .iter()
-        .find(|(_, ip)| ip.as_str() == host)
+        .find(|(_, ip)| **ip == host)
         .map(|(node, _)| node.clone())
 }
 
@@ -1441,14 +1512,6 @@ fn endpoint_port(endpoint: &str) -> u16 {
         .ok()
         .and_then(|u| u.port_u16())
         .unwrap_or(16443)
-}
-
-fn bracket(ip: &str) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_owned()
-    }
 }
 
 /// A run id: this host, process and time.
@@ -1531,11 +1594,84 @@ mod tests {
         );
     }
 
+    fn node_with_internal_ip(address: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "k8s01"},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "k8s01"},
+                {"type": "InternalIP", "address": address}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn internal_ips_that_are_no_ip_address_are_left_out_not_used_as_urls() {
+        for good in ["10.0.0.1", "fd00::1"] {
+            let ip = internal_ip(&node_with_internal_ip(good)).unwrap().unwrap();
+            assert_eq!(ip, good.parse::<IpAddr>().unwrap());
+        }
+        for bad in [
+            "evil.example",
+            "10.0.0.1:8443",
+            "user@10.0.0.1",
+            "10.0.0.1/x",
+            "[fd00::1]",
+            "",
+        ] {
+            assert_eq!(
+                internal_ip(&node_with_internal_ip(bad)),
+                Some(Err(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        let ipv6 = std::net::SocketAddr::new("fd00::1".parse().unwrap(), 16443);
+        assert_eq!(format!("https://{ipv6}"), "https://[fd00::1]:16443");
+    }
+
+    fn restart_within(within: &str) -> KubeliteRestart {
+        KubeliteRestart::validate(
+            serde_json::from_value(json!({"restarted_within": within})).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn active_since(text: &str) -> Preflight {
+        Preflight {
+            active_since: Some(text.into()),
+            ..Preflight::default()
+        }
+    }
+
+    #[test]
+    fn restarted_within_skips_recent_starts_but_not_one_ahead_of_this_clock() {
+        let action = restart_within("1h");
+        let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let recent = active_since("2026-12-05T11:30:00Z");
+        let why = action.skip_reason(&recent, now).unwrap();
+        assert!(why.contains("(30m ago)"), "{why}");
+        assert!(action.clock_skew("k8s01", &recent, now).is_none());
+        assert!(
+            action
+                .skip_reason(&active_since("2026-12-05T10:00:00Z"), now)
+                .is_none()
+        );
+        // A node whose clock is a day ahead: not skipped as "-1d ago", and said why.
+        let ahead = active_since("2026-12-06T12:00:00Z");
+        assert_eq!(action.skip_reason(&ahead, now), None);
+        let warning = action.clock_skew("k8s01", &ahead, now).unwrap();
+        assert!(
+            warning.contains("1d in the future (clock skew") && warning.contains("not skipped"),
+            "{warning}"
+        );
+        assert!(!warning.contains("-1d"), "{warning}");
+    }
+
     #[test]
     fn the_configured_endpoint_is_matched_to_its_node() {
-        let addresses: BTreeMap<String, String> = [
-            ("k8s01".to_owned(), "127.0.1.1".to_owned()),
-            ("k8s02".to_owned(), "127.0.1.2".to_owned()),
+        let addresses: BTreeMap<String, IpAddr> = [
+            ("k8s01".to_owned(), "127.0.1.1".parse().unwrap()),
+            ("k8s02".to_owned(), "127.0.1.2".parse().unwrap()),
         ]
         .into();
         assert_eq!(
@@ -1543,6 +1679,13 @@ mod tests {
             Some("k8s01")
         );
         assert_eq!(primary_node("https://127.0.0.1:16443", &addresses), None);
+        assert_eq!(primary_node("https://k8s01:16443", &addresses), None);
+        let v6: BTreeMap<String, IpAddr> =
+            [("k8s03".to_owned(), "fd00::3".parse().unwrap())].into();
+        assert_eq!(
+            primary_node("https://[fd00:0::3]:16443", &v6).as_deref(),
+            Some("k8s03")
+        );
         assert_eq!(endpoint_port("https://127.0.1.1:16443"), 16443);
     }
 }

@@ -72,7 +72,7 @@ use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::FIELD_MANAGER;
 use crate::k8s::delete::{BackupOf, DeleteOptions, Deletion, backup, delete_uid, dry_run_refused};
-use crate::k8s::duration::{Duration, format_duration, seconds_since};
+use crate::k8s::duration::{Duration, format_ago, format_duration, seconds_since};
 use crate::k8s::lease::lease_held;
 use crate::k8s::names::check_label;
 use crate::k8s::nodes::{NODE_LEASE_NAMESPACE, NodeInfo, NodeReport, NodeState, read_nodes};
@@ -464,13 +464,12 @@ impl SchedulerLease {
     fn text(&self) -> String {
         match (&self.lease, &self.holder, self.renewed_ago) {
             (Some(lease), Some(holder), Some(ago)) if self.held => format!(
-                "lease {lease} held by {holder}, renewed {} ago",
-                format_duration(ago)
+                "lease {lease} held by {holder}, renewed {}",
+                format_ago(ago)
             ),
-            (Some(lease), _, Some(ago)) => format!(
-                "lease {lease} not held (last renewed {} ago)",
-                format_duration(ago)
-            ),
+            (Some(lease), _, Some(ago)) => {
+                format!("lease {lease} not held (last renewed {})", format_ago(ago))
+            }
             (Some(lease), _, None) => format!("lease {lease} not held"),
             (None, _, _) => "no lease of that name".into(),
         }
@@ -1016,13 +1015,13 @@ impl StuckPods {
         plan: &mut Plan,
     ) -> Result<()> {
         for api in self.pod_apis(cluster) {
-            let mut pages = Pages::new(self.list_params(None));
+            let mut pages = Pages::new(self.list_params(None), self.scope_label());
             while let Some(params) = pages.next() {
                 let page = api
                     .list_metadata(params)
                     .await
                     .map_err(cluster.error("list", self.scope_label()))?;
-                pages.advance(&page.metadata);
+                pages.advance(&page.metadata, page.items.len())?;
                 plan.scanned += page.items.len();
                 for item in page.items {
                     let meta = item.metadata;
@@ -1118,13 +1117,16 @@ impl StuckPods {
     ) -> Result<()> {
         let fields = "status.phase=Pending,spec.nodeName=";
         for api in self.pod_apis(cluster) {
-            let mut pages = Pages::new(self.list_params(Some(fields)));
+            let mut pages = Pages::new(
+                self.list_params(Some(fields)),
+                format!("pending {}", self.scope_label()),
+            );
             while let Some(params) = pages.next() {
                 let page = api
                     .list(params)
                     .await
                     .map_err(cluster.error("list", format!("pending {}", self.scope_label())))?;
-                pages.advance(&page.metadata);
+                pages.advance(&page.metadata, page.items.len())?;
                 if self.terminating.is_none() {
                     plan.scanned += page.items.len();
                 }

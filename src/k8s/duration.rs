@@ -215,9 +215,33 @@ pub fn seconds_since(then: Timestamp, now: Timestamp) -> i64 {
     now.as_second() - then.as_second()
 }
 
+/// An age from [`seconds_since`] for people: `5m3s ago`, or, when negative (a time the cluster
+/// or a node wrote that lies ahead of this host's clock), `5m3s in the future (clock skew ...)`
+/// rather than a `-5m3s ago` that reads like a typo.
+#[must_use]
+pub fn format_ago(seconds: i64) -> String {
+    if seconds < 0 {
+        format!(
+            "{} in the future (clock skew: this host's clock and the cluster's differ)",
+            format_duration(seconds.saturating_neg())
+        )
+    } else {
+        format!("{} ago", format_duration(seconds))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_ages_read_as_clock_skew_not_as_minus_ago() {
+        assert_eq!(format_ago(90), "1m30s ago");
+        assert_eq!(format_ago(0), "0s ago");
+        let ahead = format_ago(-86_400);
+        assert!(ahead.starts_with("1d in the future (clock skew"), "{ahead}");
+        assert!(!format_ago(i64::MIN).contains('-'));
+    }
 
     #[test]
     fn durations_are_written_with_units() {

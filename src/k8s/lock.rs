@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use crate::client::Cluster;
 use crate::error::{Error, Result};
 use crate::k8s::FIELD_MANAGER;
-use crate::k8s::duration::seconds_since;
+use crate::k8s::duration::{format_ago, seconds_since};
 
 /// Annotation holding the JSON list of what the run has finished (node names).
 pub const DONE_ANNOTATION: &str = "kubemend.io/done";
@@ -116,6 +116,41 @@ pub fn state_of(lease: Option<&Lease>, now: Timestamp) -> LockState {
         holder,
         since,
         done,
+    }
+}
+
+impl LockState {
+    /// What the lock is, for people (never Rust's debug text).
+    #[must_use]
+    pub fn text(&self) -> String {
+        let done = |done: &[String]| {
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!(" (done: {})", done.join(", "))
+            }
+        };
+        match self {
+            Self::Free => "deleted".into(),
+            Self::Released { run, done: d } if run.is_empty() => {
+                format!("released{}", done(d))
+            }
+            Self::Released { run, done: d } => format!("released by run {run}{}", done(d)),
+            Self::Expired {
+                holder,
+                done: d,
+                renewed_ago,
+            } => format!(
+                "expired: run {holder} last renewed it {}{}",
+                format_ago(*renewed_ago),
+                done(d)
+            ),
+            Self::Held {
+                holder,
+                since,
+                done: d,
+            } => format!("held by run {holder} since {since}{}", done(d)),
+        }
     }
 }
 
@@ -223,15 +258,17 @@ pub async fn acquire(
                 .get_opt(name)
                 .await
                 .map_err(cluster.error("get", label.clone()))?;
-            let (holder, since, done) = match state_of(now_held.as_ref(), Timestamp::now()) {
+            return Err(match state_of(now_held.as_ref(), Timestamp::now()) {
                 LockState::Held {
                     holder,
                     since,
                     done,
-                } => (holder, since, done),
-                other => (format!("{other:?}"), String::new(), Vec::new()),
-            };
-            return Err(refused(namespace, name, &holder, &since, &done));
+                } => refused(namespace, name, &holder, &since, &done),
+                other => Error::LockChanged {
+                    lease: format!("{namespace}/{name}"),
+                    now: other.text(),
+                },
+            });
         }
         Err(err) => return Err(cluster.error("write", label)(err)),
     };
@@ -355,6 +392,39 @@ mod tests {
                      "leaseDurationSeconds": ttl},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_lock_that_changed_meanwhile_is_told_in_words_not_debug_text() {
+        let now: Timestamp = "2026-05-15T07:10:00Z".parse().unwrap();
+        let expired = lease(Some("run-a"), "2026-05-15T07:00:00.000000Z", 60, &["k8s01"]);
+        let released = lease(None, "2026-05-15T07:09:50.000000Z", 60, &[]);
+        let texts = [
+            LockState::Free.text(),
+            state_of(Some(&expired), now).text(),
+            state_of(Some(&released), now).text(),
+        ];
+        assert_eq!(texts[0], "deleted");
+        assert_eq!(
+            texts[1],
+            "expired: run run-a last renewed it 10m ago (done: k8s01)"
+        );
+        assert_eq!(texts[2], "released");
+        for text in &texts {
+            assert!(
+                !text.contains('{') && !text.contains("renewed_ago"),
+                "{text}"
+            );
+        }
+        let err = Error::LockChanged {
+            lease: "kube-system/l".into(),
+            now: texts[1].clone(),
+        };
+        assert!(err.hint().is_some());
+        assert!(
+            err.to_string()
+                .contains("changed while this run was taking it")
+        );
     }
 
     #[test]

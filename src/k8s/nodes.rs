@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams};
 
 use crate::client::Cluster;
 use crate::error::Result;
-use crate::k8s::duration::{format_duration, seconds_since};
+use crate::k8s::duration::{format_ago, seconds_since};
 use crate::k8s::paging::Pages;
 
 /// Namespace of the node heartbeat Leases.
@@ -116,14 +116,17 @@ impl NodeReport {
         }
         let lease = match self.lease_age {
             Some(age) if self.lease_expired => {
-                format!("lease expired, renewed {} ago", format_duration(age))
+                format!("lease expired, renewed {}", format_ago(age))
             }
-            Some(age) => format!("lease renewed {} ago", format_duration(age)),
+            Some(age) => format!("lease renewed {}", format_ago(age)),
             None => "no lease".into(),
         };
         format!("{name} ({}, {lease})", self.state.label())
     }
 }
+
+/// Most Nodes (and node Leases) a list may hold: Kubernetes supports 5,000 nodes.
+pub const MAX_NODES: usize = 20_000;
 
 /// Reads every Node and node Lease once.
 pub async fn read_nodes(cluster: &Cluster) -> Result<BTreeMap<String, NodeInfo>> {
@@ -137,13 +140,13 @@ pub async fn read_nodes_and_objects(
 ) -> Result<(Vec<Node>, BTreeMap<String, NodeInfo>)> {
     let mut objects = Vec::new();
     let api: Api<Node> = Api::all(cluster.client.clone());
-    let mut pages = Pages::new(ListParams::default());
+    let mut pages = Pages::new(ListParams::default(), "nodes").max_items(MAX_NODES);
     while let Some(params) = pages.next() {
         let page = api
             .list(params)
             .await
             .map_err(cluster.error("list", "nodes"))?;
-        pages.advance(&page.metadata);
+        pages.advance(&page.metadata, page.items.len())?;
         objects.extend(page.items);
     }
     let mut nodes: BTreeMap<String, NodeInfo> = objects
@@ -156,13 +159,17 @@ pub async fn read_nodes_and_objects(
         })
         .collect();
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NODE_LEASE_NAMESPACE);
-    let mut pages = Pages::new(ListParams::default());
+    let mut pages = Pages::new(
+        ListParams::default(),
+        format!("leases in {NODE_LEASE_NAMESPACE}"),
+    )
+    .max_items(MAX_NODES);
     while let Some(params) = pages.next() {
         let page = leases
             .list(params)
             .await
             .map_err(cluster.error("list", "leases in kube-node-lease"))?;
-        pages.advance(&page.metadata);
+        pages.advance(&page.metadata, page.items.len())?;
         for lease in page.items {
             let name = lease.metadata.name.clone().unwrap_or_default();
             if let Some(info) = nodes.get_mut(&name) {
