@@ -352,6 +352,18 @@ pub enum Error {
         after: String,
     },
 
+    /// A rolling restart was stopped between or during its steps: a signal (an AWX job
+    /// cancelled), or the `timeout` option about to run out.
+    #[error("stopped by {by} while {doing}")]
+    Interrupted {
+        /// `SIGTERM`, `SIGINT`, or the timeout.
+        by: String,
+        /// What the run was doing.
+        doing: String,
+        /// What to do.
+        hint: String,
+    },
+
     /// The action acted, but its check afterwards did not find the effect.
     #[error("the change could not be verified: {what}")]
     NotVerified {
@@ -552,6 +564,7 @@ impl Error {
             | Self::CannotPlan { hint, .. }
             | Self::UntrustedAnswer { hint, .. }
             | Self::NotVerified { hint, .. }
+            | Self::Interrupted { hint, .. }
             | Self::GateFailed { hint, .. } => Some(hint.clone()),
             Self::WriteBackup { .. } => Some(
                 "check that backup_dir is writable; nothing was deleted because the backup failed"

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,9 @@ use crate::k8s::names::quoted;
 
 /// How long one remote command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an idle master connection lives (see [`connect`]).
+const MASTER_IDLE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(3600).unwrap();
 
 /// How long connecting (the master connection) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -332,6 +335,10 @@ pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
         })
         .connect_timeout(CONNECT_TIMEOUT)
         .server_alive_interval(Duration::from_secs(5))
+        // A master outlives its run only so long: killed hard, kubemend cannot close it, and
+        // an idle master then ends by itself (a run uses each of its connections at least
+        // once a node, well within an hour, kubelite_restart's default timeout).
+        .control_persist(ControlPersist::IdleFor(MASTER_IDLE))
         .control_directory(std::env::temp_dir());
     if let Some(config) = SshArgs::path(args.ssh_config.as_ref()) {
         builder.config_file(config);

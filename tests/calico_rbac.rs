@@ -488,6 +488,7 @@ async fn calico_rbac_rereads_and_replans_when_another_writer_changes_the_role_fi
         check_mode: false,
         diff: false,
         progress: false,
+        deadline: None,
     };
     let run = kubemend::actions::run(&action, &cx).await;
     assert!(run.failure.is_none(), "{:?}", run.failure);

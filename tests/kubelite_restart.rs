@@ -524,7 +524,7 @@ async fn kubelite_restart_killed_mid_run_is_resumed_by_the_next_run() {
     no_lock_lease().await;
     let dir = tempfile::tempdir().unwrap();
     let options = args(&json!({
-        "order": "given", "nodes": ["k8s01", "k8s02", "k8s03"], "lock_ttl": "5s",
+        "order": "given", "nodes": ["k8s01", "k8s02", "k8s03"], "lock_ttl": "90s",
     }));
     let mut child = spawn_cli(&options, dir.path(), "killed");
     // Once the lock records k8s01 as done, kill the run, as a dead AWX job would be.
@@ -540,10 +540,11 @@ async fn kubelite_restart_killed_mid_run_is_resumed_by_the_next_run() {
     .await;
     child.kill().unwrap();
     let _ = child.wait();
-    // Its lock expires after lock_ttl without renewal; until then another run is refused.
+    // Its lock expires after lock_ttl (90 s, the shortest allowed) without renewal; until then
+    // another run is refused.
     support::wait_until(
         "the dead run's lock to expire",
-        Duration::from_secs(30),
+        Duration::from_secs(150),
         || async {
             let spec = lock_lease().await?.spec?;
             let renewed = spec.renew_time?.0;
@@ -717,4 +718,151 @@ async fn kubelite_restart_gate_watch_follows_every_change_of_its_object() {
         .unwrap();
     until_holder(&mut watched, Some("again")).await;
     assert!(watched.error.is_none(), "{watched:?}");
+}
+
+/// The lock Lease is released: no holder, so no run waits for it to expire.
+#[track_caller]
+fn assert_released(lease: &Lease) {
+    assert!(
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_ref())
+            .is_none_or(String::is_empty),
+        "{lease:?}"
+    );
+}
+
+/// A ValidatingAdmissionPolicy (in `reaper`'s care) under which the API server refuses to
+/// delete the lock Lease (as a datastore under write pressure refuses a write); returns once it
+/// refuses a probe Lease it also covers.
+async fn refuse_deleting_the_lock(reaper: &support::Reaper) {
+    let client = support::client().await;
+    let namespace = reaper.namespace(&client).await;
+    support::refuse_deletes(
+        &client,
+        reaper,
+        ("coordination.k8s.io", "leases"),
+        "!(oldObject.metadata.name in ['kubemend-kubelite-restart', 'lock-delete-probe'])",
+        &["kube-system", &namespace],
+    )
+    .await;
+    let probes = Api::<Lease>::namespaced(client.clone(), &namespace);
+    support::create(
+        &probes,
+        json!({"metadata": {"name": "lock-delete-probe"}, "spec": {}}),
+    )
+    .await;
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    support::wait_until(
+        "the policy to refuse deleting the probe Lease",
+        Duration::from_secs(60),
+        || async {
+            match probes.delete("lock-delete-probe", &dry_run).await {
+                Err(kube::Error::Api(status)) if status.code == 422 || status.code == 403 => {
+                    Some(())
+                }
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kubelite_restart_whose_lock_cannot_be_deleted_succeeds_and_no_later_run_is_a_silent_no_op()
+{
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let reaper = support::Reaper::new("lock-delete");
+    refuse_deleting_the_lock(&reaper).await;
+    let options = args(&json!({"nodes": ["k8s03"]}));
+    for round in ["first", "second"] {
+        let since = support::now();
+        let (code, result) = support::run_module("kubelite_restart", &options);
+        // Every node restarted and passed its gates: the refused delete is a warning.
+        assert_eq!(code, 0, "{round}: {result:#}");
+        assert_eq!(result["changed"], json!(true), "{round}: {result:#}");
+        assert_eq!(result["restarted"], json!(["k8s03"]), "{round}: {result:#}");
+        let warnings = result["warnings"].to_string();
+        assert!(
+            warnings.contains("could not be deleted") && warnings.contains("released instead"),
+            "{round}: {result:#}"
+        );
+        // The second run found the first one's record naming every node: a finished run's,
+        // cleared, not resumed into a run that restarts nothing.
+        if round == "second" {
+            assert!(warnings.contains("names every node"), "{result:#}");
+            assert_eq!(result["lock"]["resumed"], Value::Null, "{result:#}");
+        }
+        assert_eq!(
+            assert_never_two_down(&support::kubelite_events_since(since)).get("k8s03"),
+            Some(&1),
+            "{round}"
+        );
+        // Released, not left held until it expires.
+        assert_released(&lock_lease().await.expect("the lock Lease stays"));
+    }
+    drop(reaper);
+    no_lock_lease().await;
+}
+
+#[tokio::test]
+async fn kubelite_restart_cancelled_with_sigterm_releases_its_lock_and_leaves_no_ssh_master() {
+    let _nodes = support::all_nodes_lock();
+    no_lock_lease().await;
+    let dir = tempfile::tempdir().unwrap();
+    let masters = || {
+        let out = Command::new("pgrep")
+            .args(["-f", "ssh .*-M -f -N"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let before = masters();
+    let options = args(&json!({"nodes": ["k8s01", "k8s02"], "order": "given"}));
+    let since = support::now();
+    let run = spawn_cli(&options, dir.path(), "cancelled");
+    // As AWX cancels a job: SIGTERM while the first node restarts.
+    support::wait_until("k8s01 stopping", Duration::from_secs(90), || async {
+        support::kubelite_events_since(since)
+            .iter()
+            .any(|e| e.1 == "k8s01" && e.2 == "stopping")
+            .then_some(())
+    })
+    .await;
+    let pid = run.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, result) = result_of(run);
+    assert_eq!(code, 1, "{result:#}");
+    let msg = result["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("stopped by SIGTERM while restarting k8s01"),
+        "{msg}"
+    );
+    assert_eq!(result["changed"], json!(true), "{result:#}");
+    assert_eq!(result["failed_node"], json!("k8s01"), "{result:#}");
+    assert_eq!(result["not_started"], json!(["k8s02"]), "{result:#}");
+    // The lock is released (holder empty), so the next run need not wait for it to expire.
+    assert_released(&lock_lease().await.expect("the lock Lease keeps its record"));
+    // Every ssh master of the run is closed.
+    assert_eq!(masters(), before, "ssh masters left behind");
+    assert!(
+        !support::kubelite_events_since(since)
+            .iter()
+            .any(|e| e.1 == "k8s02"),
+        "k8s02 untouched"
+    );
+    // k8s01 comes back by itself (its restart was under way); the next run resumes.
+    clear_and_wait_until_fit("k8s01", &json!({"nodes": ["k8s01", "k8s02"]})).await;
+    no_lock_lease().await;
 }

@@ -793,6 +793,7 @@ async fn stuck_pods_never_deletes_a_pod_re_created_under_the_same_name() {
         check_mode: false,
         diff: false,
         progress: false,
+        deadline: None,
     };
     let mut outcome = Outcome::default();
     action.apply(&cx, plan, &mut outcome).await.unwrap();
@@ -973,39 +974,14 @@ async fn stuck_pods_failing_midway_reports_changed_and_every_pod_already_deleted
 /// A ValidatingAdmissionPolicy (in `reaper`'s care) that makes the API server refuse deleting
 /// pods labelled `kubemend.test/refuse-delete` in `namespace`; returns once it refuses `probe`.
 async fn refuse_deleting(client: &Client, reaper: &support::Reaper, namespace: &str, probe: &str) {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let policy = support::unique("refuse-pod-delete");
-    support::create(
-        &Api::<ValidatingAdmissionPolicy>::all(client.clone()),
-        json!({
-            "metadata": {"name": policy, "labels": reaper.labels()},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {"resourceRules": [{
-                    "apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"],
-                    "resources": ["pods"]}]},
-                "validations": [{
-                    "expression": "!has(oldObject.metadata.labels) || \
-                                   !('kubemend.test/refuse-delete' in oldObject.metadata.labels)",
-                    "message": "this test refuses to delete the pod"}],
-            },
-        }),
-    )
-    .await;
-    support::create(
-        &Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
-        json!({
-            "metadata": {"name": policy, "labels": reaper.labels()},
-            "spec": {
-                "policyName": policy,
-                "validationActions": ["Deny"],
-                "matchResources": {"namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": namespace}}},
-            },
-        }),
+    support::refuse_deletes(
+        client,
+        reaper,
+        ("", "pods"),
+        "!has(oldObject.metadata.labels) || \
+         !('kubemend.test/refuse-delete' in oldObject.metadata.labels)",
+        &[namespace],
     )
     .await;
     // The policy takes effect once the API server has loaded it: wait until it refuses a

@@ -537,12 +537,16 @@ impl Action for Diagnose {
     /// Runs every check asked for, one after another, recording each as it ends.
     async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
         // When the action's timeout ends (it began a moment before, with connecting).
-        let deadline = tokio::time::Instant::now() + self.cluster.timeout_or(Self::DEFAULT_TIMEOUT);
+        let deadline = cx.deadline.map_or_else(
+            || tokio::time::Instant::now() + self.cluster.timeout_or(Self::DEFAULT_TIMEOUT),
+            tokio::time::Instant::from_std,
+        );
         let scratch = Context {
             cluster: cx.cluster.clone(),
             check_mode: true,
             diff: false,
             progress: false,
+            deadline: cx.deadline,
         };
         let mut calico: Option<std::result::Result<calico_rbac::Report, String>> = None;
         for check in self.checks.clone() {

@@ -160,10 +160,28 @@ pub struct Options {
     pub allow_escalation_risk: bool,
 
     /// How long the cluster-wide lock stays taken when the run holding it stops renewing it
-    /// (it renews it while it works); then the next run takes it over and resumes.
+    /// (it renews it while it works, and right before each restart); then the next run takes
+    /// it over. From 90s (longer than one `snap restart` may take) to 1h.
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_lock_ttl")]
     pub lock_ttl: Duration,
+
+    /// Resume from the record a failed or killed run left in the lock only if it wrote it less
+    /// than this long ago (its restarted nodes are then skipped); an older record, or one that
+    /// names every node (a finished run whose lock could not be deleted), is cleared instead.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_resume_within")]
+    pub resume_within: Duration,
+}
+
+/// The shortest lock_ttl: longer than a `snap restart` may take without a renewal (the remote
+/// command limit, 60 s), with room for the renewal itself.
+const LOCK_TTL_MIN: i64 = 90;
+/// The longest lock_ttl: past it a dead run would lock every later one out for too long.
+const LOCK_TTL_MAX: i64 = 3600;
+
+fn default_resume_within() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 
 fn default_service() -> String {
@@ -330,6 +348,7 @@ pub struct KubeliteRestart {
     check_dqlite: bool,
     allow_escalation_risk: bool,
     lock_ttl: Duration,
+    resume_within: Duration,
 }
 
 /// What the plan found and decided.
@@ -341,6 +360,25 @@ pub struct Plan {
     /// Each node's own apiserver at its InternalIP, as a client: with the credentials only
     /// when certificates are verified (see [`connect_node`]).
     apiservers: BTreeMap<String, NodeServer>,
+    /// Whether the lock's record is resumed (else a taker starts with an empty one).
+    resume: bool,
+    /// A record left in the lock that is not resumed, and why: cleared by this run.
+    stale_record: Option<String>,
+}
+
+impl Plan {
+    /// The API to use while `node` restarts: the configured one, unless it is that node's
+    /// apiserver; then another node's (one the credentials may go to).
+    fn api_for<'a>(&'a self, node: &str, configured: &'a Cluster) -> &'a Cluster {
+        if self.primary_node.as_deref() == Some(node) {
+            self.apiservers
+                .iter()
+                .find(|(other, server)| other.as_str() != node && server.credentials)
+                .map_or(configured, |(_, server)| &server.cluster)
+        } else {
+            configured
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -363,7 +401,19 @@ impl Action for KubeliteRestart {
         options.ssh.check()?;
         check_word("service", &options.service)?;
         options.gate_timeout.require_positive("gate_timeout")?;
-        options.lock_ttl.require_positive("lock_ttl")?;
+        let ttl = options.lock_ttl.seconds();
+        if !(LOCK_TTL_MIN..=LOCK_TTL_MAX).contains(&ttl) {
+            return Err(Error::InvalidOption {
+                option: "lock_ttl".into(),
+                problem: format!(
+                    "{} is outside 90s..1h: shorter, the lock could expire while a node \
+                     restarts and a second run start another; longer, a run that died would \
+                     lock every later one out",
+                    options.lock_ttl
+                ),
+            });
+        }
+        options.resume_within.require_positive("resume_within")?;
         if let Some(within) = &options.restarted_within {
             within.require_positive("restarted_within")?;
         }
@@ -380,6 +430,7 @@ impl Action for KubeliteRestart {
             check_dqlite: options.check_dqlite,
             allow_escalation_risk: options.allow_escalation_risk,
             lock_ttl: options.lock_ttl,
+            resume_within: options.resume_within,
         })
     }
 
@@ -516,7 +567,13 @@ impl Action for KubeliteRestart {
                     .into(),
             });
         }
-        Self::resume(&lock_state, &mut planned, out);
+        let names: Vec<&str> = targets.iter().map(|t| t.node.as_str()).collect();
+        let stale_record = stale_record(&lock_state, &names, &self.resume_within);
+        if let Some(why) = &stale_record {
+            out.warn(why.clone());
+        } else {
+            Self::resume(&lock_state, &mut planned, out);
+        }
         if self.order == Order::LeaderLast {
             // Stable: nodes with as many leaderships keep their given order.
             planned.sort_by_key(|p| {
@@ -581,8 +638,14 @@ impl Action for KubeliteRestart {
         let primary_node = primary_node(&cluster.endpoint, &addresses);
         let mut apiservers = BTreeMap::new();
         let port = endpoint_port(&cluster.endpoint);
+        // Failover candidates: every control-plane node, not only those restarted.
+        let control_plane = crate::microk8s::targets(&listed, None).unwrap_or_default();
         for (node, ip) in &addresses {
-            if targets.iter().any(|t| &t.node == node) {
+            if targets
+                .iter()
+                .chain(&control_plane)
+                .any(|t| &t.node == node)
+            {
                 let url = format!("https://{}", std::net::SocketAddr::new(*ip, port));
                 apiservers.insert(node.clone(), connect_node(&self.cluster, &url).await?);
             }
@@ -602,19 +665,27 @@ impl Action for KubeliteRestart {
             nodes: planned,
             primary_node,
             apiservers,
+            resume: stale_record.is_none(),
+            stale_record,
         })
     }
 
     /// Takes the lock, then restarts node after node, each through its gates.
     async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        let run = run_id();
+        let ttl = i32::try_from(self.lock_ttl.seconds()).unwrap_or(i32::MAX);
         if cx.check_mode || plan.nodes.iter().all(|n| n.skip.is_some()) {
+            // Nothing to restart; a record no run will resume is cleared all the same, so that
+            // it does not stand in the way of later runs.
+            if !cx.check_mode && plan.stale_record.is_some() {
+                clear_stale_record(cx, &run, ttl, out).await;
+            }
             close_all(plan.nodes).await;
             return Ok(());
         }
         let started = Instant::now();
-        let run = run_id();
-        let ttl = i32::try_from(self.lock_ttl.seconds()).unwrap_or(i32::MAX);
-        let (mut lock, taken_from) = lock::acquire(&cx.cluster, LOCK.0, LOCK.1, &run, ttl).await?;
+        let (mut lock, taken_from) =
+            lock::acquire(&cx.cluster, LOCK.0, LOCK.1, &run, ttl, plan.resume).await?;
         out.report.lock.run = Some(run.clone());
         match &taken_from {
             LockState::Expired {
@@ -622,20 +693,61 @@ impl Action for KubeliteRestart {
                 renewed_ago,
                 ..
             } => out.warn(format!(
-                "took over lease {}/{} from run {holder}, which stopped renewing it {}s ago; \
-                 resuming after its record",
-                LOCK.0, LOCK.1, renewed_ago
+                "took over lease {}/{} from run {holder}, which stopped renewing it {}s ago{}",
+                LOCK.0,
+                LOCK.1,
+                renewed_ago,
+                if plan.resume {
+                    "; resuming after its record"
+                } else {
+                    ""
+                }
             )),
             LockState::Released { .. } | LockState::Free | LockState::Held { .. } => {}
         }
-        let result = self.restart_all(cx, &plan, &mut lock, out).await;
+        // A cancelled job (SIGTERM, SIGINT) or the timeout about to run out stops the run
+        // between or during its steps; then, as after a failed gate, the lock is released
+        // keeping its record, the connections are closed, and the result says what was done.
+        let stopped = tokio::select! {
+            result = self.restart_all(cx, &plan, &mut lock, out) => Ok(result),
+            by = interruption(cx.deadline) => Err(by),
+        };
+        let result = match stopped {
+            Ok(result) => result,
+            Err(by) => Err(interrupted(out, by)),
+        };
         out.report.duration_seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(()) => {
-                lock.finish(&cx.cluster).await?;
+                // Every node restarted and passed its gates: a lock that cannot be deleted
+                // (a datastore refusing writes) does not undo that. Its record names every
+                // node, so the next run clears it rather than resuming from it.
+                if let Err(err) = lock.finish(&cx.cluster).await {
+                    out.warn(format!(
+                        "every node restarted, but lease {}/{} could not be deleted: {}; it is \
+                         released instead, and the next run clears it",
+                        LOCK.0,
+                        LOCK.1,
+                        err.message_with_causes()
+                    ));
+                    // `finish` keeps the lock on failure: release it, so that no later run
+                    // waits for it to expire.
+                    if let Err(err) = lock.release_keeping_record(&cx.cluster).await {
+                        out.warn(format!(
+                            "nor could it be released: {}; it expires after lock_ttl",
+                            err.message_with_causes()
+                        ));
+                    }
+                }
             }
             Err(error) => {
-                if let Err(release) = lock.release_keeping_record(&cx.cluster).await {
+                // Through an apiserver that is up: the configured one may be the failed node's.
+                let api = out
+                    .report
+                    .failed_node
+                    .as_deref()
+                    .map_or(&cx.cluster, |node| plan.api_for(node, &cx.cluster));
+                if let Err(release) = lock.release_keeping_record(api).await {
                     out.warn(format!(
                         "could not release the lock: {}; it expires after lock_ttl",
                         release.message_with_causes()
@@ -847,7 +959,7 @@ impl KubeliteRestart {
     /// Honours the record of an interrupted run: its finished nodes are skipped.
     fn resume(state: &LockState, planned: &mut [PlannedNode], out: &mut Outcome<Report>) {
         let (run, done) = match state {
-            LockState::Released { run, done } => (run.clone(), done),
+            LockState::Released { run, done, .. } => (run.clone(), done),
             LockState::Expired { holder, done, .. } => (holder.clone(), done),
             LockState::Free | LockState::Held { .. } => return,
         };
@@ -877,14 +989,7 @@ impl KubeliteRestart {
             let node = &planned.target.node;
             // While this node restarts, talk to another node's apiserver if the configured one
             // is this node's.
-            let api = if plan.primary_node.as_deref() == Some(node.as_str()) {
-                plan.apiservers
-                    .iter()
-                    .find(|(other, server)| *other != node && server.credentials)
-                    .map_or(&cx.cluster, |(_, server)| &server.cluster)
-            } else {
-                &cx.cluster
-            };
+            let api = plan.api_for(node, &cx.cluster);
             out.report.not_started.retain(|n| n != node);
             // The pre-flight checked dqlite and snapd before the first restart; before every
             // further one they are checked again.
@@ -1033,6 +1138,11 @@ impl KubeliteRestart {
             tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
         let before = before.map_err(|e| fail("restart", e.message_with_causes()))?;
         let dqlite_before = dqlite_before.ok().and_then(|u| u.invocation);
+        // The lock, renewed right before the one step that cannot renew it while it runs: the
+        // restart is sent only if this run still holds it (lock_ttl is longer than a restart).
+        if let Err(err) = lock.renew(api).await {
+            return Err(fail("lock", err.message_with_causes()));
+        }
         cx.progress(Self::NAME, &format!("{node}: restarting {}", self.service));
         let t0 = Timestamp::now();
         let started = Instant::now();
@@ -1405,6 +1515,110 @@ async fn escalated(remote: &Remote, before: &str) -> Option<Unit> {
     }
 }
 
+/// Why the lock's record is not resumed (None: it is, or there is none): written longer than
+/// `resume_within` ago (or in the future: clock skew), or naming every node to restart (a
+/// finished run whose lock could not be deleted).
+fn stale_record(state: &LockState, nodes: &[&str], resume_within: &Duration) -> Option<String> {
+    let (run, age) = state.record_age()?;
+    let done = state.done();
+    if done.is_empty() {
+        return None;
+    }
+    let lease = format!("lease {}/{}", LOCK.0, LOCK.1);
+    if age > resume_within.seconds() || age < 0 {
+        return Some(format!(
+            "{lease} holds the record of run {run} ({}), written {}: not resumed (older than \
+             resume_within, {resume_within}); this run clears it and restarts every node",
+            done.join(", "),
+            format_ago(age),
+        ));
+    }
+    if nodes.iter().all(|n| done.iter().any(|d| d == n)) {
+        return Some(format!(
+            "{lease} holds the record of run {run}, which names every node ({}): a finished run \
+             whose lock could not be deleted; this run clears it",
+            done.join(", ")
+        ));
+    }
+    None
+}
+
+/// Clears a record in the lock that no run will resume (best effort: a warning on failure).
+async fn clear_stale_record(cx: &Context, run: &str, ttl: i32, out: &mut Outcome<Report>) {
+    let cleared = match lock::acquire(&cx.cluster, LOCK.0, LOCK.1, run, ttl, false).await {
+        Ok((mut lock, _)) => lock.finish(&cx.cluster).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = cleared {
+        out.warn(format!(
+            "could not clear the old record in lease {}/{}: {}",
+            LOCK.0,
+            LOCK.1,
+            err.message_with_causes()
+        ));
+    }
+}
+
+/// Records in the report that the run was stopped by `by`, and the error that says so: the node
+/// under way (out of not_started, not yet restarted) is the failed one, and its restart may
+/// have been sent, so the run counts as changed.
+fn interrupted(out: &mut Outcome<Report>, by: String) -> Error {
+    let current = out
+        .report
+        .order
+        .iter()
+        .find(|n| {
+            !out.report.not_started.contains(n)
+                && !out.report.restarted.contains(n)
+                && !out.report.skipped_nodes.contains(n)
+        })
+        .cloned();
+    if let Some(node) = &current {
+        out.changed = true;
+        out.report.failed_node = Some(node.clone());
+        if let Some(entry) = out.report.nodes.iter_mut().find(|e| &e.name == node) {
+            entry.status = "failed".into();
+            entry.reason = Some(format!("stopped by {by}"));
+        }
+    }
+    Error::Interrupted {
+        doing: current.map_or_else(|| "between nodes".to_owned(), |n| format!("restarting {n}")),
+        by,
+        hint: "the lock is released keeping its record, so a rerun restarts only what is left; \
+               check the node that was restarting, whose gates had not all passed"
+            .into(),
+    }
+}
+
+/// How long before the `timeout` option runs out a rolling restart stops, so that it can still
+/// release its lock and close its connections.
+const RELEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves when the run must stop: SIGTERM or SIGINT (an AWX job cancelled, Ctrl-C), or
+/// [`RELEASE_MARGIN`] before the deadline. Says which.
+async fn interruption(deadline: Option<Instant>) -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let until = deadline.map(|d| d.checked_sub(RELEASE_MARGIN).unwrap_or(d));
+    let timeout = async {
+        match until {
+            Some(until) => tokio::time::sleep_until(until.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        timeout.await;
+        return "the timeout option, about to run out".into();
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+        () = timeout => "the timeout option, about to run out".into(),
+    }
+}
+
 /// Closes every node's SSH connection, [`ssh::MAX_PARALLEL`] at a time.
 async fn close_all(nodes: Vec<PlannedNode>) {
     ssh::each_bounded(nodes, |n| n.remote.close()).await;
@@ -1665,6 +1879,57 @@ mod tests {
             "{warning}"
         );
         assert!(!warning.contains("-1d"), "{warning}");
+    }
+
+    #[test]
+    fn lock_ttl_is_longer_than_a_restart_and_shorter_than_an_hour() {
+        for bad in ["30s", "89s", "61m", "36500d"] {
+            assert_eq!(
+                option_of(validate(json!({"lock_ttl": bad}))),
+                "lock_ttl",
+                "{bad}"
+            );
+        }
+        for good in ["90s", "2m", "1h"] {
+            assert!(validate(json!({"lock_ttl": good})).is_ok(), "{good}");
+        }
+        assert_eq!(
+            option_of(validate(json!({"resume_within": "0s"}))),
+            "resume_within"
+        );
+    }
+
+    #[test]
+    fn a_record_is_resumed_only_when_recent_and_not_naming_every_node() {
+        let released = |ago: i64, done: &[&str]| LockState::Released {
+            run: "run-a".into(),
+            done: done.iter().map(|d| (*d).to_owned()).collect(),
+            released_ago: ago,
+        };
+        let within = Duration::from_secs(6 * 3600);
+        let nodes = ["k8s01", "k8s02", "k8s03"];
+        // A run that failed at k8s02 ten minutes ago: resumed.
+        assert_eq!(
+            stale_record(&released(600, &["k8s01"]), &nodes, &within),
+            None
+        );
+        // A month-old record: cleared, every node restarted.
+        let old = stale_record(&released(30 * 86_400, &["k8s01"]), &nodes, &within).unwrap();
+        assert!(old.contains("older than resume_within"), "{old}");
+        // A finished run whose delete failed: cleared, whatever its age.
+        let all = stale_record(&released(5, &nodes), &nodes, &within).unwrap();
+        assert!(all.contains("names every node"), "{all}");
+        // Written in the future (clock skew): not trusted.
+        assert!(stale_record(&released(-3600, &["k8s01"]), &nodes, &within).is_some());
+        // Expired (a killed run) is judged alike; no record, nothing to say.
+        let expired = LockState::Expired {
+            holder: "run-b".into(),
+            done: vec!["k8s03".into()],
+            renewed_ago: 40 * 86_400,
+        };
+        assert!(stale_record(&expired, &nodes, &within).is_some());
+        assert_eq!(stale_record(&released(600, &[]), &nodes, &within), None);
+        assert_eq!(stale_record(&LockState::Free, &nodes, &within), None);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Context {
     pub diff: bool,
     /// Print a progress line on stderr as each long step advances (the CLI).
     pub progress: bool,
+    /// When the `timeout` option runs out (the whole run is cut there).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Context {
@@ -208,6 +210,7 @@ pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Rep
     let limit = action.cluster_args().timeout_or(A::DEFAULT_TIMEOUT);
     let mut outcome = Outcome::default();
     let mut step = Step::Connect;
+    let deadline = std::time::Instant::now() + limit;
     let result = tokio::time::timeout(limit, async {
         let cluster = connect(action.cluster_args()).await?;
         let cx = Context {
@@ -215,6 +218,7 @@ pub async fn connect_and_run<A: Action>(action: &A, flags: &Flags) -> Run<A::Rep
             check_mode: flags.check_mode,
             diff: flags.diff,
             progress: flags.progress,
+            deadline: Some(deadline),
         };
         steps(action, &cx, &mut outcome, &mut step).await
     })

@@ -11,7 +11,10 @@
 //!   reads the record of what was done.
 //!
 //! Every write carries the resourceVersion read, so two runs taking it at once cannot both
-//! win. A finished run deletes the Lease (and with it the record).
+//! win. A finished run deletes the Lease (and with it the record). Whether a new run resumes
+//! from a record is the caller's decision ([`LockState::record_age`]): a taker that does not
+//! resume starts with an empty record. Every write goes through the client it is given, so a
+//! caller can move its writes off an apiserver that is restarting.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -40,6 +43,8 @@ pub enum LockState {
         run: String,
         /// What it had finished.
         done: Vec<String>,
+        /// Seconds since it was last written (released).
+        released_ago: i64,
     },
     /// Not renewed within its TTL: the holder died.
     Expired {
@@ -87,18 +92,22 @@ pub fn state_of(lease: Option<&Lease>, now: Timestamp) -> LockState {
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or_default();
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    if holder.is_empty() {
-        let run = annotations
-            .get("kubemend.io/released-by")
-            .cloned()
-            .unwrap_or_default();
-        return LockState::Released { run, done };
-    }
     let renewed_ago = spec
         .renew_time
         .as_ref()
         .or(spec.acquire_time.as_ref())
         .map_or(i64::MAX, |t| seconds_since(t.0, now));
+    if holder.is_empty() {
+        let run = annotations
+            .get("kubemend.io/released-by")
+            .cloned()
+            .unwrap_or_default();
+        return LockState::Released {
+            run,
+            done,
+            released_ago: renewed_ago,
+        };
+    }
     let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(0));
     if renewed_ago > ttl {
         return LockState::Expired {
@@ -120,6 +129,23 @@ pub fn state_of(lease: Option<&Lease>, now: Timestamp) -> LockState {
 }
 
 impl LockState {
+    /// The run that left a record, and how long ago it last wrote it (None: no record to
+    /// resume, free or held).
+    #[must_use]
+    pub fn record_age(&self) -> Option<(&str, i64)> {
+        match self {
+            Self::Released {
+                run, released_ago, ..
+            } => Some((run, *released_ago)),
+            Self::Expired {
+                holder,
+                renewed_ago,
+                ..
+            } => Some((holder, *renewed_ago)),
+            Self::Free | Self::Held { .. } => None,
+        }
+    }
+
     /// What the lock is, for people (never Rust's debug text).
     #[must_use]
     pub fn text(&self) -> String {
@@ -132,10 +158,12 @@ impl LockState {
         };
         match self {
             Self::Free => "deleted".into(),
-            Self::Released { run, done: d } if run.is_empty() => {
+            Self::Released { run, done: d, .. } if run.is_empty() => {
                 format!("released{}", done(d))
             }
-            Self::Released { run, done: d } => format!("released by run {run}{}", done(d)),
+            Self::Released { run, done: d, .. } => {
+                format!("released by run {run}{}", done(d))
+            }
             Self::Expired {
                 holder,
                 done: d,
@@ -157,7 +185,6 @@ impl LockState {
 /// A lock this run holds.
 #[derive(Debug)]
 pub struct Lock {
-    api: Api<Lease>,
     namespace: String,
     name: String,
     run: String,
@@ -190,13 +217,15 @@ pub async fn read(cluster: &Cluster, namespace: &str, name: &str) -> Result<Opti
 }
 
 /// Takes the lock for `run`, unless a live run holds it. Returns the lock and the state it was
-/// taken from (to warn on a take-over and to resume from its record).
+/// taken from (to warn on a take-over). With `resume`, the lock keeps the record it was taken
+/// with; without, it starts with an empty one.
 pub async fn acquire(
     cluster: &Cluster,
     namespace: &str,
     name: &str,
     run: &str,
     ttl_seconds: i32,
+    resume: bool,
 ) -> Result<(Lock, LockState)> {
     let api: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
     let label = format!("lease {namespace}/{name}");
@@ -215,7 +244,11 @@ pub async fn acquire(
     {
         return Err(refused(namespace, name, holder, since, done));
     }
-    let done = state.done().to_vec();
+    let done = if resume {
+        state.done().to_vec()
+    } else {
+        Vec::new()
+    };
     let mut lease = current.clone().unwrap_or_else(|| Lease {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -274,7 +307,6 @@ pub async fn acquire(
     };
     Ok((
         Lock {
-            api,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             run: run.to_owned(),
@@ -292,13 +324,15 @@ impl Lock {
         format!("lease {}/{}", self.namespace, self.name)
     }
 
+    /// Writes the lease through `cluster` (the apiserver the caller chose for now).
     async fn write(&mut self, cluster: &Cluster) -> Result<()> {
         self.lease.metadata.managed_fields = None;
         let params = PostParams {
             dry_run: false,
             field_manager: Some(FIELD_MANAGER.into()),
         };
-        match self.api.replace(&self.name, &params, &self.lease).await {
+        let api: Api<Lease> = Api::namespaced(cluster.client.clone(), &self.namespace);
+        match api.replace(&self.name, &params, &self.lease).await {
             Ok(lease) => {
                 self.lease = lease;
                 self.last_renew = std::time::Instant::now();
@@ -312,6 +346,12 @@ impl Lock {
             }),
             Err(err) => Err(cluster.error("renew", self.label())(err)),
         }
+    }
+
+    /// Renews the lease now (before a step that cannot renew it while it runs).
+    pub async fn renew(&mut self, cluster: &Cluster) -> Result<()> {
+        self.touch();
+        self.write(cluster).await
     }
 
     /// Renews the lease when a third of its TTL has passed since the last write.
@@ -347,6 +387,7 @@ impl Lock {
 
     /// Releases the lock after a failure, keeping the record for the next run to resume from.
     pub async fn release_keeping_record(mut self, cluster: &Cluster) -> Result<()> {
+        self.touch();
         if let Some(spec) = self.lease.spec.as_mut() {
             spec.holder_identity = None;
         }
@@ -359,7 +400,7 @@ impl Lock {
     }
 
     /// Releases the lock after a finished run: the lease and its record are deleted.
-    pub async fn finish(self, cluster: &Cluster) -> Result<()> {
+    pub async fn finish(&mut self, cluster: &Cluster) -> Result<()> {
         let params =
             DeleteParams {
                 preconditions: self.lease.metadata.uid.clone().map(|uid| {
@@ -370,7 +411,8 @@ impl Lock {
                 }),
                 ..DeleteParams::default()
             };
-        match self.api.delete(&self.name, &params).await {
+        let api: Api<Lease> = Api::namespaced(cluster.client.clone(), &self.namespace);
+        match api.delete(&self.name, &params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(err) => Err(cluster.error("delete", self.label())(err)),

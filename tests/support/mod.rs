@@ -661,3 +661,49 @@ pub async fn until_older_than<K: Resource>(object: &K, age: Duration) {
     )
     .await;
 }
+
+/// A ValidatingAdmissionPolicy and its binding, in `reaper`'s care, under which the API server
+/// refuses to DELETE `resource` (of `api_group`) in the namespaces named, wherever the CEL
+/// `allowed` (over `oldObject`) is false. It takes effect once the API server has loaded it:
+/// callers wait for it to refuse a probe.
+pub async fn refuse_deletes(
+    client: &Client,
+    reaper: &Reaper,
+    (api_group, resource): (&str, &str),
+    allowed: &str,
+    namespaces: &[&str],
+) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let policy = unique("refuse-delete");
+    create(
+        &Api::<ValidatingAdmissionPolicy>::all(client.clone()),
+        json!({
+            "metadata": {"name": policy, "labels": reaper.labels()},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [api_group], "apiVersions": ["v1"], "operations": ["DELETE"],
+                    "resources": [resource]}]},
+                "validations": [{"expression": allowed,
+                                 "message": "this test refuses the delete"}],
+            },
+        }),
+    )
+    .await;
+    create(
+        &Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": policy, "labels": reaper.labels()},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name", "operator": "In",
+                    "values": namespaces}]}},
+            },
+        }),
+    )
+    .await;
+}
