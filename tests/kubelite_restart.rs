@@ -128,10 +128,18 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
         "{roles:?}: {result:#}"
     );
     assert!(roles[2] > 0, "a leader goes last: {result:#}");
-    assert_ne!(
-        order[0], leader,
-        "the scheduler's holder is not first: {result:#}"
-    );
+    // The scheduler's holder is not first, unless it holds no more leaderships than the first
+    // (the real dqlite leader can be anywhere, so nodes can hold one each).
+    let held = node_entry(&result, &leader)["roles"]
+        .as_array()
+        .unwrap()
+        .len();
+    if held > roles[0] {
+        assert_ne!(
+            order[0], leader,
+            "the scheduler's holder is not first: {result:#}"
+        );
+    }
     assert_eq!(result["restarted"], json!(order));
     for name in &order {
         let node = node_entry(&result, name);

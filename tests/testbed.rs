@@ -74,6 +74,19 @@ fn kubelite_pids(node: &str) -> Vec<String> {
     pids
 }
 
+/// The pids of `node`'s apiserver, controller-manager, scheduler and kwok, once all four run.
+async fn all_four_components(node: &str) -> Vec<String> {
+    wait_until(
+        &format!("{node}'s apiserver, controller-manager, scheduler and kwok"),
+        Duration::from_secs(60),
+        || async {
+            let pids = kubelite_pids(node);
+            (pids.len() == 4).then_some(pids)
+        },
+    )
+    .await
+}
+
 fn node_index(node: &str) -> usize {
     NODES.iter().position(|n| *n == node).unwrap()
 }
@@ -195,12 +208,9 @@ async fn snap_restart_restarts_the_node_and_hands_its_scheduler_lease_on() {
         .await
         .unwrap_or_default();
     assert_eq!(holder_node(&leader_before), "k8s02", "{leader_before}");
-    let pids_before = kubelite_pids("k8s02");
-    assert_eq!(
-        pids_before.len(),
-        4,
-        "apiserver, controller-manager, scheduler, kwok: {pids_before:?}"
-    );
+    // Ready comes from kwok's node Lease through any apiserver: k8s02's own components may
+    // still be starting (after a crash, say), so wait for its four.
+    let pids_before = all_four_components("k8s02").await;
     let invocation_before = unit_property("k8s02", "InvocationID");
     let entered_before = unit_property("k8s02", "ActiveEnterTimestamp");
     // Unit timestamps have 1 s resolution: restart in a later second than the one read.
@@ -214,15 +224,7 @@ async fn snap_restart_restarts_the_node_and_hands_its_scheduler_lease_on() {
     ssh_ok("k8s02", "sudo -n snap restart microk8s.daemon-kubelite");
 
     // Type=simple: the unit is active at once; kubelite's components come up after.
-    let pids_after = wait_until(
-        "k8s02's four components back",
-        Duration::from_secs(60),
-        || async {
-            let pids = kubelite_pids("k8s02");
-            (pids.len() == 4).then_some(pids)
-        },
-    )
-    .await;
+    let pids_after = all_four_components("k8s02").await;
     assert!(
         pids_before.iter().all(|p| !pids_after.contains(p)),
         "{pids_before:?} -> {pids_after:?}"
