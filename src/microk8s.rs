@@ -38,6 +38,14 @@ pub const KUBELITE_UNIT: &str = "snap.microk8s.daemon-kubelite";
 /// The k8s-dqlite unit.
 pub const DQLITE_UNIT: &str = "snap.microk8s.daemon-k8s-dqlite";
 
+/// How long `snap restart` of a microk8s service may take. microk8s sets no `stop-timeout`,
+/// so snapd writes `TimeoutStopSec=30` into its units (canonical/snapd: snap.yaml's parser
+/// defaults StopTimeout to timeout/timeout.go's DefaultTimeout, 30 s, and
+/// wrappers/internal/service_unit_gen.go writes it);
+/// systemd waits that long after SIGTERM and as long again after SIGKILL, then the start
+/// (Type=simple, at once) and snapd's change itself: 2 x 30 s and 15 s.
+pub const SNAP_RESTART_LIMIT: std::time::Duration = std::time::Duration::from_secs(75);
+
 /// The live data, as dqlite answers it: the bytes of every kine row's value.
 pub const LIVE_DATA_QUERY: &str = "SELECT SUM(LENGTH(value)) FROM kine";
 

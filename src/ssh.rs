@@ -12,19 +12,31 @@
 //!   `BatchMode` is always on: a password prompt fails instead of hanging.
 //! - Every command is bounded in time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::k8s::names::quoted;
 
-/// How long one remote command may take.
+/// How long one remote command may take: kubemend stops waiting then, and the node's
+/// `timeout` has ended the command [`REMOTE_MARGIN`] before (see [`Remote::run`]).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How much sooner than kubemend stops waiting the node's `timeout` sends TERM to a command,
+/// and how long after TERM it sends KILL; so a command that hangs on the node ends there too
+/// instead of running on after kubemend gave up on it.
+const REMOTE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The most one stream of a remote command may print: past it, kubemend stops reading, ends
+/// the command and fails the step (a node printing a gigabyte of journal must not take a
+/// gigabyte here). Every command kubemend runs prints a few kilobytes.
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
 
 /// How long an idle master connection lives (see [`connect`]).
 const MASTER_IDLE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(3600).unwrap();
@@ -193,6 +205,12 @@ impl SshArgs {
                     problem: "must not be empty".into(),
                 });
             }
+            if path.as_deref().is_some_and(|p| p.contains('"')) {
+                return Err(Error::InvalidOption {
+                    option: option.into(),
+                    problem: "must not hold a double quote (ssh reads it as quoting)".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -231,6 +249,101 @@ impl SshArgs {
     fn path(text: Option<&String>) -> Option<PathBuf> {
         text.map(|p| crate::client::expand_home(p))
     }
+}
+
+/// ssh's words about a configuration file it could not parse, without the file's own words:
+/// `<file> line <N>: Bad configuration option: <word>` names a word of the file, and a file
+/// given as ssh_config by mistake (a key, a token file) would be echoed into results and logs.
+/// What remains names the file and the line.
+fn without_config_text(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            let Some(at) = line.find(" line ") else {
+                return line.to_owned();
+            };
+            let rest = &line[at + 6..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            if digits == 0 || !rest[digits..].starts_with(':') {
+                return line.to_owned();
+            }
+            format!(
+                "{}: the text of that line is not shown (it may be secret): check that the file \
+                 is an ssh_config",
+                &line[..at + 6 + digits]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A path as ssh reads it in an option's value: ssh splits UserKnownHostsFile at whitespace
+/// (it takes several files), so a path holding any is put in double quotes (the option checks
+/// refuse a path with a double quote of its own).
+fn ssh_quoted(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    if text.contains(char::is_whitespace) {
+        PathBuf::from(format!("\"{text}\""))
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// A scratch known_hosts for one check-mode connection: the files ssh would check `target`
+/// against (known_hosts, else what `ssh -G` says the ssh_config names, else
+/// ~/.ssh/known_hosts), one after the other, so that known keys are still checked and a changed
+/// one still refused.
+async fn scratch_known_hosts(args: &SshArgs, target: &Target) -> Result<PathBuf> {
+    let sources: Vec<PathBuf> = match SshArgs::path(args.known_hosts.as_ref()) {
+        Some(path) => vec![path],
+        None => {
+            let mut command = tokio::process::Command::new("ssh");
+            command.arg("-G");
+            if let Some(config) = SshArgs::path(args.ssh_config.as_ref()) {
+                command.arg("-F").arg(config);
+            }
+            let output = command
+                .arg("--")
+                .arg(&target.host)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(|e| Error::Ssh {
+                    node: target.node.clone(),
+                    host: target.host.clone(),
+                    step: "connect",
+                    problem: format!("`ssh -G` to find the known_hosts files: {e}"),
+                })?;
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("userknownhostsfile "))
+                .map(|files| {
+                    files
+                        .split_whitespace()
+                        .map(crate::client::expand_home)
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![crate::client::expand_home("~/.ssh/known_hosts")])
+        }
+    };
+    let mut known = Vec::new();
+    for source in &sources {
+        if let Ok(bytes) = std::fs::read(source) {
+            known.extend_from_slice(&bytes);
+            known.push(b'\n');
+        }
+    }
+    let path = std::env::temp_dir().join(format!(
+        "kubemend-known-hosts-{}-{}",
+        std::process::id(),
+        target.node
+    ));
+    std::fs::write(&path, known).map_err(|e| Error::Ssh {
+        node: target.node.clone(),
+        host: target.host.clone(),
+        step: "connect",
+        problem: format!("a scratch known_hosts at {}: {e}", path.display()),
+    })?;
+    Ok(path)
 }
 
 /// An open connection to one node.
@@ -324,9 +437,24 @@ fn check_destination(target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// Opens the master connection to `target`.
-pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
+/// Opens the master connection to `target`. In check mode a host that `accept-new` would add
+/// is accepted into a scratch copy of the known_hosts files, never into them (check mode
+/// writes nothing, here neither).
+pub async fn connect(args: &SshArgs, target: &Target, check_mode: bool) -> Result<Remote> {
     check_destination(target)?;
+    let scratch = if check_mode && args.host_key_checking == HostKeyChecking::AcceptNew {
+        Some(scratch_known_hosts(args, target).await?)
+    } else {
+        None
+    };
+    let connected = open(args, target, scratch.as_deref()).await;
+    if let Some(path) = scratch {
+        let _ = std::fs::remove_file(path);
+    }
+    connected
+}
+
+async fn open(args: &SshArgs, target: &Target, known_hosts: Option<&Path>) -> Result<Remote> {
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(match args.host_key_checking {
@@ -346,8 +474,11 @@ pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
     if let Some(key) = SshArgs::path(args.ssh_private_key_file.as_ref()) {
         builder.keyfile(key);
     }
-    if let Some(known) = SshArgs::path(args.known_hosts.as_ref()) {
-        builder.user_known_hosts_file(known);
+    if let Some(known) = known_hosts
+        .map(Path::to_path_buf)
+        .or_else(|| SshArgs::path(args.known_hosts.as_ref()))
+    {
+        builder.user_known_hosts_file(ssh_quoted(&known));
     }
     if let Some(user) = target.user.clone().or_else(|| args.ssh_user.clone()) {
         builder.user(user);
@@ -368,7 +499,7 @@ pub async fn connect(args: &SshArgs, target: &Target) -> Result<Remote> {
             node: target.node.clone(),
             host: target.host.clone(),
             step: "connect",
-            problem: crate::error::causes_text(&err),
+            problem: without_config_text(&crate::error::causes_text(&err)),
         })?;
     Ok(Remote {
         target: target.clone(),
@@ -381,40 +512,95 @@ impl Remote {
     /// Runs `program args...` on the node (through `sudo -n` when `become` and `privileged`),
     /// each argument quoted for the remote shell, bounded by [`COMMAND_TIMEOUT`].
     pub async fn run(&self, privileged: bool, program: &str, args: &[&str]) -> Result<Output> {
-        let mut command = if privileged && self.sudo {
-            let mut command = self.session.command("sudo");
-            command.arg("-n").arg(program);
-            command
-        } else {
-            self.session.command(program)
-        };
+        self.run_within(COMMAND_TIMEOUT, privileged, program, args)
+            .await
+    }
+
+    /// [`Remote::run`] bounded by `limit`, on both ends: on the node the command runs under
+    /// coreutils' `timeout` ([`REMOTE_MARGIN`] shorter, KILL after as long again), outside
+    /// `sudo` so that sudoers rules still see the real program; here each stream is read as it
+    /// comes and at most [`MAX_OUTPUT`] bytes of it kept (more fails the step, and the command
+    /// is ended).
+    pub async fn run_within(
+        &self,
+        limit: Duration,
+        privileged: bool,
+        program: &str,
+        args: &[&str],
+    ) -> Result<Output> {
+        let on_node = limit.saturating_sub(REMOTE_MARGIN).max(Duration::from_secs(1));
+        let mut command = self.session.command("timeout");
+        command
+            .arg("-k")
+            .arg(REMOTE_MARGIN.as_secs().to_string())
+            .arg(on_node.as_secs().to_string());
+        if privileged && self.sudo {
+            command.arg("sudo").arg("-n");
+        }
+        command.arg(program);
         for arg in args {
             command.arg(arg);
         }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let what = std::iter::once(program)
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
         tracing::debug!(node = %self.target.node, command = %what, "ssh");
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
-            .await
-            .map_err(|_| {
-                self.error(
-                    "run",
-                    format!("`{what}` took longer than {}s", COMMAND_TIMEOUT.as_secs()),
-                )
-            })?
-            .map_err(|err| {
+        let started = tokio::time::Instant::now();
+        let run = async {
+            let failed = |err: openssh::Error| {
                 self.error(
                     "run",
                     format!("`{what}`: {}", crate::error::causes_text(&err)),
                 )
-            })?;
-        Ok(Output {
-            status: output.status.code(),
-            stdout: printable(&String::from_utf8_lossy(&output.stdout)),
-            stderr: printable(&String::from_utf8_lossy(&output.stderr)),
-        })
+            };
+            let mut child = command.spawn().await.map_err(failed)?;
+            let (stdout, stderr) = (child.stdout().take(), child.stderr().take());
+            let (stdout, stderr) = match read_both(stdout, stderr).await {
+                Ok(both) => both,
+                Err(stream) => {
+                    // The local end closes: the node's command gets SIGPIPE at its next
+                    // write, and `timeout` ends it at the latest.
+                    let _ = child.disconnect().await;
+                    return Err(self.error(
+                        "run",
+                        format!(
+                            "`{what}` printed more than {} MiB on {stream}: kubemend stopped \
+                             reading and ended it (nothing kubemend runs prints that much: \
+                             look at the node)",
+                            MAX_OUTPUT / 1_048_576
+                        ),
+                    ));
+                }
+            };
+            let status = child.wait().await.map_err(failed)?;
+            Ok::<_, Error>(Output {
+                status: status.code(),
+                stdout: printable(&String::from_utf8_lossy(&stdout)),
+                stderr: printable(&String::from_utf8_lossy(&stderr)),
+            })
+        };
+        let output = tokio::time::timeout(limit, run).await.map_err(|_| {
+            self.error(
+                "run",
+                format!("`{what}` took longer than {}s", limit.as_secs()),
+            )
+        })??;
+        // 124: the node's `timeout` ended it (a command's own 124 comes sooner).
+        if output.status == Some(124) && started.elapsed() >= on_node {
+            return Err(self.error(
+                "run",
+                format!(
+                    "`{what}` took longer than {}s and was ended on the node",
+                    on_node.as_secs()
+                ),
+            ));
+        }
+        Ok(output)
     }
 
     /// An SSH error on this node.
@@ -432,6 +618,41 @@ impl Remote {
     pub async fn close(self) {
         let _ = self.session.close().await;
     }
+}
+
+/// Both streams of a remote command, each to its end; `Err` names the one that printed more
+/// than [`MAX_OUTPUT`], as soon as it does (the other is not waited for: the command may be
+/// blocked writing the one no longer read).
+async fn read_both(
+    stdout: Option<impl AsyncRead + Unpin>,
+    stderr: Option<impl AsyncRead + Unpin>,
+) -> std::result::Result<(Vec<u8>, Vec<u8>), &'static str> {
+    let out = read_capped(stdout);
+    let err = read_capped(stderr);
+    tokio::pin!(out, err);
+    tokio::select! {
+        o = &mut out => {
+            let o = o.ok_or("stdout")?;
+            Ok((o, err.await.ok_or("stderr")?))
+        }
+        e = &mut err => {
+            let e = e.ok_or("stderr")?;
+            Ok((out.await.ok_or("stdout")?, e))
+        }
+    }
+}
+
+/// One stream read to its end, `None` past [`MAX_OUTPUT`] bytes (reading stops there).
+async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> Option<Vec<u8>> {
+    let Some(stream) = stream else {
+        return Some(Vec::new());
+    };
+    let mut kept = Vec::new();
+    // One byte past the cap tells "exactly the cap" from "more".
+    let mut limited = stream.take(MAX_OUTPUT as u64 + 1);
+    // A read error ends the stream like EOF: the exit status tells what happened.
+    let _ = limited.read_to_end(&mut kept).await;
+    (kept.len() <= MAX_OUTPUT).then_some(kept)
 }
 
 #[cfg(test)]
@@ -473,7 +694,7 @@ mod tests {
             "a b",
             "",
         ] {
-            let err = connect(&SshArgs::default(), &target(bad))
+            let err = connect(&SshArgs::default(), &target(bad), false)
                 .await
                 .expect_err(bad)
                 .to_string();
@@ -505,6 +726,33 @@ mod tests {
         .await;
         assert_eq!(most.load(Ordering::SeqCst), MAX_PARALLEL);
         assert_eq!(results, (0..150).map(|n| n * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn ssh_config_parse_errors_name_the_line_but_never_its_words() {
+        let text = "/run/awx/cfg line 1: Bad configuration option: -----begin\n\
+                    /run/awx/cfg line 2: keyword s3cr3tw0rd extra arguments at end of line\n\
+                    /run/awx/cfg: terminating, 2 bad configuration options";
+        let shown = without_config_text(text);
+        assert!(!shown.contains("s3cr3tw0rd") && !shown.contains("-----begin"), "{shown}");
+        assert!(shown.contains("/run/awx/cfg line 2:"), "{shown}");
+        assert!(shown.contains("terminating, 2 bad configuration options"), "{shown}");
+        let other = "ssh: connect to host k8s01 port 22: Connection refused";
+        assert_eq!(without_config_text(other), other);
+    }
+
+    #[test]
+    fn a_known_hosts_path_with_a_space_stays_one_path() {
+        assert_eq!(
+            ssh_quoted(Path::new("/home/a b/known_hosts")),
+            PathBuf::from("\"/home/a b/known_hosts\"")
+        );
+        assert_eq!(ssh_quoted(Path::new("/k/kh")), PathBuf::from("/k/kh"));
+        let args = SshArgs {
+            known_hosts: Some("/x\"y".into()),
+            ..SshArgs::default()
+        };
+        assert!(args.check().unwrap_err().to_string().contains("known_hosts"));
     }
 
     #[test]

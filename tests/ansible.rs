@@ -2013,6 +2013,60 @@ fn module_paths_under(core: &Core) {
     );
 }
 
+/// On a local connection the action makes its temporary directory where ansible-core's shell
+/// would (`$HOME` and `~` in remote_tmp expanded), and an installed module that is not
+/// executable is copied before it is made so: the installed file keeps its mode.
+#[test]
+fn local_runs_expand_remote_tmp_and_never_change_the_installed_module() {
+    use std::os::unix::fs::PermissionsExt;
+    let core = Core::tools();
+    let work = tempfile::tempdir_in(scratch()).unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    // The installed collection as a copy of its own (cp -a keeps the modules one inode), its
+    // modules not executable, as some unpackers leave them.
+    let installed = work.path().join("collections");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(collections())
+        .arg(&installed)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let module = installed.join("ansible_collections/kubemend/microk8s/plugins/modules/calico_rbac");
+    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let args = json!({
+        "kubeconfig": kubeconfig(),
+        "name": support::unique("kubemend-tmp"),
+        "calico_version": "v3.13.2",
+        "datastore": "kubernetes",
+        "enabled_controllers": ["node"],
+    });
+    let out = ansible(core, "ansible", work.path())
+        .env("HOME", &home)
+        .env("ANSIBLE_REMOTE_TEMP", "$HOME/remote-tmp")
+        .env("ANSIBLE_COLLECTIONS_PATH", &installed)
+        .env("ANSIBLE_STDOUT_CALLBACK", "default")
+        .args(["localhost", "--check", "-m", "kubemend.microk8s.calico_rbac", "-a"])
+        .arg(args.to_string())
+        .output()
+        .unwrap();
+    let context = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(out.status.success(), "{context}");
+    assert!(text(&out.stdout).contains("CHANGED"), "{context}");
+    assert!(home.join("remote-tmp").is_dir(), "{context}");
+    assert!(
+        !work.path().join("$HOME").exists(),
+        "a directory named $HOME was made: {context}"
+    );
+    let mode = std::fs::metadata(&module).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the installed module's mode changed: {context}");
+}
+
 /// Each module is a regular file, all hard links of one binary, and nothing is under bin/
 /// (ansible-test reads bin/ as Python scripts). ansible-core takes a symlinked plugin for an
 /// alias and leaves it out of `ansible-doc -F` and `-l`.

@@ -285,6 +285,53 @@ async fn a_node_ssh_cannot_reach_is_named_and_the_others_are_still_checked() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// accept-new adds the nodes' keys to known_hosts in a real run, and in check mode to a scratch
+/// copy only; a known_hosts path with spaces is one file (ssh splits the option at
+/// whitespace).
+#[tokio::test]
+async fn accept_new_writes_known_hosts_in_a_real_run_and_never_in_check_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let spaced = dir.path().join("known hosts dir");
+    std::fs::create_dir(&spaced).unwrap();
+    let known_hosts = spaced.join("known hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let options = json!({
+        "checks": ["kubelite"],
+        "ssh_config": support::cluster().ssh_config,
+        "known_hosts": known_hosts,
+        "host_key_checking": "accept-new",
+    });
+    let dqlite_read = |result: &Value| {
+        ["k8s01", "k8s02", "k8s03"].iter().all(|node| {
+            let id = format!("kubelite:dqlite:node/{node}");
+            findings(result, "kubelite").iter().any(|f| f["id"] == id.as_str())
+        })
+    };
+    let mut check = options.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let (code, result) = support::run_module("diagnose", &check);
+    assert_eq!(code, 0, "{result:#}");
+    assert!(dqlite_read(&result), "every node was read: {result:#}");
+    assert_eq!(
+        std::fs::read_to_string(&known_hosts).unwrap(),
+        "",
+        "check mode wrote known_hosts"
+    );
+    let (code, result) = support::run_module("diagnose", &options);
+    assert_eq!(code, 0, "{result:#}");
+    assert!(dqlite_read(&result), "every node was read: {result:#}");
+    let written = std::fs::read_to_string(&known_hosts).unwrap();
+    for node in ["k8s01", "k8s02", "k8s03"] {
+        assert!(
+            written.lines().any(|l| l.starts_with(&format!("{node} "))),
+            "{node} in {written}"
+        );
+    }
+    // Nothing else was made beside it (ssh would have read "known", "hosts" as files).
+    let beside: Vec<_> = std::fs::read_dir(&spaced).unwrap().flatten().collect();
+    assert_eq!(beside.len(), 1, "{beside:?}");
+}
+
 fn calico_rbac_and_webhook_findings(result: &Value) {
     // 1. The Calico RBAC gap, confirmed by SubjectAccessReview.
     let calico = findings(result, "calico_rbac");

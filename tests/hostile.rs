@@ -3,7 +3,7 @@
 //! ([`Api`]), and an `ssh` first on PATH that records how it was called and plays nodes that
 //! refuse connections or hang ([`FakeSsh`]). No test bed, no real node.
 //!
-//! Each run is bounded ([`fake_api::run_bounded`]) and must end by itself with one JSON result.
+//! Each run is bounded ([`fake_api::run_measured`]) and must end by itself with one JSON result.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fake_api::run_bounded;
+use fake_api::run_measured;
 use serde_json::{Value, json};
 
 /// The control-plane label microk8s sets.
@@ -182,6 +182,9 @@ dest=$(cat "$ctl.dest")
 case " $FAKE_SSH_HANG " in
   *" $dest "*) exec sleep 60 ;;
 esac
+case " $FAKE_SSH_FLOOD " in
+  *" $dest "*) exec yes 'E1206 12:00:00.000000 1 kubelite: database is locked' ;;
+esac
 printf 'fake node %s: \033[2J\033[31mno such command\r\n\033]0;owned\007\233m\n' "$dest" >&2
 exit 1
 "#;
@@ -234,11 +237,12 @@ impl FakeSsh {
     }
 }
 
-/// One module run's exit code and result.
+/// One module run's exit code, result and peak memory.
 #[derive(Debug)]
 struct Run {
     code: i32,
     result: Value,
+    peak_kib: u64,
 }
 
 impl Run {
@@ -270,7 +274,7 @@ fn run_module(
     for (name, value) in env {
         cmd.env(name, value);
     }
-    let (output, finished) = run_bounded(cmd, limit);
+    let (output, finished, peak_kib) = run_measured(cmd, limit);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -282,6 +286,7 @@ fn run_module(
         code: output.status.code().unwrap_or(-1),
         result: serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("one JSON result expected ({e}): {stdout} {stderr}")),
+        peak_kib,
     }
 }
 
@@ -465,6 +470,66 @@ fn a_node_whose_commands_hang_becomes_a_warning_and_the_other_nodes_are_still_re
         findings.iter().any(|f| f["object"] == json!("node/k8s01")),
         "{findings:#?}"
     );
+}
+
+#[test]
+fn a_node_that_prints_without_end_is_cut_off_at_the_cap_in_bounded_memory() {
+    let api = Api::start(cluster_of(vec![node("k8s01"), node("k8s02")]));
+    let ssh = FakeSsh::new();
+    let mut env = ssh.env("", "");
+    // Every command on k8s02 prints journal lines for ever (as a node with a huge journal
+    // and a broken filter would).
+    env.push(("FAKE_SSH_FLOOD".into(), "k8s02".into()));
+    let run = run_module(
+        "diagnose",
+        &api,
+        diagnose_kubelite(&json!({})),
+        &env,
+        Duration::from_secs(90),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let findings = findings(&run);
+    let flooded: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["object"] == json!("node/k8s02"))
+        .filter_map(|f| f["evidence"].as_str())
+        .filter(|e| e.contains("printed more than 4 MiB on stdout"))
+        .collect();
+    assert!(!flooded.is_empty(), "{findings:#?}");
+    assert!(
+        findings.iter().any(|f| f["object"] == json!("node/k8s01")),
+        "{findings:#?}"
+    );
+    // Reading stops at the cap: memory stays far below what the flood would take.
+    assert!(run.peak_kib < 64 * 1024, "peak {} KiB", run.peak_kib);
+}
+
+/// A secret file given as ssh_config by mistake: the real ssh refuses it line by line, and
+/// kubemend names the file and the line, never the words ssh quotes from it.
+#[test]
+fn an_ssh_config_that_is_a_secret_is_named_but_never_quoted() {
+    let api = Api::start(cluster_of(vec![node("k8s01")]));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "hunter2-0123456789abcdef\nsecond-secret-line here\n").unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = run_module(
+        "diagnose",
+        &api,
+        diagnose_kubelite(&json!({"ssh_config": secret})),
+        &[("TMPDIR".into(), tmp.display().to_string())],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let text = run.result.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("second-secret"),
+        "{text}"
+    );
+    let unreachable = finding(&findings(&run), "kubelite:ssh:node/k8s01");
+    let evidence = unreachable["evidence"].as_str().unwrap();
+    assert!(evidence.contains("line 1"), "{evidence}");
 }
 
 #[test]

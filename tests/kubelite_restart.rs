@@ -269,6 +269,18 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
             "{}",
             result["msg"]
         );
+        // The limit named is the one that applied: gate_timeout bounds the gates after the
+        // restart, not the restart itself.
+        let limit = if gate == "restart" {
+            "at the restart"
+        } else {
+            "within 15s (gate_timeout)"
+        };
+        assert!(
+            result["msg"].as_str().unwrap().contains(limit),
+            "{fault}: {}",
+            result["msg"]
+        );
         let touched: Vec<String> = stops_since(since).into_iter().map(|e| e.1).collect();
         assert!(
             !touched.iter().any(|n| n == "k8s03"),

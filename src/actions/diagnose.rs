@@ -576,7 +576,9 @@ impl Action for Diagnose {
                     }
                 }
                 Check::Apiserver403 => self.apiserver_403(&cx.cluster).await.map_err(reason),
-                Check::Kubelite if self.ssh_given => self.kubelite(&cx.cluster, deadline).await,
+                Check::Kubelite if self.ssh_given => {
+                    self.kubelite(&cx.cluster, deadline, cx.check_mode).await
+                }
                 Check::Kubelite => Err("no SSH options given".into()),
             };
             record(out, check, result);
@@ -1743,6 +1745,7 @@ impl Diagnose {
         &self,
         cluster: &Cluster,
         deadline: tokio::time::Instant,
+        check_mode: bool,
     ) -> std::result::Result<Vec<Finding>, String> {
         let listed = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone())
             .list(&ListParams::default())
@@ -1765,7 +1768,7 @@ impl Diagnose {
         // Every node unreachable or hung gives a warning for each (as one does), not a skipped
         // check: fail_on warning must not pass when nothing could be read.
         let readings = ssh::each_bounded(targets.iter(), |target| {
-            self.read_node_within(target, since, stop_at)
+            self.read_node_within(target, since, stop_at, check_mode)
         })
         .await;
         let limits = KubeliteLimits {
@@ -1795,6 +1798,7 @@ impl Diagnose {
         target: &Target,
         since: i64,
         stop_at: tokio::time::Instant,
+        check_mode: bool,
     ) -> NodeReading {
         let started = tokio::time::Instant::now();
         let until = (started + NODE_BUDGET).min(stop_at);
@@ -1803,7 +1807,7 @@ impl Diagnose {
             ..NodeReading::default()
         };
         let mut step = "connect";
-        let read = self.read_node(target, since, &mut reading, &mut step);
+        let read = self.read_node(target, since, check_mode, &mut reading, &mut step);
         if tokio::time::timeout_at(until, read).await.is_err() {
             reading.timed_out = true;
             reading.unreachable = Some(format!(
@@ -1821,10 +1825,11 @@ impl Diagnose {
         &self,
         target: &Target,
         since: i64,
+        check_mode: bool,
         reading: &mut NodeReading,
         step: &mut &'static str,
     ) {
-        let remote: Remote = match ssh::connect(&self.ssh, target).await {
+        let remote: Remote = match ssh::connect(&self.ssh, target, check_mode).await {
             Ok(remote) => remote,
             Err(err) => {
                 reading.unreachable = Some(err.message_with_causes());

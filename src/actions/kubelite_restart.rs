@@ -76,7 +76,7 @@ use crate::k8s::nodes::{
 };
 use crate::k8s::watch::Watched;
 use crate::microk8s::{
-    DQLITE_UNIT, ESCALATION_REMEDY, Unit, check_nodes, dqlite_state, escalation, snap_change_text,
+    DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes, dqlite_state, escalation, snap_change_text,
     snap_changes, targets, unit_state,
 };
 use crate::outcome::Outcome;
@@ -174,8 +174,8 @@ pub struct Options {
     pub resume_within: Duration,
 }
 
-/// The shortest lock_ttl: longer than a `snap restart` may take without a renewal (the remote
-/// command limit, 60 s), with room for the renewal itself.
+/// The shortest lock_ttl: longer than a `snap restart` may take without a renewal
+/// ([`SNAP_RESTART_LIMIT`], 75 s), with room for the renewal itself.
 const LOCK_TTL_MIN: i64 = 90;
 /// The longest lock_ttl: past it a dead run would lock every later one out for too long.
 const LOCK_TTL_MAX: i64 = 3600;
@@ -468,16 +468,28 @@ impl Action for KubeliteRestart {
         let now = Timestamp::now();
         // Pre-flight on every node, all of them, so that the report lists every problem; the
         // leader Leases and the lock are read meanwhile.
-        let (roles, checks, lock_read) = tokio::join!(
-            leaderships(cluster),
+        let (leases, checks, lock_read) = tokio::join!(
+            leader_leases_now(cluster),
             ssh::each_bounded(targets.iter(), |target| {
-                self.preflight(target, NodeReport::of(&infos, Some(&target.node), now))
+                self.preflight(
+                    target,
+                    NodeReport::of(&infos, Some(&target.node), now),
+                    cx.check_mode,
+                )
             }),
             lock::read(cluster, LOCK.0, LOCK.1)
         );
-        let roles = roles?;
+        let leases = leases?;
+        let roles = leaderships(&leases);
         let mut planned = Vec::new();
         let mut problems = Vec::new();
+        for (name, spec) in &leases {
+            match leader_lease_preflight(name, spec.as_ref(), now) {
+                Some(Err(problem)) => problems.push(problem),
+                Some(Ok(warning)) => out.warn(warning),
+                None => {}
+            }
+        }
         // The dqlite leader is told by its member address, which each node's info.yaml gives
         // (not by InternalIP: dqlite may listen on another interface, or IPv6).
         let mut members: BTreeMap<String, String> = BTreeMap::new();
@@ -561,7 +573,8 @@ impl Action for KubeliteRestart {
                     problems.join("; ")
                 ),
                 hint: "fix what the pre-flight names (every node reachable over SSH and Ready, \
-                       no snapd change in progress, each node's k8s-dqlite active and a voter \
+                       the scheduler and controller-manager Leases there, no snapd change in \
+                       progress, each node's k8s-dqlite active and a voter \
                        with three voters and a leader, no restart-escalation risk: write \
                        delegate.conf or delegate cpuset first), then run again"
                     .into(),
@@ -823,7 +836,12 @@ async fn health(cx: &Context, nodes: &[String]) -> Result<Vec<String>> {
 
 impl KubeliteRestart {
     /// The pre-flight checks of one node, and its open connection when SSH works.
-    async fn preflight(&self, target: &Target, node: NodeReport) -> (Preflight, Option<Remote>) {
+    async fn preflight(
+        &self,
+        target: &Target,
+        node: NodeReport,
+        check_mode: bool,
+    ) -> (Preflight, Option<Remote>) {
         let mut pre = Preflight {
             node_state: Some(node.state.label().to_owned()),
             lease_age_seconds: node.lease_age,
@@ -836,7 +854,7 @@ impl KubeliteRestart {
             pre.problems
                 .push(format!("node Lease is not fresh: {}", node.text()));
         }
-        let remote = match ssh::connect(&self.ssh, target).await {
+        let remote = match ssh::connect(&self.ssh, target, check_mode).await {
             Ok(remote) => remote,
             Err(err) => {
                 pre.problems.push(err.message_with_causes());
@@ -1121,7 +1139,18 @@ impl KubeliteRestart {
             let error = Error::GateFailed {
                 node: node.clone(),
                 gate: gate.to_owned(),
-                after: format!("within {} (gate_timeout)", self.gate_timeout),
+                // The limit that applied: gate_timeout only bounds the gates after the restart.
+                after: match gate {
+                    "restart" => format!(
+                        "at the restart (`snap restart` is given {}s)",
+                        SNAP_RESTART_LIMIT.as_secs()
+                    ),
+                    "lock" => "when the lock was renewed".to_owned(),
+                    "kubelite stable" | "no escalation" | "k8s-dqlite stable" => {
+                        format!("through settle ({})", self.settle)
+                    }
+                    _ => format!("within {} (gate_timeout)", self.gate_timeout),
+                },
                 observed: observed.clone(),
                 hint: format!(
                     "look at `journalctl -u {}` on {node}; no further node was touched, and a \
@@ -1138,15 +1167,27 @@ impl KubeliteRestart {
             tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
         let before = before.map_err(|e| fail("restart", e.message_with_causes()))?;
         let dqlite_before = dqlite_before.ok().and_then(|u| u.invocation);
+        // The leader Leases' renewals before the restart: their gate waits for a renewal after
+        // it (a change, whatever the clocks say: a Lease frozen in the future never passes).
+        let mut leaders_before = [None, None];
+        for (slot, name) in leaders_before.iter_mut().zip(LEADER_LEASES) {
+            *slot = leader_lease(api, name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|spec| spec.renew_time.map(|t| t.0));
+        }
         // The lock, renewed right before the one step that cannot renew it while it runs: the
         // restart is sent only if this run still holds it (lock_ttl is longer than a restart).
         if let Err(err) = lock.renew(api).await {
             return Err(fail("lock", err.message_with_causes()));
         }
         cx.progress(Self::NAME, &format!("{node}: restarting {}", self.service));
-        let t0 = Timestamp::now();
         let started = Instant::now();
-        let restarted = match remote.run(true, "snap", &["restart", &self.service]).await {
+        let restarted = match remote
+            .run_within(SNAP_RESTART_LIMIT, true, "snap", &["restart", &self.service])
+            .await
+        {
             Ok(output) => output,
             Err(err) => {
                 // Sent, but no answer: the restart may have happened.
@@ -1191,6 +1232,8 @@ impl KubeliteRestart {
         };
         let own = plan.apiservers.get(&node);
         let mut recovery = None;
+        // The node Lease's renewal when the unit gate passed (None until then).
+        let mut lease_at_restart: Option<Option<Timestamp>> = None;
         // The node, its Lease and the leader Leases are watched, so those gates pass as soon as
         // the API server tells of the change; the unit (over SSH) and /readyz are asked every
         // POLL until they pass.
@@ -1242,6 +1285,9 @@ impl KubeliteRestart {
                 Some(Ok(unit)) if unit.is_active() && restarted_since(&before, &unit) => {
                     pass("unit restarted", &mut timeline);
                     gates.unit = Some(unit);
+                    // The old kubelet is gone now: the next renewal of the node Lease is the
+                    // new one's.
+                    lease_at_restart = Some(renewal(lease_watch.latest.as_ref()));
                 }
                 Some(Ok(unit)) if unit.is_active() => {
                     observed.push(format!("unit {} with its old invocation", unit.text()));
@@ -1282,14 +1328,24 @@ impl KubeliteRestart {
             );
             if !gates.lease {
                 let renewed = infos.get(&node).and_then(|i| i.lease_renewed);
-                if renewed.is_some_and(|r| r > t0) {
+                // Renewed since the unit came up again: a change, not a time compared with
+                // this host's clock (a node's clock may differ, or a Lease be frozen ahead).
+                if let Some(at_restart) = lease_at_restart
+                    && renewed.is_some()
+                    && renewed != at_restart
+                {
                     gates.lease = true;
                     recovery = Some(started.elapsed().as_secs_f64());
                     pass("node lease renewed", &mut timeline);
                 } else {
                     observed.push(format!(
-                        "node lease last renewed {}",
-                        renewed.map_or_else(|| "never".into(), |r| r.to_string())
+                        "node lease last renewed {}{}",
+                        renewed.map_or_else(|| "never".into(), |r| r.to_string()),
+                        if lease_at_restart.is_some() {
+                            ", not since kubelite came up again"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }
@@ -1307,7 +1363,7 @@ impl KubeliteRestart {
                     (LEADER_LEASES[0], scheduler.latest.as_ref()),
                     (LEADER_LEASES[1], controller_manager.latest.as_ref()),
                 ];
-                match leader_leases_renewed(&leases, t0, now) {
+                match leader_leases_renewed(&leases, &leaders_before, now) {
                     None => {
                         gates.leases = true;
                         pass(
@@ -1624,18 +1680,59 @@ async fn close_all(nodes: Vec<PlannedNode>) {
     ssh::each_bounded(nodes, |n| n.remote.close()).await;
 }
 
-/// Which node holds the scheduler and controller-manager leases (holder `<node>_<uuid>`).
-async fn leaderships(cluster: &Cluster) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// The scheduler and controller-manager leases as they are now, in [`LEADER_LEASES`]' order.
+async fn leader_leases_now(
+    cluster: &Cluster,
+) -> Result<Vec<(&'static str, Option<k8s_openapi::api::coordination::v1::LeaseSpec>)>> {
+    let mut out = Vec::new();
     for name in LEADER_LEASES {
-        if let Some(spec) = leader_lease(cluster, name).await?
-            && let Some(holder) = spec.holder_identity.as_deref()
-        {
-            let node = holder.split('_').next().unwrap_or(holder).to_owned();
-            out.entry(node).or_default().push(name.to_owned());
-        }
+        out.push((name, leader_lease(cluster, name).await?));
     }
     Ok(out)
+}
+
+/// Which node holds which leader lease (holder `<node>_<uuid>`).
+fn leaderships(
+    leases: &[(&str, Option<k8s_openapi::api::coordination::v1::LeaseSpec>)],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, spec) in leases {
+        if let Some(holder) = spec.as_ref().and_then(|s| s.holder_identity.as_deref()) {
+            let node = holder.split('_').next().unwrap_or(holder).to_owned();
+            out.entry(node).or_default().push((*name).to_owned());
+        }
+    }
+    out
+}
+
+/// The leader Leases judged before any restart as their gate judges them after each: a
+/// problem (`Err`) when one does not exist (leader election off, or no leader ever: the gate
+/// could never pass, so the first restart would fail it for a reason older than the run), a
+/// warning (`Ok`) when one is not held now (a restart may bring its leader back; if the first
+/// one does not, its gate stops the run there).
+fn leader_lease_preflight(
+    name: &str,
+    spec: Option<&k8s_openapi::api::coordination::v1::LeaseSpec>,
+    now: Timestamp,
+) -> Option<std::result::Result<String, String>> {
+    let Some(spec) = spec else {
+        return Some(Err(format!(
+            "lease kube-system/{name} does not exist, and the gate after each restart waits \
+             for it to be held and renewed (is leader election off for {name}?)"
+        )));
+    };
+    if lease_held(spec, now) {
+        return None;
+    }
+    Some(Ok(format!(
+        "lease kube-system/{name} is not held now (holder {}, last renewed {}): the gate after \
+         each restart waits for it to be held and renewed; if the first restart does not bring \
+         a leader back, the run stops there",
+        spec.holder_identity.as_deref().unwrap_or("nobody"),
+        spec.renew_time
+            .as_ref()
+            .map_or_else(|| "never".into(), |t| format_ago(seconds_since(t.0, now)))
+    )))
 }
 
 /// A leader-election lease in kube-system, if it exists.
@@ -1651,24 +1748,34 @@ async fn leader_lease(
         .and_then(|l| l.spec))
 }
 
-/// `None` when both leader leases are held and renewed after `since`, else what is not.
+/// When a Lease was last renewed, if it says.
+fn renewal(lease: Option<&Lease>) -> Option<Timestamp> {
+    lease?.spec.as_ref()?.renew_time.as_ref().map(|t| t.0)
+}
+
+/// `None` when both leader leases are held and renewed since they were read before the restart
+/// (`before`, in the same order: a renewTime other than that one), else what is not.
 fn leader_leases_renewed(
     leases: &[(&str, Option<&Lease>)],
-    since: Timestamp,
+    before: &[Option<Timestamp>],
     now: Timestamp,
 ) -> Option<String> {
-    for (name, lease) in leases {
+    for ((name, lease), before) in leases.iter().zip(before) {
         let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
             return Some(format!("lease kube-system/{name} does not exist"));
         };
-        let renewed_after = spec.renew_time.as_ref().is_some_and(|t| t.0 > since);
-        if !lease_held(spec, now) || !renewed_after {
+        let renewed = spec.renew_time.as_ref().map(|t| t.0);
+        let renewed_since = renewed.is_some() && renewed != *before;
+        if !lease_held(spec, now) || !renewed_since {
             return Some(format!(
-                "lease kube-system/{name} held by {} last renewed {}",
+                "lease kube-system/{name} held by {} last renewed {}{}",
                 spec.holder_identity.as_deref().unwrap_or("nobody"),
-                spec.renew_time
-                    .as_ref()
-                    .map_or_else(|| "never".into(), |t| t.0.to_string())
+                renewed.map_or_else(|| "never".into(), |t| t.to_string()),
+                if renewed_since {
+                    ""
+                } else {
+                    ", not since the restart"
+                }
             ));
         }
     }
@@ -1952,5 +2059,48 @@ mod tests {
             Some("k8s03")
         );
         assert_eq!(endpoint_port("https://127.0.1.1:16443"), 16443);
+    }
+
+    fn lease(holder: &str, renewed: &str) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "kube-scheduler", "namespace": "kube-system"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn leader_lease_gate_waits_for_a_renewal_not_for_a_time_ahead_of_the_clock() {
+        let now: Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
+        // Frozen an hour in the future: held by the clock, but never renewed again.
+        let frozen = lease("k8s01_a", "2026-12-06T11:00:00.000000Z");
+        let before = [Some("2026-12-06T11:00:00Z".parse().unwrap())];
+        let why = leader_leases_renewed(&[("kube-scheduler", Some(&frozen))], &before, now);
+        assert!(why.is_some_and(|w| w.contains("not since the restart")));
+        // Renewed (a different renewTime), even by a node whose clock is behind this one's.
+        let behind = lease("k8s02_b", "2026-12-06T09:59:58.000000Z");
+        let before = [Some("2026-12-06T09:59:56Z".parse().unwrap())];
+        assert_eq!(
+            leader_leases_renewed(&[("kube-scheduler", Some(&behind))], &before, now),
+            None
+        );
+        // Not renewed since: the same renewTime as before the restart.
+        let before = [Some("2026-12-06T09:59:58Z".parse().unwrap())];
+        assert!(leader_leases_renewed(&[("kube-scheduler", Some(&behind))], &before, now).is_some());
+        // Gone.
+        let why = leader_leases_renewed(&[("kube-controller-manager", None)], &[None], now);
+        assert!(why.is_some_and(|w| w.contains("does not exist")));
+    }
+
+    #[test]
+    fn preflight_refuses_a_missing_leader_lease_and_warns_of_one_not_held() {
+        let now: Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
+        let refused = leader_lease_preflight("kube-scheduler", None, now);
+        assert!(matches!(refused, Some(Err(ref why)) if why.contains("does not exist")));
+        let expired = lease("k8s01_a", "2026-12-06T09:50:00.000000Z").spec.unwrap();
+        let warned = leader_lease_preflight("kube-scheduler", Some(&expired), now);
+        assert!(matches!(warned, Some(Ok(ref why)) if why.contains("not held now")));
+        let held = lease("k8s01_a", "2026-12-06T09:59:59.000000Z").spec.unwrap();
+        assert_eq!(leader_lease_preflight("kube-scheduler", Some(&held), now), None);
     }
 }

@@ -319,13 +319,22 @@ fn giant(stream: &mut TcpStream, stop: &AtomicBool, born: Instant) {
 
 /// Runs `command` with its output captured and kills it if it has not exited after `limit`.
 /// Returns the output and whether it exited by itself.
-pub fn run_bounded(mut command: Command, limit: Duration) -> (Output, bool) {
+pub fn run_bounded(command: Command, limit: Duration) -> (Output, bool) {
+    let (output, finished, _) = run_measured(command, limit);
+    (output, finished)
+}
+
+/// [`run_bounded`], also returning the command's peak resident memory in KiB (its
+/// `VmHWM`, read at every poll while it runs).
+pub fn run_measured(mut command: Command, limit: Duration) -> (Output, bool, u64) {
     let mut child: Child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the command");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
     let read_all = |mut pipe: Box<dyn Read + Send>| {
@@ -339,6 +348,13 @@ pub fn run_bounded(mut command: Command, limit: Duration) -> (Output, bool) {
     let err_thread = read_all(Box::new(stderr));
     let start = Instant::now();
     let (status, finished) = loop {
+        // The high-water mark only grows while it runs; an exited process has none.
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| vm_hwm_kib(&s))
+        {
+            peak_kib = peak_kib.max(kib);
+        }
         if let Some(status) = child.try_wait().expect("wait for the command") {
             break (status, true);
         }
@@ -347,12 +363,18 @@ pub fn run_bounded(mut command: Command, limit: Duration) -> (Output, bool) {
             break (child.wait().expect("wait for the killed command"), false);
         }
         // Polls the child's state; the output threads keep the pipes drained meanwhile.
-        std::thread::park_timeout(Duration::from_millis(50));
+        std::thread::park_timeout(Duration::from_millis(20));
     };
     let output = Output {
         status,
         stdout: out_thread.join().unwrap_or_default(),
         stderr: err_thread.join().unwrap_or_default(),
     };
-    (output, finished)
+    (output, finished, peak_kib)
+}
+
+/// `VmHWM:   1234 kB` of a /proc/PID/status.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

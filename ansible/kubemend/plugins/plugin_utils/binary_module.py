@@ -10,8 +10,9 @@ kubemend's modules run: they talk to the Kubernetes API, not to the host) each s
 fork and exec of ``/bin/sh`` by the worker, and together with copying the binary they cost more
 than the module's own work. This action does the same steps in Python when the connection is
 local and nothing is to be become: the directory is made with ``tempfile.mkdtemp`` under the same
-``remote_tmp``, the module is hard-linked into it (copied when a link is not allowed), the mode is
-set with ``os.chmod`` and the directory removed with ``shutil.rmtree``. The module still runs
+``remote_tmp`` (``~`` and ``$VARIABLES`` expanded, as the shell does), the module is hard-linked
+into it (copied when a link is not allowed, or when it must be made executable: a link shares the
+installed file's mode), and the directory removed with ``shutil.rmtree``. The module still runs
 through the connection, with the same arguments file, environment, check and diff mode, no_log
 and result handling as ever, since all of that stays ansible-core's (``_execute_module``).
 
@@ -107,8 +108,9 @@ class BinaryModuleAction(NormalAction):
     def _make_tmp_path(self, remote_user=None):
         if not self._in_process():
             return super()._make_tmp_path(remote_user)
-        base = os.path.expanduser(
-            self.get_shell_option("remote_tmp", default="~/.ansible/tmp")
+        # As ansible-core's shell does (`mkdir -p "$(echo <remote_tmp>)"`): ~, $HOME, ${USER}.
+        base = os.path.expandvars(
+            os.path.expanduser(self.get_shell_option("remote_tmp", default="~/.ansible/tmp"))
         )
         os.makedirs(base, mode=0o700, exist_ok=True)
         tmpdir = tempfile.mkdtemp(prefix="ansible-tmp-", dir=base)
@@ -134,9 +136,13 @@ class BinaryModuleAction(NormalAction):
         if execute:
             for path in remote_paths:
                 mode = os.stat(path).st_mode
-                # A linked module is already executable; its owner may be someone else.
                 if not mode & stat.S_IXUSR:
-                    os.chmod(path, mode | stat.S_IXUSR)
+                    # A hard link shares its mode with the installed collection's file: make
+                    # the module a copy of its own before changing the mode.
+                    copy = path + ".copy"
+                    shutil.copyfile(path, copy)
+                    os.replace(copy, path)
+                    os.chmod(path, stat.S_IMODE(mode) | stat.S_IXUSR)
         return remote_paths
 
     def _remove_tmp_path(self, tmp_path, force=False):
