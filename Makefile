@@ -14,13 +14,20 @@ RELEASE_BIN := $(TARGET_DIR)/$(MUSL_TARGET)/dist/kubemend
 RELEASE_RUSTFLAGS := -C relocation-model=static
 RELEASE_MAX_BYTES := 8000000
 DIST := dist
+# kwok v0.8.0 (the test bed) needs go >= 1.26; an older go (1.21 on) fetches that toolchain itself.
+export GOTOOLCHAIN ?= auto
 
-.PHONY: help test lint fmt clippy ansible-lint sanity fuzz cluster venv schemas bench bench-venv release collection ee demo down
+.PHONY: help deps test lint fmt clippy ansible-lint sanity fuzz cluster venv schemas bench bench-venv release collection ee demo down
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-test: lint sanity fuzz cluster venv ## Lint, sanity-test the collection, fuzz the args parser, start the test bed, make the venvs, run every test.
+# What test and demo need on a Debian machine, installed when missing (as root; another user gets
+# the list of what is missing, why, and how to install it); about 0.2 s when nothing is.
+deps: ## Install what test and demo need (Debian packages, Rust parts); scripts/install-deps.
+	scripts/install-deps
+
+test: deps lint sanity fuzz cluster venv ## Lint, sanity-test the collection, fuzz the args parser, start the test bed, make the venvs, run every test.
 	$(CARGO) test --locked --all-targets
 
 lint: fmt clippy ansible-lint ## rustfmt, clippy (warnings are errors), ansible-lint.
@@ -46,7 +53,7 @@ fuzz: ## Fuzz the Ansible args parser for FUZZ_SECONDS (needs nightly and cargo-
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 cluster: ## Start (or find running) the test bed and print its exports.
-	tests/cluster/install-deps
+	scripts/install-deps --testbed
 	$(TESTCLUSTER) up
 
 # Always run: venv.sh checks each venv against its requirements file itself, in about a second.
@@ -56,10 +63,11 @@ venv: ## The pinned Python virtualenvs: .venv (the tools), .venv-cores/ (each an
 schemas: ## Regenerate the committed JSON schemas and module docs.
 	$(CARGO) run --locked -- schema --out-dir schemas --docs-dir ansible/kubemend/plugins/modules
 
-# ring compiles C for the musl target: musl-gcc (Debian's musl-tools). .ci/run installs both.
+# ring compiles C for the musl target: musl-gcc (Debian's musl-tools). scripts/install-deps
+# installs both.
 release: ## The static x86_64 musl binary for the collection and the EE (fails above 8 MB).
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
-	@command -v musl-gcc >/dev/null || { echo "make release: musl-gcc is missing (Debian: apt-get install musl-tools)" >&2; exit 1; }
+	@command -v musl-gcc >/dev/null || { echo "make release: musl-gcc is missing (Debian: scripts/install-deps, or apt-get install musl-tools)" >&2; exit 1; }
 	CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(RELEASE_RUSTFLAGS)" \
 	  $(CARGO) build --locked --profile dist --target $(MUSL_TARGET)
 	@if ldd $(RELEASE_BIN) >/dev/null 2>&1 && ! ldd $(RELEASE_BIN) 2>&1 | grep -q 'statically linked'; then \
@@ -76,7 +84,7 @@ ee: collection ## The execution environment's build context in target/ee/context
 	cp ansible/ee/execution-environment.yml $(DIST)/kubemend-microk8s-*.tar.gz $(TARGET_DIR)/ee/
 	cd $(TARGET_DIR)/ee && $(abspath $(VENV))/bin/ansible-builder create --context context --output-filename Containerfile
 
-demo: ## Start the test bed, seed the incident, diagnose, run the monthly maintenance, diagnose again.
+demo: deps ## Start the test bed, seed the incident, diagnose, run the monthly maintenance, diagnose again.
 	scripts/demo.sh
 
 # The benchmarks measure the glibc release build on the command line ($(TARGET_DIR)/release/

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: the incident and its repair on the test bed, end to end.
 #
-#   1. build what is missing: the static release binary (make release), the Ansible venv, the
-#      test bed (tests/cluster/testcluster up, which builds its binaries from source the first
-#      time), and the collection with the release binary as its modules;
+#   1. install what is missing (scripts/install-deps), then build what is missing: the static
+#      release binary (make release), the Ansible venv, the test bed (tests/cluster/testcluster
+#      up, which builds its binaries from source the first time), and the collection with the
+#      release binary as its modules;
 #   2. seed the incident (tests/cluster/testcluster seed incident) and show `kubemend diagnose`;
 #   3. run the collection's monthly maintenance playbook against the test bed: both diagnoses,
 #      Calico RBAC, stale webhooks, the rolling kubelite restart of k8s01..k8s03 over SSH (the
@@ -25,13 +26,15 @@ namespaces="${DEMO_NAMESPACES-ci}"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+# What the demo needs (the Debian packages, the musl target, ...): installed when missing, as root.
+scripts/install-deps
+
 step "Building kubemend (static, release). The first build takes several minutes."
 make --no-print-directory release
 step "Preparing the Ansible virtualenvs (.venv and .venv-cores/; the first time it downloads the pinned tools)."
 make --no-print-directory venv
 
 step "Starting the test bed. The first start builds its binaries from source: that takes minutes."
-tests/cluster/install-deps
 exports="$(tests/cluster/testcluster up)"
 echo "$exports"
 eval "$exports"
