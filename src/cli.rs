@@ -450,21 +450,35 @@ fn print_text(report: &Report, show_diff: bool, view: Option<actions::View>) {
 
 /// Sends tracing output to stderr: RUST_LOG if set, else warn/info/debug/trace by verbosity.
 pub fn init_logging(verbosity: u8) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let default = match verbosity {
         0 => "warn",
         1 => "kubemend=info",
         2 => "kubemend=debug,kube=debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Masks known secrets and bounds each event: kube logs what the server sent back.
-        .with_writer(crate::log_mask::MaskedStderr)
-        // Plain text, also on a terminal: no escape sequences of ours (nor of a node's, which
-        // log lines quote) reach it, and the release binary stays under 8 MB.
-        .with_ansi(false)
+    // RUST_LOG as targets and levels (`kubemend=debug,kube=info`, or a bare level); EnvFilter's
+    // span and field filters are left out: its parser alone would take the release binary over
+    // 8 MB.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| text.parse::<Targets>().ok())
+        .or_else(|| default.parse::<Targets>().ok())
+        .unwrap_or_default();
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                // Masks known secrets and bounds each event: kube logs what the server sent
+                // back.
+                .with_writer(crate::log_mask::MaskedStderr)
+                // Plain text, also on a terminal: no escape sequences of ours (nor of a
+                // node's, which log lines quote) reach it.
+                .with_ansi(false),
+        )
+        .with(filter)
         .try_init();
 }
 

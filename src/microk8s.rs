@@ -823,12 +823,35 @@ pub async fn backend_sizes(remote: &Remote) -> Result<BackendSizes> {
 /// What kine logs when dqlite refuses a write under contention.
 pub const DATABASE_LOCKED: &str = "database is locked";
 
-/// Counts, on the node, the lines of a unit's journal that report [`DATABASE_LOCKED`] (`$1`
-/// the unit, `$2` the epoch second to start at), so that only the count crosses SSH; the exit
-/// status of journalctl follows on stderr. Not `-o cat` (nor json): journalctl turns `-q` on
-/// for those outputs, and then says nothing when it cannot read the system journal.
-const COUNT_LOCKED: &str = "{ journalctl -u \"$1\" --since=\"@$2\" --no-pager -o short-unix; \
-     echo \"journalctl-exit=$?\" >&2; } | grep -ci -e 'database is locked'; exit 0";
+/// What a controller's informer logs at the default verbosity when its watch stream breaks and
+/// it cannot list and watch again (client-go tools/cache/reflector.go, v0.34:
+/// `DefaultWatchErrorHandler`'s `"Failed to watch"`, and `"Warning: watch ended with error"` for
+/// a watch that ended with an error other than an expired resourceVersion or a 429). The
+/// incident review's alert item 5 names the same lines ("Failed to watch *v1.Pod").
+pub const WATCH_ERRORS: [&str; 2] = ["Failed to watch", "watch ended with error"];
+
+/// The awk program that counts, in one pass over a journal, the lines reporting
+/// [`DATABASE_LOCKED`] (any case) and [`WATCH_ERRORS`], printed as `locked=N watch=N`.
+const COUNT_PROGRAM: &str = "{ l = tolower($0) } \
+     index(l, \"database is locked\") { locked++ } \
+     index($0, \"Failed to watch\") || index($0, \"watch ended with error\") { watch++ } \
+     END { printf \"locked=%d watch=%d\\n\", locked, watch }";
+
+/// Counts, on the node, the lines of a unit's journal ([`COUNT_PROGRAM`]; `$1` the unit, `$2`
+/// the epoch second to start at, `$3` the program), so that only the counts cross SSH; the
+/// exit status of journalctl follows on stderr. Not `-o cat` (nor json): journalctl turns `-q`
+/// on for those outputs, and then says nothing when it cannot read the system journal.
+const COUNT_JOURNAL: &str = "{ journalctl -u \"$1\" --since=\"@$2\" --no-pager -o short-unix; \
+     echo \"journalctl-exit=$?\" >&2; } | awk \"$3\"; exit 0";
+
+/// The lines of one unit's journal over a window that diagnose counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalCounts {
+    /// Lines reporting [`DATABASE_LOCKED`].
+    pub locked: usize,
+    /// Lines reporting a broken watch stream ([`WATCH_ERRORS`]).
+    pub watch_errors: usize,
+}
 
 /// What journalctl says (without `-q`) when it cannot read the system journal: the login user
 /// is not root nor in adm or systemd-journal. It then prints no entries and exits 0.
@@ -837,9 +860,11 @@ const JOURNAL_UNREADABLE: [&str; 2] = [
     "insufficient permissions",
 ];
 
-/// Judges [`COUNT_LOCKED`]'s output: the count, or why the journal could not be read (never
+/// Judges [`COUNT_JOURNAL`]'s output: the counts, or why the journal could not be read (never
 /// a silent zero).
-pub fn parse_locked_count(output: &crate::ssh::Output) -> std::result::Result<usize, String> {
+pub fn parse_journal_counts(
+    output: &crate::ssh::Output,
+) -> std::result::Result<JournalCounts, String> {
     if !output.success() {
         return Err(output.tail(3));
     }
@@ -872,25 +897,37 @@ pub fn parse_locked_count(output: &crate::ssh::Output) -> std::result::Result<us
         }
         None => return Err(format!("journalctl did not run: {}", output.tail(3))),
     }
-    output
-        .stdout
-        .trim()
-        .parse()
-        .map_err(|_| format!("the count is not a number: {:?}", output.stdout.trim()))
+    let text = output.stdout.trim();
+    let count = |key: &str| {
+        text.split_whitespace()
+            .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    match (count("locked"), count("watch")) {
+        (Some(locked), Some(watch_errors)) => Ok(JournalCounts {
+            locked,
+            watch_errors,
+        }),
+        _ => Err(format!("the counts are not numbers: {text:?}")),
+    }
 }
 
-/// `database is locked` lines in `unit`'s journal since `since` (unix seconds), counted on the
-/// node. Err(reason) when the journal could not be read.
-pub async fn locked_since(
+/// The lines of `unit`'s journal since `since` (unix seconds) that diagnose counts, counted on
+/// the node. Err(reason) when the journal could not be read.
+pub async fn journal_counts_since(
     remote: &Remote,
     unit: &str,
     since: i64,
-) -> Result<std::result::Result<usize, String>> {
+) -> Result<std::result::Result<JournalCounts, String>> {
     let since = since.to_string();
     let output = remote
-        .run(true, "sh", &["-c", COUNT_LOCKED, "sh", unit, &since])
+        .run(
+            true,
+            "sh",
+            &["-c", COUNT_JOURNAL, "sh", unit, &since, COUNT_PROGRAM],
+        )
         .await?;
-    Ok(parse_locked_count(&output))
+    Ok(parse_journal_counts(&output))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1174,20 +1211,81 @@ mod tests {
             fixture!("bookworm-252", "journal-short-unix-k8sadmin"),
             fixture!("bullseye-247", "journal-short-unix-k8sadmin"),
         ] {
-            // What COUNT_LOCKED's pipeline gets: journalctl's own stderr, the count of nothing.
-            let mut counted = out(0, "0\n", &hint.stderr);
+            // What COUNT_JOURNAL's pipeline gets: journalctl's own stderr, the counts of
+            // nothing.
+            let mut counted = out(0, "locked=0 watch=0\n", &hint.stderr);
             counted.stderr.push_str("journalctl-exit=0\n");
-            let why = parse_locked_count(&counted).unwrap_err();
+            let why = parse_journal_counts(&counted).unwrap_err();
             assert!(why.contains("cannot read the system journal"), "{why}");
         }
-        for root in [
-            fixture!("bookworm-252", "journal-cat-grep-count-root"),
-            fixture!("bullseye-247", "journal-cat-grep-count-root"),
+        // The program on real journals (root reads them whole): the fake kubelite logs one
+        // `database is locked` line at each of its starts.
+        for journal in [
+            fixture!("bookworm-252", "journal-short-unix-root"),
+            fixture!("bullseye-247", "journal-short-unix-root"),
         ] {
-            let mut counted = root.clone();
+            let expected = journal
+                .stdout
+                .lines()
+                .filter(|l| l.contains(DATABASE_LOCKED))
+                .count();
+            assert!(expected > 0);
+            let mut counted = awk_counts(&journal.stdout);
             counted.stderr.push_str("journalctl-exit=0\n");
-            assert_eq!(parse_locked_count(&counted), Ok(3));
+            assert_eq!(
+                parse_journal_counts(&counted),
+                Ok(JournalCounts {
+                    locked: expected,
+                    watch_errors: 0
+                })
+            );
         }
+    }
+
+    /// [`COUNT_PROGRAM`] run by this machine's awk on `journal`.
+    fn awk_counts(journal: &str) -> crate::ssh::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("awk")
+            .arg(COUNT_PROGRAM)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(journal.as_bytes())
+            .unwrap();
+        let done = child.wait_with_output().unwrap();
+        out(
+            done.status.code().unwrap(),
+            &String::from_utf8(done.stdout).unwrap(),
+            "",
+        )
+    }
+
+    #[test]
+    fn watch_errors_of_the_scheduler_and_controller_manager_are_counted_apart() {
+        // Lines as kube-scheduler v1.34 prints them (klog, structured) in kubelite's journal.
+        let journal = "\
+1796505223.1 k8s02 microk8s.daemon-kubelite[9]: E1206 10:00:01.1 9 reflector.go:205] \
+\"Failed to watch\" err=\"failed to list *v1.Pod: Get \\\"https://127.0.0.1:16443/api/v1/pods\\\": \
+dial tcp 127.0.0.1:16443: connect: connection refused\" reflector=\"k8s.io/client-go/informers/factory.go:160\" type=\"*v1.Pod\"
+1796505224.1 k8s02 microk8s.daemon-kubelite[9]: I1206 10:00:02.1 9 reflector.go:571] \
+\"Warning: watch ended with error\" reflector=\"x\" type=\"*v1.Node\" err=\"an error on the server\"
+1796505225.1 k8s02 microk8s.daemon-kubelite[9]: E1206 storage: exec (try: 500): Database is locked
+1796505226.1 k8s02 microk8s.daemon-kubelite[9]: I1206 nothing to see
+";
+        let mut counted = awk_counts(journal);
+        counted.stderr.push_str("journalctl-exit=0\n");
+        assert_eq!(
+            parse_journal_counts(&counted),
+            Ok(JournalCounts {
+                locked: 1,
+                watch_errors: 2
+            })
+        );
     }
 
     #[test]
@@ -1402,36 +1500,45 @@ mod tests {
 
     #[test]
     fn database_locked_lines_are_counted_on_the_node_and_an_unreadable_journal_is_no_zero() {
-        assert!(COUNT_LOCKED.contains(DATABASE_LOCKED));
+        assert!(COUNT_PROGRAM.contains(DATABASE_LOCKED));
+        assert!(WATCH_ERRORS.iter().all(|w| COUNT_PROGRAM.contains(w)));
         assert_eq!(
-            parse_locked_count(&out(0, "2\n", "journalctl-exit=0\n")),
-            Ok(2)
+            parse_journal_counts(&out(0, "locked=2 watch=1\n", "journalctl-exit=0\n")),
+            Ok(JournalCounts {
+                locked: 2,
+                watch_errors: 1
+            })
         );
-        assert_eq!(
-            parse_locked_count(&out(0, "0\n", "journalctl-exit=0\n")),
-            Ok(0)
+        assert!(
+            parse_journal_counts(&out(0, "2\n", "journalctl-exit=0\n"))
+                .unwrap_err()
+                .contains("not numbers")
         );
         let unprivileged = out(
             0,
-            "0\n",
+            "locked=0 watch=0\n",
             "Hint: You are currently not seeing messages from other users and the system.\n      \
              Users in groups 'adm', 'systemd-journal' can see all messages.\n      \
              Pass -q to turn off this notice.\njournalctl-exit=0\n",
         );
-        let why = parse_locked_count(&unprivileged).unwrap_err();
+        let why = parse_journal_counts(&unprivileged).unwrap_err();
         assert!(why.contains("cannot read the system journal"), "{why}");
         let failed = out(
             0,
-            "0\n",
+            "locked=0 watch=0\n",
             "Failed to parse timestamp: @x\njournalctl-exit=1\n",
         );
         assert!(
-            parse_locked_count(&failed)
+            parse_journal_counts(&failed)
                 .unwrap_err()
                 .contains("exited 1")
         );
         let sudo = out(1, "", "sudo: a password is required\n");
-        assert!(parse_locked_count(&sudo).unwrap_err().contains("password"));
+        assert!(
+            parse_journal_counts(&sudo)
+                .unwrap_err()
+                .contains("password")
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
 use crate::k8s::names::quoted;
@@ -316,13 +316,15 @@ async fn scratch_known_hosts(args: &SshArgs, target: &Target) -> Result<PathBuf>
             String::from_utf8_lossy(&output.stdout)
                 .lines()
                 .find_map(|l| l.strip_prefix("userknownhostsfile "))
-                .map(|files| {
-                    files
-                        .split_whitespace()
-                        .map(crate::client::expand_home)
-                        .collect()
-                })
-                .unwrap_or_else(|| vec![crate::client::expand_home("~/.ssh/known_hosts")])
+                .map_or_else(
+                    || vec![crate::client::expand_home("~/.ssh/known_hosts")],
+                    |files| {
+                        files
+                            .split_whitespace()
+                            .map(crate::client::expand_home)
+                            .collect()
+                    },
+                )
         }
     };
     let mut known = Vec::new();
@@ -528,7 +530,9 @@ impl Remote {
         program: &str,
         args: &[&str],
     ) -> Result<Output> {
-        let on_node = limit.saturating_sub(REMOTE_MARGIN).max(Duration::from_secs(1));
+        let on_node = limit
+            .saturating_sub(REMOTE_MARGIN)
+            .max(Duration::from_secs(1));
         let mut command = self.session.command("timeout");
         command
             .arg("-k")
@@ -734,9 +738,15 @@ mod tests {
                     /run/awx/cfg line 2: keyword s3cr3tw0rd extra arguments at end of line\n\
                     /run/awx/cfg: terminating, 2 bad configuration options";
         let shown = without_config_text(text);
-        assert!(!shown.contains("s3cr3tw0rd") && !shown.contains("-----begin"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3tw0rd") && !shown.contains("-----begin"),
+            "{shown}"
+        );
         assert!(shown.contains("/run/awx/cfg line 2:"), "{shown}");
-        assert!(shown.contains("terminating, 2 bad configuration options"), "{shown}");
+        assert!(
+            shown.contains("terminating, 2 bad configuration options"),
+            "{shown}"
+        );
         let other = "ssh: connect to host k8s01 port 22: Connection refused";
         assert_eq!(without_config_text(other), other);
     }
@@ -752,7 +762,12 @@ mod tests {
             known_hosts: Some("/x\"y".into()),
             ..SshArgs::default()
         };
-        assert!(args.check().unwrap_err().to_string().contains("known_hosts"));
+        assert!(
+            args.check()
+                .unwrap_err()
+                .to_string()
+                .contains("known_hosts")
+        );
     }
 
     #[test]

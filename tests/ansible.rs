@@ -2033,7 +2033,8 @@ fn local_runs_expand_remote_tmp_and_never_change_the_installed_module() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let module = installed.join("ansible_collections/kubemend/microk8s/plugins/modules/calico_rbac");
+    let module =
+        installed.join("ansible_collections/kubemend/microk8s/plugins/modules/calico_rbac");
     std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o644)).unwrap();
     let args = json!({
         "kubeconfig": kubeconfig(),
@@ -2047,7 +2048,13 @@ fn local_runs_expand_remote_tmp_and_never_change_the_installed_module() {
         .env("ANSIBLE_REMOTE_TEMP", "$HOME/remote-tmp")
         .env("ANSIBLE_COLLECTIONS_PATH", &installed)
         .env("ANSIBLE_STDOUT_CALLBACK", "default")
-        .args(["localhost", "--check", "-m", "kubemend.microk8s.calico_rbac", "-a"])
+        .args([
+            "localhost",
+            "--check",
+            "-m",
+            "kubemend.microk8s.calico_rbac",
+            "-a",
+        ])
         .arg(args.to_string())
         .output()
         .unwrap();
@@ -2064,7 +2071,10 @@ fn local_runs_expand_remote_tmp_and_never_change_the_installed_module() {
         "a directory named $HOME was made: {context}"
     );
     let mode = std::fs::metadata(&module).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o644, "the installed module's mode changed: {context}");
+    assert_eq!(
+        mode, 0o644,
+        "the installed module's mode changed: {context}"
+    );
 }
 
 /// Each module is a regular file, all hard links of one binary, and nothing is under bin/

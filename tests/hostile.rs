@@ -511,7 +511,11 @@ fn an_ssh_config_that_is_a_secret_is_named_but_never_quoted() {
     let api = Api::start(cluster_of(vec![node("k8s01")]));
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("token");
-    std::fs::write(&secret, "hunter2-0123456789abcdef\nsecond-secret-line here\n").unwrap();
+    std::fs::write(
+        &secret,
+        "hunter2-0123456789abcdef\nsecond-secret-line here\n",
+    )
+    .unwrap();
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     let run = run_module(
@@ -527,7 +531,8 @@ fn an_ssh_config_that_is_a_secret_is_named_but_never_quoted() {
         !text.contains("hunter2") && !text.contains("second-secret"),
         "{text}"
     );
-    let unreachable = finding(&findings(&run), "kubelite:ssh:node/k8s01");
+    let findings = findings(&run);
+    let unreachable = finding(&findings, "kubelite:ssh:node/k8s01");
     let evidence = unreachable["evidence"].as_str().unwrap();
     assert!(evidence.contains("line 1"), "{evidence}");
 }

@@ -101,6 +101,34 @@ async fn scheduler_holder() -> String {
     holder.split('_').next().unwrap().to_owned()
 }
 
+/// The leaders moved because kubemend restarted their nodes: diagnose, looking back over the
+/// run begun at `since`, counts no churn (every restart was recorded as an Event).
+fn assert_no_churn_counted_since(since: f64) {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "whole seconds since the run began, far below 2^32"
+    )]
+    let window = format!("{}s", (support::now() - since) as u64 + 30);
+    let (code, diagnosed) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["leader_leases"], "window": window}),
+    );
+    assert_eq!(code, 0, "{diagnosed:#}");
+    let leases = diagnosed["findings"].as_array().unwrap();
+    assert_eq!(leases.len(), 2, "{diagnosed:#}");
+    for lease in leases {
+        assert_eq!(lease["severity"], "info", "{lease:#}");
+        assert_eq!(lease["data"]["changes_in_window"], 0, "{lease:#}");
+    }
+    assert!(
+        leases
+            .iter()
+            .any(|l| l["data"]["changes_by_kubemend"].as_u64().unwrap() >= 1),
+        "the rolling restart moved a leader: {diagnosed:#}"
+    );
+}
+
 #[tokio::test]
 async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once() {
     let _nodes = support::all_nodes_lock();
@@ -172,6 +200,8 @@ async fn kubelite_restart_rolls_every_node_leaders_last_never_two_down_at_once()
         lock_lease().await.is_none(),
         "a finished run deletes its lock"
     );
+
+    assert_no_churn_counted_since(since);
 
     // The monthly run again within the hour: nothing to do.
     let since = support::now();
@@ -308,8 +338,11 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
         // Until k8s02's kubelet renews its Lease again, the pre-flight rightly refuses.
         let mut check = args(&given);
         check["_ansible_check_mode"] = json!(true);
-        support::wait_until("k8s02 fit again", Duration::from_secs(60), || async {
-            (support::run_module("kubelite_restart", &check).0 == 0).then_some(())
+        support::wait_for("k8s02 fit again", Duration::from_secs(90), || async {
+            match support::run_module("kubelite_restart", &check) {
+                (0, _) => Ok(()),
+                (_, refused) => Err(refused["msg"].to_string()),
+            }
         })
         .await;
         let since = support::now();

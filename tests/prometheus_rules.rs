@@ -181,7 +181,7 @@ fn unit_tests_load_the_rules_file_the_collection_ships() {
                     .unwrap_or_else(|err| panic!("{}: {}: {err}", file.display(), path.display()))
             })
             .collect();
-        assert_eq!(loaded, [shipped.clone()], "{}", file.display());
+        assert_eq!(loaded, std::slice::from_ref(&shipped), "{}", file.display());
     }
 }
 

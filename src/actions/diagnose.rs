@@ -60,7 +60,7 @@ use clap::{Args, ValueEnum};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use schemars::JsonSchema;
@@ -75,6 +75,7 @@ use crate::calico_rules::CalicoVersion as Version;
 use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, format_ago, format_duration, seconds_since};
+use crate::k8s::events;
 use crate::k8s::lease::lease_held;
 use crate::k8s::names::check_label;
 use crate::k8s::nodes::{NodeInfo, read_nodes};
@@ -120,17 +121,30 @@ pub struct Options {
     #[serde(default = "default_pending_age")]
     pub pending_age: Duration,
 
-    /// leaseTransitions of the kube-scheduler or kube-controller-manager Lease above which
-    /// leader election counts as churning (a warning).
+    /// Leader changes of the kube-scheduler or kube-controller-manager Lease within window
+    /// (their LeaderElection Events; changes that kubemend's own kubelite restarts caused do
+    /// not count) above which leader election counts as churning (a warning). The lifetime
+    /// leaseTransitions is reported, never judged: a cluster that churned for years and is
+    /// stable now has no warning.
     #[arg(long, value_name = "N")]
     #[serde(default = "default_lease_transitions")]
     pub lease_transitions: u32,
 
-    /// 403 (Forbidden) answers per hour of API server uptime above which the apiserver_403
-    /// check warns: something keeps asking for what it may not do.
+    /// 403 (Forbidden) answers per minute above which the apiserver_403 check warns:
+    /// something keeps asking for what it may not do (the review's alert: more than 10 a
+    /// minute). Judged on the rate measured during the run (two reads of /metrics at least
+    /// 10s apart), else on the average since the API server started.
     #[arg(long, value_name = "N")]
-    #[serde(default = "default_forbidden_per_hour")]
-    pub forbidden_per_hour: u32,
+    #[serde(default = "default_forbidden_per_minute")]
+    pub forbidden_per_minute: u32,
+
+    /// Watch-stream errors (`Failed to watch`, `watch ended with error`) per 10 minutes in a
+    /// node's kubelite journal above which the kubelite check warns (the review's alert: more
+    /// than 1 in 10 minutes): the scheduler or controller-manager keeps losing its watches,
+    /// and pods created meanwhile can go unseen.
+    #[arg(long, value_name = "N")]
+    #[serde(default = "default_watch_errors_per_10m")]
+    pub watch_errors_per_10m: u32,
 
     /// Set the result key fail_on_reached, and make the CLI exit 3, when a finding is at
     /// least this severe: never (the default), warning or critical.
@@ -152,8 +166,9 @@ pub struct Options {
     #[serde(default)]
     pub nodes: Option<Vec<NodeSpec>>,
 
-    /// How far back the kubelite check reads the kubelite and k8s-dqlite journals for
-    /// `database is locked` errors, e.g. 15m, 1h.
+    /// How far back diagnose looks for what happens now: `database is locked` errors and
+    /// watch-stream errors in the journals (kubelite check), leader changes (leader_leases
+    /// check), e.g. 15m, 1h. Events, which tell the leader changes, live 1h by default.
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_window")]
     pub window: Duration,
@@ -196,11 +211,15 @@ fn default_pending_age() -> Duration {
 }
 
 fn default_lease_transitions() -> u32 {
-    100
+    1
 }
 
-fn default_forbidden_per_hour() -> u32 {
-    60
+fn default_forbidden_per_minute() -> u32 {
+    10
+}
+
+fn default_watch_errors_per_10m() -> u32 {
+    1
 }
 
 /// One check of the runbook.
@@ -459,7 +478,8 @@ pub struct Diagnose {
     terminating_grace: Duration,
     pending_age: Duration,
     lease_transitions: u32,
-    forbidden_per_hour: u32,
+    forbidden_per_minute: u32,
+    watch_errors_per_10m: u32,
     fail_on: FailOn,
     ssh: SshArgs,
     ssh_given: bool,
@@ -519,7 +539,8 @@ impl Action for Diagnose {
             terminating_grace: options.terminating_grace,
             pending_age: options.pending_age,
             lease_transitions: options.lease_transitions,
-            forbidden_per_hour: options.forbidden_per_hour,
+            forbidden_per_minute: options.forbidden_per_minute,
+            watch_errors_per_10m: options.watch_errors_per_10m,
             fail_on: options.fail_on,
             ssh_given,
             ssh: options.ssh,
@@ -549,6 +570,16 @@ impl Action for Diagnose {
             deadline: cx.deadline,
         };
         let mut calico: Option<std::result::Result<calico_rbac::Report, String>> = None;
+        // The first read of the 403 counters, for the rate of now (a failure here is left to
+        // the check's own read to report).
+        let mut first_forbidden = if self.checks.contains(&Check::Apiserver403) {
+            read_forbidden(&cx.cluster)
+                .await
+                .ok()
+                .map(|f| (tokio::time::Instant::now(), f))
+        } else {
+            None
+        };
         for check in self.checks.clone() {
             let result = match check {
                 Check::CalicoRbac => {
@@ -575,7 +606,10 @@ impl Action for Diagnose {
                         None => Err("the calico_rbac plan did not run".into()),
                     }
                 }
-                Check::Apiserver403 => self.apiserver_403(&cx.cluster).await.map_err(reason),
+                Check::Apiserver403 => self
+                    .apiserver_403(&cx.cluster, first_forbidden.take())
+                    .await
+                    .map_err(reason),
                 Check::Kubelite if self.ssh_given => {
                     self.kubelite(&cx.cluster, deadline, cx.check_mode).await
                 }
@@ -1316,10 +1350,56 @@ fn nothing_stuck(
 /// The leader-election Leases the runbook looks at, in kube-system.
 const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
 
+/// What happened to one leader Lease within the window: its leader changes (the times of its
+/// `became leader` Events) and kubemend's kubelite restarts, or why the Events could not be
+/// read (then the Lease's acquireTime is all there is).
+#[derive(Debug, Clone, Default)]
+pub struct LeaderChanges {
+    /// When a new leader took the Lease, within the window.
+    pub changes: Vec<Timestamp>,
+    /// When kubemend restarted kubelite on some node, within the window and a little before.
+    pub restarts: Vec<Timestamp>,
+    /// The window, in seconds.
+    pub window_seconds: i64,
+    /// Why the Events could not be read.
+    pub unreadable: Option<String>,
+}
+
+impl LeaderChanges {
+    /// The changes within the window, and how many of those kubemend's restarts caused: a
+    /// change within the Lease's duration (plus a minute for the gates) after a restart.
+    fn counted(&self, spec: &LeaseSpec, now: Timestamp) -> (usize, usize) {
+        let since = now.as_second() - self.window_seconds;
+        let after_restart = i64::from(spec.lease_duration_seconds.unwrap_or(15)) + 60;
+        let changes: Vec<Timestamp> = if self.unreadable.is_some() {
+            spec.acquire_time.iter().map(|t| t.0).collect()
+        } else {
+            self.changes.clone()
+        };
+        let recent: Vec<&Timestamp> = changes.iter().filter(|t| t.as_second() >= since).collect();
+        let by_kubemend = recent
+            .iter()
+            .filter(|t| {
+                self.restarts.iter().any(|r| {
+                    let after = t.as_second() - r.as_second();
+                    (0..=after_restart).contains(&after)
+                })
+            })
+            .count();
+        (recent.len(), by_kubemend)
+    }
+}
+
 impl Diagnose {
     async fn leader_leases(&self, cluster: &Cluster) -> Result<Vec<Finding>> {
         let api: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-system");
         let now = Timestamp::now();
+        // The Events of the last hour (or less) tell the leader changes; a failure to read them
+        // is said in the evidence, not a skipped check.
+        let (elections, restarts) = tokio::join!(
+            events::with_reason(cluster, "kube-system", events::LEADER_ELECTION),
+            events::with_reason(cluster, events::NAMESPACE, events::KUBELITE_RESTART),
+        );
         let mut findings = Vec::new();
         for name in LEADER_LEASES {
             // Listed (not read), so that `list` on leases is all it takes, as for stuck_pods.
@@ -1331,10 +1411,34 @@ impl Diagnose {
                 .items
                 .into_iter()
                 .next();
+            let mut history = LeaderChanges {
+                window_seconds: self.window.seconds(),
+                ..LeaderChanges::default()
+            };
+            match (&elections, &restarts) {
+                (Ok(elections), Ok(restarts)) => {
+                    history.changes = elections
+                        .iter()
+                        .filter(|e| {
+                            e.involved_object.kind.as_deref() == Some("Lease")
+                                && e.involved_object.name.as_deref() == Some(name)
+                                && e.message
+                                    .as_deref()
+                                    .is_some_and(|m| m.ends_with("became leader"))
+                        })
+                        .filter_map(events::event_time)
+                        .collect();
+                    history.restarts = restarts.iter().filter_map(events::event_time).collect();
+                }
+                (Err(why), _) | (_, Err(why)) => {
+                    history.unreadable = Some(why.message_with_causes());
+                }
+            }
             findings.push(lease_finding(
                 name,
                 lease.as_ref(),
                 now,
+                &history,
                 self.lease_transitions,
             ));
         }
@@ -1342,9 +1446,17 @@ impl Diagnose {
     }
 }
 
-/// The finding for one leader-election Lease.
+/// The finding for one leader-election Lease: critical when nobody holds it, a warning when
+/// its leader changed more than `threshold` times within the window for reasons other than
+/// kubemend's restarts, whatever its lifetime leaseTransitions.
 #[must_use]
-pub fn lease_finding(name: &str, lease: Option<&Lease>, now: Timestamp, threshold: u32) -> Finding {
+pub fn lease_finding(
+    name: &str,
+    lease: Option<&Lease>,
+    now: Timestamp,
+    history: &LeaderChanges,
+    threshold: u32,
+) -> Finding {
     let object = format!("lease/kube-system/{name}");
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         let mut f = finding(
@@ -1370,7 +1482,10 @@ pub fn lease_finding(name: &str, lease: Option<&Lease>, now: Timestamp, threshol
         None => "never renewed".into(),
     };
     let node = holder.split('_').next().unwrap_or_default().to_owned();
-    let churning = i64::from(transitions) > i64::from(threshold);
+    let (recent, by_kubemend) = history.counted(spec, now);
+    let counted = recent - by_kubemend;
+    let churning = counted > usize::try_from(threshold).unwrap_or(usize::MAX);
+    let window = format_duration(history.window_seconds);
     let (severity, hint, fix_of) = if !held {
         (
             Severity::Critical,
@@ -1389,25 +1504,38 @@ pub fn lease_finding(name: &str, lease: Option<&Lease>, now: Timestamp, threshol
         (
             Severity::Warning,
             format!(
-                "leader election churns (more than {threshold} transitions): look for what slows \
-                 the datastore (dqlite `database is locked`, a controller crash-looping on 403s: \
-                 the calico_rbac and apiserver_403 findings); a kubelite restart does not cure it"
+                "leader election churns now (more than {threshold} leader change(s) in \
+                 {window}): look for what slows the datastore (dqlite `database is locked`, a \
+                 controller crash-looping on 403s: the calico_rbac and apiserver_403 findings); \
+                 a kubelite restart does not cure it"
             ),
             None,
         )
     } else {
         (Severity::Info, "nothing to do".to_owned(), None)
     };
+    let source = match &history.unreadable {
+        None => String::new(),
+        Some(why) => {
+            format!(" (told by the Lease's acquireTime only: its Events could not be read: {why})")
+        }
+    };
     let mut f = finding(
         Check::LeaderLeases,
         severity,
         object,
         format!(
-            "held by {} ({renewal}, duration {}s), {transitions} leaseTransitions{}",
+            "held by {} ({renewal}, duration {}s); {counted} leader change(s) in the last \
+             {window}{}{source}{}; {transitions} leaseTransitions since it was made",
             if holder.is_empty() { "nobody" } else { &holder },
             spec.lease_duration_seconds.unwrap_or(0),
+            if by_kubemend > 0 {
+                format!(", besides {by_kubemend} after kubemend's kubelite restarts")
+            } else {
+                String::new()
+            },
             if churning {
-                format!(" (threshold {threshold})")
+                format!(" (more than {threshold})")
             } else {
                 String::new()
             }
@@ -1422,7 +1550,25 @@ pub fn lease_finding(name: &str, lease: Option<&Lease>, now: Timestamp, threshol
     f.data
         .insert("lease_transitions".into(), json!(transitions));
     f.data.insert("held".into(), json!(held));
+    changes_data(&mut f, history, counted, by_kubemend);
     f
+}
+
+/// The leader changes behind a lease finding, as its data.
+fn changes_data(f: &mut Finding, history: &LeaderChanges, counted: usize, by_kubemend: usize) {
+    f.data.insert("changes_in_window".into(), json!(counted));
+    f.data
+        .insert("changes_by_kubemend".into(), json!(by_kubemend));
+    f.data
+        .insert("window_seconds".into(), json!(history.window_seconds));
+    f.data.insert(
+        "changes_told_by".into(),
+        json!(if history.unreadable.is_some() {
+            "acquireTime"
+        } else {
+            "events"
+        }),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1587,29 +1733,66 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     labels
 }
 
+/// The shortest time between the two reads of /metrics that give the 403 rate of now.
+pub const FORBIDDEN_SAMPLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The API server's 403 counters, read from its /metrics.
+async fn read_forbidden(cluster: &Cluster) -> Result<Forbidden> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| Error::Internal {
+            message: format!("a request for /metrics: {e}"),
+        })?;
+    let text = cluster
+        .client
+        .request_text(request)
+        .await
+        .map_err(cluster.error("get", "/metrics"))?;
+    Ok(parse_forbidden(&text))
+}
+
+/// The 403 answers per minute between two reads, when both came from one API server process
+/// (behind a load balancer the second may be another's, whose counter means nothing here).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "counts and seconds far below 2^52; the rate is shown rounded"
+)]
+fn forbidden_per_minute(first: &Forbidden, second: &Forbidden, seconds: f64) -> Option<f64> {
+    let same_process = first.started.is_some() && first.started == second.started;
+    (same_process && second.total >= first.total && seconds > 0.0)
+        .then(|| (second.total - first.total) * 60.0 / seconds)
+}
+
 impl Diagnose {
-    async fn apiserver_403(&self, cluster: &Cluster) -> Result<Vec<Finding>> {
-        let request = http::Request::get("/metrics")
-            .body(Vec::new())
-            .map_err(|e| Error::Internal {
-                message: format!("a request for /metrics: {e}"),
-            })?;
-        let text = cluster
-            .client
-            .request_text(request)
-            .await
-            .map_err(cluster.error("get", "/metrics"))?;
+    /// `first`: the read made when the run began; the rate of now is taken from it to a read
+    /// made at least [`FORBIDDEN_SAMPLE`] later.
+    async fn apiserver_403(
+        &self,
+        cluster: &Cluster,
+        first: Option<(tokio::time::Instant, Forbidden)>,
+    ) -> Result<Vec<Finding>> {
+        if let Some((at, _)) = &first {
+            tokio::time::sleep_until(*at + FORBIDDEN_SAMPLE).await;
+        }
+        let second = read_forbidden(cluster).await?;
         let now = Timestamp::now().as_second();
+        let current = first.and_then(|(at, first)| {
+            forbidden_per_minute(&first, &second, at.elapsed().as_secs_f64())
+                .map(|rate| (rate, at.elapsed().as_secs()))
+        });
         Ok(vec![forbidden_finding(
-            &parse_forbidden(&text),
+            &second,
+            current,
             now,
-            self.forbidden_per_hour,
+            self.forbidden_per_minute,
             &cluster.endpoint,
         )])
     }
 }
 
-/// The finding for the 403 count of the API server at `endpoint`.
+/// The finding for the 403 answers of the API server at `endpoint`: judged on `current` (per
+/// minute, over the seconds given) when it could be measured, else on the average since the
+/// server started.
 #[must_use]
 #[allow(
     clippy::cast_precision_loss,
@@ -1618,17 +1801,19 @@ impl Diagnose {
 )]
 pub fn forbidden_finding(
     forbidden: &Forbidden,
+    current: Option<(f64, u64)>,
     now: i64,
-    per_hour: u32,
+    per_minute: u32,
     endpoint: &str,
 ) -> Finding {
     let uptime = forbidden.started.map_or(0.0, |s| (now as f64 - s).max(1.0));
-    let rate = if uptime > 0.0 {
-        forbidden.total / (uptime / 3600.0)
+    let average = if uptime > 0.0 {
+        forbidden.total / (uptime / 60.0)
     } else {
         0.0
     };
-    let high = uptime > 0.0 && rate > f64::from(per_hour);
+    let judged = current.map_or(average, |(rate, _)| rate);
+    let high = (current.is_some() || uptime > 0.0) && judged > f64::from(per_minute);
     let top: Vec<String> = forbidden
         .top
         .iter()
@@ -1643,6 +1828,10 @@ pub fn forbidden_finding(
             )
         })
         .collect();
+    let now_text = match current {
+        Some((rate, seconds)) => format!("{rate:.1} a minute over the last {seconds}s"),
+        None => "the rate of now unknown (one read, or two API servers answered)".into(),
+    };
     let mut f = finding(
         Check::Apiserver403,
         if high {
@@ -1652,15 +1841,15 @@ pub fn forbidden_finding(
         },
         format!("apiserver/{endpoint}"),
         format!(
-            "{} answers 403 (Forbidden) since it started {} ago: {:.1} an hour{}{}",
-            forbidden.total,
-            format_duration(uptime as i64),
-            rate,
+            "{now_text}{}; {} answers 403 (Forbidden) since it started {} ago ({average:.1} a \
+             minute){}",
             if high {
-                format!(", above {per_hour}")
+                format!(", above {per_minute}")
             } else {
                 String::new()
             },
+            forbidden.total,
+            format_duration(uptime as i64),
             if top.is_empty() {
                 String::new()
             } else {
@@ -1687,8 +1876,16 @@ pub fn forbidden_finding(
     );
     f.data.insert("uptime_seconds".into(), json!(uptime as i64));
     f.data.insert(
-        "forbidden_per_hour".into(),
-        json!((rate * 10.0).round() / 10.0),
+        "forbidden_per_minute_average".into(),
+        json!((average * 10.0).round() / 10.0),
+    );
+    f.data.insert(
+        "forbidden_per_minute".into(),
+        json!(current.map(|(rate, _)| (rate * 10.0).round() / 10.0)),
+    );
+    f.data.insert(
+        "measured_seconds".into(),
+        json!(current.map(|(_, seconds)| seconds)),
     );
     f
 }
@@ -1704,8 +1901,8 @@ pub struct NodeReading {
     pub node: String,
     /// Why SSH could not reach it (then nothing else was read).
     pub unreachable: Option<String>,
-    /// `database is locked` lines in each unit's journal over the window.
-    pub locked: Vec<(String, std::result::Result<usize, String>)>,
+    /// The counted lines of each unit's journal over the window.
+    pub journals: Vec<(String, std::result::Result<microk8s::JournalCounts, String>)>,
     /// dqlite voters and leader.
     pub dqlite: Option<std::result::Result<microk8s::Dqlite, String>>,
     /// Snapshot files and live data.
@@ -1732,6 +1929,8 @@ pub struct KubeliteLimits {
     pub locked_per_hour: u32,
     /// How many times the live data the snapshots may add up to.
     pub snapshot_ratio: u32,
+    /// Watch-stream errors per 10 minutes above which a node gets a warning.
+    pub watch_errors_per_10m: u32,
     /// The cluster's Kubernetes minor release, if known.
     pub minor: Option<u32>,
     /// The SSH options diagnose was given, for the fixes' options.
@@ -1775,6 +1974,7 @@ impl Diagnose {
             window_seconds: self.window.seconds(),
             locked_per_hour: self.locked_per_hour,
             snapshot_ratio: self.snapshot_ratio,
+            watch_errors_per_10m: self.watch_errors_per_10m,
             minor,
             ssh_options: self.ssh.given_options(),
             dqlite_members: readings
@@ -1843,11 +2043,11 @@ impl Diagnose {
             } else {
                 "the k8s-dqlite journal"
             };
-            let count = match microk8s::locked_since(&remote, unit, since).await {
-                Ok(count) => count,
+            let counts = match microk8s::journal_counts_since(&remote, unit, since).await {
+                Ok(counts) => counts,
                 Err(err) => Err(text(err)),
             };
-            reading.locked.push((unit.to_owned(), count));
+            reading.journals.push((unit.to_owned(), counts));
         }
         *step = "dqlite's members";
         reading.dqlite = Some(microk8s::dqlite_state(&remote).await.map_err(text));
@@ -1876,6 +2076,62 @@ fn node_finding(what: &str, node: &str, severity: Severity, evidence: String) ->
     let mut f = finding(Check::Kubelite, severity, format!("node/{node}"), evidence);
     f.id = format!("kubelite:{what}:node/{node}");
     f.data.insert("node".into(), json!(node));
+    f
+}
+
+/// `count` journal lines over a window of `window_seconds`, as a rate per `per_seconds`.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a count of journal lines and a window in seconds, far below 2^52"
+)]
+fn journal_rate(count: usize, per_seconds: f64, window_seconds: i64) -> f64 {
+    count as f64 * per_seconds / window_seconds.max(1) as f64
+}
+
+/// A warning when `over`, else info.
+fn warning_if(over: bool) -> Severity {
+    if over {
+        Severity::Warning
+    } else {
+        Severity::Info
+    }
+}
+
+/// The watch-stream errors in one node's kubelite journal, judged per 10 minutes.
+fn watch_errors_finding(
+    node: &str,
+    count: usize,
+    limits: &KubeliteLimits,
+    with_ssh: &dyn Fn(Value) -> Value,
+) -> Finding {
+    let window = format_duration(limits.window_seconds);
+    let per_10m = journal_rate(count, 600.0, limits.window_seconds);
+    let over = per_10m > f64::from(limits.watch_errors_per_10m);
+    let mut f = node_finding(
+        "watch_errors",
+        node,
+        warning_if(over),
+        format!(
+            "{count} watch-stream error(s) (`Failed to watch`, `watch ended with error`) in the \
+             kubelite journal over the last {window} ({per_10m:.1} per 10 minutes; warning above \
+             {})",
+            limits.watch_errors_per_10m
+        ),
+    );
+    f.data.insert("count".into(), json!(count));
+    f.data.insert("per_10_minutes".into(), json!(per_10m));
+    f.data
+        .insert("window_seconds".into(), json!(limits.window_seconds));
+    if over {
+        f.hint = "the scheduler or controller-manager on this node keeps losing its watches; \
+                  pods created while a watch was down can stay Pending unseen (the incident): \
+                  restart kubelite on this node (kubelite_restart), and look at the datastore \
+                  (the database_locked finding)"
+            .into();
+        f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+    } else {
+        "nothing to do".clone_into(&mut f.hint);
+    }
     f
 }
 
@@ -1921,31 +2177,27 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
     // database is locked, over the window.
     let mut total = 0;
     let mut per_unit = Map::new();
-    for (unit, count) in &reading.locked {
-        match count {
-            Ok(n) => {
-                total += n;
-                per_unit.insert(unit.clone(), json!(n));
+    let mut watch_errors = None;
+    for (unit, counts) in &reading.journals {
+        match counts {
+            Ok(counts) => {
+                total += counts.locked;
+                per_unit.insert(unit.clone(), json!(counts.locked));
+                if unit == microk8s::KUBELITE_UNIT {
+                    watch_errors = Some(counts.watch_errors);
+                }
             }
             Err(why) => unread.push(format!("journal of {unit}: {why}")),
         }
     }
     if !per_unit.is_empty() {
         let window = format_duration(limits.window_seconds);
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "a count of journal lines and a window in seconds, far below 2^52"
-        )]
-        let rate = total as f64 * 3600.0 / limits.window_seconds.max(1) as f64;
+        let rate = journal_rate(total, 3600.0, limits.window_seconds);
         let over = rate > f64::from(limits.locked_per_hour);
         let mut f = node_finding(
             "database_locked",
             node,
-            if over {
-                Severity::Warning
-            } else {
-                Severity::Info
-            },
+            warning_if(over),
             format!(
                 "{total} `database is locked` error(s) in the kubelite and k8s-dqlite journals \
                  over the last {window} ({rate:.0} per hour; warning above {})",
@@ -1968,6 +2220,11 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
             "nothing to do".clone_into(&mut f.hint);
         }
         findings.push(f);
+    }
+
+    // Watch-stream errors of the controllers inside kubelite, over the window.
+    if let Some(count) = watch_errors {
+        findings.push(watch_errors_finding(node, count, limits, &with_ssh));
     }
 
     // dqlite voters and leader.
@@ -2310,6 +2567,7 @@ pub fn prometheus(keys: &Map<String, Value>, failed: bool) -> String {
             u8::from(check.status == "skipped")
         );
     }
+    raw_gauges(&report, &mut out);
     let _ = write!(
         out,
         "# HELP kubemend_diagnose_success Whether kubemend diagnose reached the cluster and ran.\n\
@@ -2318,6 +2576,116 @@ pub fn prometheus(keys: &Map<String, Value>, failed: bool) -> String {
         u8::from(!failed)
     );
     out
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The numbers behind the findings, for rules that take rates and thresholds of their own
+/// (the collection's alert rules): each gauge only when its check ran and read it.
+fn raw_gauges(report: &Report, out: &mut String) {
+    let number = |f: &Finding, key: &str| f.data.get(key).and_then(Value::as_f64);
+    let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let of = |check: &str, id_part: &str| -> Vec<&Finding> {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.check == check && f.id.contains(id_part))
+            .collect()
+    };
+    gauge(
+        "kubemend_leader_lease_transitions",
+        "leaseTransitions of the kube-scheduler and kube-controller-manager Leases (only grows).",
+        of("leader_leases", "lease/")
+            .into_iter()
+            .filter_map(|f| {
+                let lease = f.object.rsplit('/').next()?;
+                Some((
+                    format!("{{lease=\"{}\"}}", label(lease)),
+                    number(f, "lease_transitions")?,
+                ))
+            })
+            .collect(),
+    );
+    let forbidden = of("apiserver_403", "apiserver/");
+    gauge(
+        "kubemend_apiserver_forbidden_total",
+        "403 answers of the API server diagnose asked, since it started.",
+        forbidden
+            .iter()
+            .filter_map(|f| Some((String::new(), number(f, "forbidden_total")?)))
+            .collect(),
+    );
+    gauge(
+        "kubemend_apiserver_forbidden_per_minute",
+        "403 answers per minute of that API server, measured during the run.",
+        forbidden
+            .iter()
+            .filter_map(|f| Some((String::new(), number(f, "forbidden_per_minute")?)))
+            .collect(),
+    );
+    let locked = of("kubelite", "kubelite:database_locked:");
+    gauge(
+        "kubemend_dqlite_locked_errors",
+        "`database is locked` lines in each unit's journal over the window.",
+        locked
+            .iter()
+            .flat_map(|f| {
+                let node = f
+                    .data
+                    .get("node")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                f.data
+                    .get("per_unit")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |(unit, n)| {
+                        Some((
+                            format!("{{node=\"{}\",unit=\"{}\"}}", label(node), label(unit)),
+                            n.as_f64()?,
+                        ))
+                    })
+            })
+            .collect(),
+    );
+    let watch = of("kubelite", "kubelite:watch_errors:");
+    gauge(
+        "kubemend_watch_errors",
+        "Watch-stream errors in each node's kubelite journal over the window.",
+        watch
+            .iter()
+            .filter_map(|f| {
+                let node = f.data.get("node").and_then(Value::as_str)?;
+                Some((format!("{{node=\"{}\"}}", label(node)), number(f, "count")?))
+            })
+            .collect(),
+    );
+    gauge(
+        "kubemend_journal_window_seconds",
+        "How far back the journal counts reach, in seconds.",
+        locked
+            .iter()
+            .chain(&watch)
+            .find_map(|f| number(f, "window_seconds"))
+            .map(|w| (String::new(), w))
+            .into_iter()
+            .collect(),
+    );
 }
 
 /// The CLI's exit status for a run that did not fail: [`EXIT_FINDINGS`] when a finding
@@ -2368,48 +2736,82 @@ mod tests {
     }
 
     #[test]
-    fn lease_churn_above_the_threshold_is_a_warning_and_a_lost_lease_critical() {
+    fn leader_changes_now_warn_and_a_lifetime_count_or_kubemends_own_restarts_do_not() {
         let now = ts("2026-05-15T07:40:00Z");
         let lease = |renewed: &str, transitions: i32| Lease {
             spec: Some(LeaseSpec {
                 holder_identity: Some("k8s03_0c1d".into()),
                 renew_time: Some(MicroTime(ts(renewed))),
+                acquire_time: Some(MicroTime(ts("2026-05-15T07:38:00Z"))),
                 lease_duration_seconds: Some(60),
                 lease_transitions: Some(transitions),
                 ..LeaseSpec::default()
             }),
             ..Lease::default()
         };
-        let calm = lease_finding(
-            "kube-scheduler",
-            Some(&lease("2026-05-15T07:39:50Z", 3)),
-            now,
-            100,
-        );
-        assert_eq!(calm.severity, Severity::Info);
-        let churn = lease_finding(
+        let history = |changes: &[&str], restarts: &[&str]| LeaderChanges {
+            changes: changes.iter().map(|t| ts(t)).collect(),
+            restarts: restarts.iter().map(|t| ts(t)).collect(),
+            window_seconds: 900,
+            unreadable: None,
+        };
+        // Churned for years, stable now: no warning, the lifetime count reported.
+        let stable = lease_finding(
             "kube-scheduler",
             Some(&lease("2026-05-15T07:39:50Z", 4499)),
             now,
-            100,
+            &history(&["2026-05-15T07:10:00Z"], &[]),
+            1,
         );
-        assert_eq!(churn.severity, Severity::Warning);
-        assert!(
-            churn.evidence.contains("4499 leaseTransitions"),
-            "{}",
-            churn.evidence
+        assert_eq!(stable.severity, Severity::Info, "{}", stable.evidence);
+        assert!(stable.evidence.contains("4499 leaseTransitions"));
+        assert_eq!(stable.data["lease_transitions"], 4499);
+        assert_eq!(stable.data["changes_in_window"], 0);
+        // Churning now: two changes within the window.
+        let changes = ["2026-05-15T07:30:00Z", "2026-05-15T07:38:00Z"];
+        let churn = lease_finding(
+            "kube-scheduler",
+            Some(&lease("2026-05-15T07:39:50Z", 12)),
+            now,
+            &history(&changes, &[]),
+            1,
         );
-        assert_eq!(churn.data["lease_transitions"], 4499);
+        assert_eq!(churn.severity, Severity::Warning, "{}", churn.evidence);
+        assert!(churn.hint.contains("datastore"), "{}", churn.hint);
+        // The same changes, each within a minute of a kubemend restart: not churn.
+        let restarted = lease_finding(
+            "kube-scheduler",
+            Some(&lease("2026-05-15T07:39:50Z", 12)),
+            now,
+            &history(&changes, &["2026-05-15T07:29:40Z", "2026-05-15T07:37:30Z"]),
+            1,
+        );
+        assert_eq!(restarted.severity, Severity::Info, "{}", restarted.evidence);
+        assert_eq!(restarted.data["changes_by_kubemend"], 2);
+        // Events unreadable: the acquireTime (07:38, within the window) is one change.
+        let mut blind = history(&[], &[]);
+        blind.unreadable = Some("permission denied".into());
+        let told = lease_finding(
+            "kube-scheduler",
+            Some(&lease("2026-05-15T07:39:50Z", 12)),
+            now,
+            &blind,
+            0,
+        );
+        assert_eq!(told.severity, Severity::Warning, "{}", told.evidence);
+        assert!(told.evidence.contains("acquireTime"), "{}", told.evidence);
+        // Nobody holds it: critical, naming the last holder's node.
         let lost = lease_finding(
             "kube-scheduler",
             Some(&lease("2026-05-15T07:30:00Z", 3)),
             now,
-            100,
+            &history(&[], &[]),
+            1,
         );
         assert_eq!(lost.severity, Severity::Critical);
         assert!(lost.hint.contains("k8s03"), "{}", lost.hint);
         assert_eq!(
-            lease_finding("kube-scheduler", None, now, 100).severity,
+            lease_finding("kube-scheduler", None, now, &history(&[], &[]), 1).severity,
             Severity::Critical
         );
     }
@@ -2444,12 +2846,58 @@ mod tests {
         assert!((forbidden.total - 721.0).abs() < f64::EPSILON);
         assert_eq!(forbidden.top[0], ("LIST".into(), "pods".into(), 700.0));
         assert_eq!(forbidden.started, Some(1.7787e9));
-        let f = forbidden_finding(&forbidden, 1_778_703_600, 60, "https://vip");
+        // One read: judged on the average since start, 721 in 1h (12 a minute).
+        let f = forbidden_finding(&forbidden, None, 1_778_703_600, 10, "https://vip");
         assert_eq!(f.severity, Severity::Warning, "{}", f.evidence);
         assert!(f.evidence.contains("721"), "{}", f.evidence);
         assert!(f.evidence.contains("1h"), "{}", f.evidence);
-        let f = forbidden_finding(&forbidden, 1_778_703_600, 1000, "https://vip");
+        let f = forbidden_finding(&forbidden, None, 1_778_703_600, 1000, "https://vip");
         assert_eq!(f.severity, Severity::Info);
+        // A burst that ended: the same average, none now.
+        let f = forbidden_finding(
+            &forbidden,
+            Some((0.0, 10)),
+            1_778_703_600,
+            10,
+            "https://vip",
+        );
+        assert_eq!(f.severity, Severity::Info, "{}", f.evidence);
+        assert!(
+            f.evidence.contains("0.0 a minute over the last 10s"),
+            "{}",
+            f.evidence
+        );
+        // And one going on now.
+        let f = forbidden_finding(
+            &forbidden,
+            Some((60.0, 10)),
+            1_778_703_600,
+            10,
+            "https://vip",
+        );
+        assert_eq!(f.severity, Severity::Warning, "{}", f.evidence);
+    }
+
+    #[test]
+    fn the_rate_of_now_needs_two_reads_of_one_api_server() {
+        let read = |total: f64, started: f64| Forbidden {
+            total,
+            top: Vec::new(),
+            started: Some(started),
+        };
+        assert_eq!(
+            forbidden_per_minute(&read(100.0, 1.0), &read(110.0, 1.0), 10.0),
+            Some(60.0)
+        );
+        // Another process (restarted, or another behind the load balancer).
+        assert_eq!(
+            forbidden_per_minute(&read(100.0, 1.0), &read(110.0, 2.0), 10.0),
+            None
+        );
+        assert_eq!(
+            forbidden_per_minute(&read(100.0, 1.0), &read(90.0, 1.0), 10.0),
+            None
+        );
     }
 
     #[test]
@@ -2527,12 +2975,95 @@ mod tests {
         assert_eq!(exit_code(&keys), None);
     }
 
+    #[test]
+    fn prometheus_output_carries_the_raw_numbers_for_alert_rules() {
+        let mut out: Outcome<Report> = Outcome::default();
+        record(
+            &mut out,
+            Check::Kubelite,
+            Ok(kubelite_findings(&incident_node(), &limits())),
+        );
+        let lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("k8s03_0c1d".into()),
+                renew_time: Some(MicroTime(ts("2026-05-15T07:39:55Z"))),
+                lease_duration_seconds: Some(60),
+                lease_transitions: Some(4499),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        record(
+            &mut out,
+            Check::LeaderLeases,
+            Ok(vec![lease_finding(
+                "kube-scheduler",
+                Some(&lease),
+                ts("2026-05-15T07:40:00Z"),
+                &LeaderChanges::default(),
+                1,
+            )]),
+        );
+        let forbidden = Forbidden {
+            total: 721.0,
+            top: Vec::new(),
+            started: Some(1.7787e9),
+        };
+        record(
+            &mut out,
+            Check::Apiserver403,
+            Ok(vec![forbidden_finding(
+                &forbidden,
+                Some((12.0, 10)),
+                1_778_703_600,
+                10,
+                "https://vip",
+            )]),
+        );
+        finish(&mut out.report, FailOn::Never);
+        let Value::Object(keys) = serde_json::to_value(&out.report).unwrap() else {
+            unreachable!()
+        };
+        let metrics = prometheus(&keys, false);
+        for line in [
+            "kubemend_leader_lease_transitions{lease=\"kube-scheduler\"} 4499",
+            "kubemend_apiserver_forbidden_total 721",
+            "kubemend_apiserver_forbidden_per_minute 12",
+            "kubemend_dqlite_locked_errors{node=\"k8s02\",unit=\"snap.microk8s.daemon-kubelite\"} 30",
+            "kubemend_dqlite_locked_errors{node=\"k8s02\",unit=\"snap.microk8s.daemon-k8s-dqlite\"} 0",
+            "kubemend_watch_errors{node=\"k8s02\"} 4",
+            "kubemend_journal_window_seconds 900",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+        // A gauge nothing read is left out, not reported as 0.
+        let mut none: Outcome<Report> = Outcome::default();
+        record(
+            &mut none,
+            Check::Kubelite,
+            Err("no SSH options given".into()),
+        );
+        let Value::Object(keys) = serde_json::to_value(&none.report).unwrap() else {
+            unreachable!()
+        };
+        assert!(!prometheus(&keys, false).contains("kubemend_watch_errors"));
+    }
+
     fn incident_node() -> NodeReading {
         NodeReading {
             node: "k8s02".into(),
-            locked: vec![
-                (microk8s::KUBELITE_UNIT.into(), Ok(30)),
-                (microk8s::DQLITE_UNIT.into(), Ok(0)),
+            journals: vec![
+                (
+                    microk8s::KUBELITE_UNIT.into(),
+                    Ok(microk8s::JournalCounts {
+                        locked: 30,
+                        watch_errors: 4,
+                    }),
+                ),
+                (
+                    microk8s::DQLITE_UNIT.into(),
+                    Ok(microk8s::JournalCounts::default()),
+                ),
             ],
             dqlite: Some(Ok(microk8s::Dqlite {
                 own_address: Some("127.0.1.2:19001".into()),
@@ -2564,6 +3095,7 @@ mod tests {
             window_seconds: 900,
             locked_per_hour: 10,
             snapshot_ratio: 5,
+            watch_errors_per_10m: 1,
             minor: Some(34),
             ssh_options: serde_json::from_value(json!({"ssh_config": "/etc/kubemend/ssh_config"}))
                 .unwrap(),
@@ -2603,6 +3135,14 @@ mod tests {
             fix.command,
             "kubemend kubelite-restart --nodes k8s02 --ssh-config /etc/kubemend/ssh_config"
         );
+        // 4 watch errors in 15m: 2.7 per 10 minutes, above 1.
+        let watch = by_id(&findings, "kubelite:watch_errors:node/k8s02");
+        assert_eq!(watch.severity, Severity::Warning, "{}", watch.evidence);
+        assert_eq!(watch.data["count"], json!(4));
+        assert_eq!(
+            watch.fix.as_ref().map(|f| f.options["nodes"].clone()),
+            Some(json!(["k8s02"]))
+        );
         let snapshots = by_id(&findings, "kubelite:dqlite_snapshots:node/k8s02");
         assert_eq!(snapshots.severity, Severity::Warning);
         assert!(
@@ -2627,7 +3167,13 @@ mod tests {
     #[test]
     fn a_node_without_leader_rbac_or_gates_is_critical_and_an_unreachable_one_skipped() {
         let mut node = incident_node();
-        node.locked = vec![(microk8s::KUBELITE_UNIT.into(), Ok(2))];
+        node.journals = vec![(
+            microk8s::KUBELITE_UNIT.into(),
+            Ok(microk8s::JournalCounts {
+                locked: 2,
+                watch_errors: 1,
+            }),
+        )];
         node.dqlite = Some(Ok(microk8s::Dqlite {
             voters: Some(2),
             leader: None,
@@ -2646,6 +3192,11 @@ mod tests {
         // 2 in 15m is 8 per hour: below 10.
         assert_eq!(
             by_id(&findings, "kubelite:database_locked:node/k8s02").severity,
+            Severity::Info
+        );
+        // 1 watch error in 15m is 0.7 per 10 minutes: not above 1.
+        assert_eq!(
+            by_id(&findings, "kubelite:watch_errors:node/k8s02").severity,
             Severity::Info
         );
         assert_eq!(

@@ -15,7 +15,8 @@
 //! risk (unless `allow_escalation_risk`): on a node whose cgroup.subtree_control lacks cpuset
 //! and that has no delegate.conf, a kubelite that crashes after its restart makes microk8s run
 //! `snap restart microk8s`, k8s-dqlite included. A cluster-wide lock (a Lease in kube-system)
-//! held by a live run also fails here.
+//! held by a live run also fails here, and so does a scheduler or controller-manager Lease that
+//! does not exist (their gate could never pass); one not held now is a warning.
 //!
 //! # Before each further node
 //! dqlite's health is read again on every node, and none of their k8s-dqlite units may have
@@ -23,10 +24,13 @@
 //! the run before that node is touched.
 //!
 //! # Gates (after each node's restart, each bounded by `gate_timeout`)
-//! The unit restarted (a new invocation, active: for a Type=simple unit that is only the
-//! wrapper forked); that node's apiserver answering /readyz; the node's Lease renewed after the
-//! restart; the node Ready; the kube-scheduler and kube-controller-manager leases held and
-//! renewed after the restart; then, for `settle`, kubelite stable (the same invocation, no
+//! Before the restart an Event (reason KubemendKubeliteRestart, in kube-system) records it, so
+//! that diagnose does not count the leader changes it causes as churn (a warning if it cannot be
+//! written). The unit restarted (a new invocation, active: for a Type=simple unit that is only
+//! the wrapper forked); that node's apiserver answering /readyz; the node's Lease renewed once
+//! the new kubelite runs; the node Ready; the kube-scheduler and kube-controller-manager leases
+//! held and renewed since the restart (a renewal, told by a renewTime other than the one read
+//! before, never by comparing clocks: a Lease frozen ahead of this host's clock does not pass); then, for `settle`, kubelite stable (the same invocation, no
 //! automatic restart) and no escalation (this node's k8s-dqlite not restarted). The node, its
 //! Lease and the two leader Leases are watched (by name), so their gates pass as soon as the API
 //! server tells of the change; the unit (over SSH) and /readyz, which cannot be watched, are
@@ -68,6 +72,7 @@ use super::{Action, Context};
 use crate::client::{Cluster, ClusterArgs, NodeServer, connect_node};
 use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, format_ago, seconds_since};
+use crate::k8s::events;
 use crate::k8s::lease::lease_held;
 use crate::k8s::lock::{self, Lock, LockState};
 use crate::k8s::names::quoted;
@@ -76,8 +81,8 @@ use crate::k8s::nodes::{
 };
 use crate::k8s::watch::Watched;
 use crate::microk8s::{
-    DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes, dqlite_state, escalation, snap_change_text,
-    snap_changes, targets, unit_state,
+    DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes, dqlite_state,
+    escalation, snap_change_text, snap_changes, targets, unit_state,
 };
 use crate::outcome::Outcome;
 use crate::ssh::{self, Remote, SshArgs, Target, check_word};
@@ -1182,10 +1187,23 @@ impl KubeliteRestart {
         if let Err(err) = lock.renew(api).await {
             return Err(fail("lock", err.message_with_causes()));
         }
+        let run = out.report.lock.run.clone().unwrap_or_default();
+        if let Err(err) = events::record_kubelite_restart(api, &node, &run).await {
+            out.warn(format!(
+                "{node}: the restart could not be recorded as an Event (diagnose then counts \
+                 the leader changes it causes as churn): {}",
+                err.message_with_causes()
+            ));
+        }
         cx.progress(Self::NAME, &format!("{node}: restarting {}", self.service));
         let started = Instant::now();
         let restarted = match remote
-            .run_within(SNAP_RESTART_LIMIT, true, "snap", &["restart", &self.service])
+            .run_within(
+                SNAP_RESTART_LIMIT,
+                true,
+                "snap",
+                &["restart", &self.service],
+            )
             .await
         {
             Ok(output) => output,
@@ -1683,7 +1701,12 @@ async fn close_all(nodes: Vec<PlannedNode>) {
 /// The scheduler and controller-manager leases as they are now, in [`LEADER_LEASES`]' order.
 async fn leader_leases_now(
     cluster: &Cluster,
-) -> Result<Vec<(&'static str, Option<k8s_openapi::api::coordination::v1::LeaseSpec>)>> {
+) -> Result<
+    Vec<(
+        &'static str,
+        Option<k8s_openapi::api::coordination::v1::LeaseSpec>,
+    )>,
+> {
     let mut out = Vec::new();
     for name in LEADER_LEASES {
         out.push((name, leader_lease(cluster, name).await?));
@@ -2086,7 +2109,9 @@ mod tests {
         );
         // Not renewed since: the same renewTime as before the restart.
         let before = [Some("2026-12-06T09:59:58Z".parse().unwrap())];
-        assert!(leader_leases_renewed(&[("kube-scheduler", Some(&behind))], &before, now).is_some());
+        assert!(
+            leader_leases_renewed(&[("kube-scheduler", Some(&behind))], &before, now).is_some()
+        );
         // Gone.
         let why = leader_leases_renewed(&[("kube-controller-manager", None)], &[None], now);
         assert!(why.is_some_and(|w| w.contains("does not exist")));
@@ -2097,10 +2122,17 @@ mod tests {
         let now: Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
         let refused = leader_lease_preflight("kube-scheduler", None, now);
         assert!(matches!(refused, Some(Err(ref why)) if why.contains("does not exist")));
-        let expired = lease("k8s01_a", "2026-12-06T09:50:00.000000Z").spec.unwrap();
+        let expired = lease("k8s01_a", "2026-12-06T09:50:00.000000Z")
+            .spec
+            .unwrap();
         let warned = leader_lease_preflight("kube-scheduler", Some(&expired), now);
         assert!(matches!(warned, Some(Ok(ref why)) if why.contains("not held now")));
-        let held = lease("k8s01_a", "2026-12-06T09:59:59.000000Z").spec.unwrap();
-        assert_eq!(leader_lease_preflight("kube-scheduler", Some(&held), now), None);
+        let held = lease("k8s01_a", "2026-12-06T09:59:59.000000Z")
+            .spec
+            .unwrap();
+        assert_eq!(
+            leader_lease_preflight("kube-scheduler", Some(&held), now),
+            None
+        );
     }
 }

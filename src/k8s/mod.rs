@@ -1,10 +1,11 @@
 //! The Kubernetes vocabulary every action shares: names, durations, label selectors, paging,
-//! nodes, leases, safe deletes, optimistic-concurrency retries and watches of one object.
+//! nodes, leases, events, safe deletes, optimistic-concurrency retries and watches of one object.
 //!
 //! Nothing here knows any action; actions and the runbook (diagnose) build on it.
 
 pub mod delete;
 pub mod duration;
+pub mod events;
 pub mod lease;
 pub mod lock;
 pub mod names;

@@ -149,6 +149,27 @@ async fn create_namespace(client: &Client, prefix: &str, labels: Value) -> Strin
     name
 }
 
+/// Polls `f` every 250 ms until it returns `Ok`, or panics after `timeout` with the last state
+/// `f` described (`Err`), so that a timeout says what was seen, not only that it took too long.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(state) => state,
+        };
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
