@@ -364,7 +364,7 @@ async fn build(
     only_if_verified: bool,
 ) -> Result<(Cluster, bool)> {
     // Before anything is logged: the token as given and as sent.
-    crate::log_mask::register(
+    crate::secrets::register(
         [args.api_key.clone(), std::env::var("K8S_AUTH_API_KEY").ok()]
             .into_iter()
             .flatten()
@@ -656,7 +656,7 @@ fn parse_kubeconfig(text: &str, label: &str) -> Result<Kubeconfig> {
         })?;
     let mut merged = Kubeconfig::default();
     for document in documents {
-        crate::log_mask::register(kubeconfig_secrets(&document));
+        crate::secrets::register(kubeconfig_secrets(&document));
         let next = kubeconfig_from_value(document, label)?;
         merged = merged.merge(next).map_err(|source| Error::LoadKubeconfig {
             path: label.to_owned(),

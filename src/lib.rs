@@ -22,6 +22,7 @@ pub mod module_docs;
 pub mod outcome;
 pub mod protocol;
 pub mod schema;
+pub mod secrets;
 pub mod ssh;
 
 use std::ffi::{OsStr, OsString};

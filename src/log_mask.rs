@@ -8,43 +8,16 @@
 //! [`MAX_EVENT_BYTES`] is cut.
 
 use std::io::Write;
-use std::sync::RwLock;
 
 use tracing_subscriber::fmt::MakeWriter;
+
+use crate::secrets;
 
 /// Longest log event written; the rest is replaced by a note of its size.
 pub const MAX_EVENT_BYTES: usize = 4096;
 
 /// Most bytes of one event kept for masking; what lies beyond is never shown anyway.
 const MAX_BUFFERED_BYTES: usize = 64 * 1024;
-
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
-
-/// Adds values that must never appear in logs (empty ones are ignored).
-pub fn register<I, S>(secrets: I)
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    let mut known = SECRETS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for secret in secrets {
-        let secret = secret.into();
-        if !secret.is_empty() && !known.contains(&secret) {
-            known.push(secret);
-        }
-    }
-}
-
-/// Everything registered so far.
-#[must_use]
-pub fn registered() -> Vec<String> {
-    SECRETS
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
 
 /// `tracing_subscriber` writer factory: one [`EventWriter`] per event, to stderr.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,7 +58,7 @@ impl Drop for EventWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.buffer);
-        let line = render(&text, self.dropped, &registered());
+        let line = render(&text, self.dropped, &secrets::registered());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
@@ -93,7 +66,7 @@ impl Drop for EventWriter {
 /// One event as written: secrets masked, then cut at [`MAX_EVENT_BYTES`].
 #[must_use]
 pub fn render(text: &str, dropped: usize, secrets: &[String]) -> String {
-    let masked = mask_bearer(&mask_secrets(text, secrets));
+    let masked = secrets::mask_bearer(&secrets::mask_text(text, secrets));
     let newline = masked.ends_with('\n');
     let body = masked.trim_end_matches('\n');
     let hidden = body.len().saturating_sub(MAX_EVENT_BYTES) + dropped;
@@ -109,41 +82,6 @@ pub fn render(text: &str, dropped: usize, secrets: &[String]) -> String {
     if newline || hidden > 0 {
         out.push('\n');
     }
-    out
-}
-
-fn mask_secrets(text: &str, secrets: &[String]) -> String {
-    let mut ordered: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_owned();
-    for secret in ordered {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), crate::protocol::NO_LOG_MASK);
-        }
-    }
-    out
-}
-
-/// `Bearer <token>` (any case) with the token masked, whether or not it is a known secret.
-fn mask_bearer(text: &str) -> String {
-    const WORD: &str = "bearer ";
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    let mut search = 0;
-    while let Some(found) = lower[search..].find(WORD) {
-        let start = search + found + WORD.len();
-        let end = text[start..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';' | '\\'))
-            .map_or(text.len(), |e| start + e);
-        if end > start && &text[start..end] != crate::protocol::NO_LOG_MASK {
-            out.push_str(&text[last..start]);
-            out.push_str(crate::protocol::NO_LOG_MASK);
-            last = end;
-        }
-        search = end.max(start);
-    }
-    out.push_str(&text[last..]);
     out
 }
 

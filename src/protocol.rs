@@ -25,11 +25,7 @@ use crate::outcome::Outcome;
 /// this is a wrong file, and reading it all would only waste memory.
 pub const MAX_ARGS_BYTES: u64 = 1024 * 1024;
 
-/// Replacement for a value that equals a `no_log` option's value (same text as `AnsibleModule`).
-pub const NO_LOG_VALUE: &str = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER";
-
-/// Replacement for a `no_log` value found inside a longer string.
-pub const NO_LOG_MASK: &str = "********";
+pub use crate::secrets::{NO_LOG_MASK, NO_LOG_VALUE, mask};
 
 /// Schema extension keyword marking an option whose value must never appear in output.
 pub const NO_LOG_KEYWORD: &str = "x-no-log";
@@ -757,67 +753,6 @@ fn leaves(value: &Value, out: &mut Vec<String>) {
         Value::Object(map) => map.values().for_each(|item| leaves(item, out)),
         Value::Null | Value::Bool(_) => {}
     }
-}
-
-/// Masks secrets everywhere in `value`: a string equal to one becomes [`NO_LOG_VALUE`], one
-/// containing it has that part replaced by [`NO_LOG_MASK`]. Keys are masked too. Besides
-/// `secrets`, the credentials cluster access found on its own (a kubeconfig's token, say) are
-/// masked: [`crate::log_mask::registered`].
-pub fn mask(value: &mut Value, secrets: &[String]) {
-    let registered = crate::log_mask::registered();
-    if registered.is_empty() {
-        mask_with(value, secrets);
-    } else {
-        let mut all = secrets.to_vec();
-        all.extend(registered.into_iter().filter(|s| !secrets.contains(s)));
-        mask_with(value, &all);
-    }
-}
-
-fn mask_with(value: &mut Value, secrets: &[String]) {
-    if secrets.is_empty() {
-        return;
-    }
-    match value {
-        Value::String(s) => {
-            if let Some(masked) = mask_str(s, secrets) {
-                *s = masked;
-            }
-        }
-        // As Ansible's remove_values: a number whose text is (or holds) a secret is masked too.
-        Value::Number(n) => {
-            if let Some(masked) = mask_str(&n.to_string(), secrets) {
-                *value = Value::String(masked);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|item| mask_with(item, secrets)),
-        Value::Object(map) => {
-            let entries = std::mem::take(map);
-            for (key, mut item) in entries {
-                mask_with(&mut item, secrets);
-                let key = mask_str(&key, secrets).unwrap_or(key);
-                map.insert(key, item);
-            }
-        }
-        Value::Null | Value::Bool(_) => {}
-    }
-}
-
-fn mask_str(text: &str, secrets: &[String]) -> Option<String> {
-    if secrets.iter().any(|secret| secret == text) {
-        return Some(NO_LOG_VALUE.to_owned());
-    }
-    let mut out = None::<String>;
-    // Longest first, so a secret that contains another is masked whole.
-    let mut ordered: Vec<&String> = secrets.iter().collect();
-    ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in ordered {
-        let current = out.as_deref().unwrap_or(text);
-        if current.contains(secret.as_str()) {
-            out = Some(current.replace(secret.as_str(), NO_LOG_MASK));
-        }
-    }
-    out
 }
 
 /// Everything needed to print the result of one invocation.

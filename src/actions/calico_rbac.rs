@@ -59,9 +59,7 @@ use std::str::FromStr;
 use clap::Args;
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -74,6 +72,7 @@ use crate::calico_rules::{self, CalicoVersion, Datastore, SourcedRule, TableErro
 use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::FIELD_MANAGER;
+use crate::k8s::access;
 use crate::k8s::delete::dry_run_refused;
 use crate::k8s::duration::Duration;
 use crate::k8s::names::{check_label, check_subdomain};
@@ -1461,34 +1460,26 @@ impl CalicoRbac {
             None => (triple.resource.clone(), None),
         };
         let (namespace, name) = subject;
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(format!("system:serviceaccount:{namespace}:{name}")),
-                groups: Some(vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{namespace}"),
-                    "system:authenticated".into(),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(triple.group.clone()),
-                    resource: Some(resource),
-                    subresource,
-                    verb: Some(triple.verb.clone()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
+        let answer = access::review(
+            cluster,
+            format!("system:serviceaccount:{namespace}:{name}"),
+            vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+            ResourceAttributes {
+                group: Some(triple.group.clone()),
+                resource: Some(resource),
+                subresource,
+                verb: Some(triple.verb.clone()),
+                ..ResourceAttributes::default()
             },
-            ..SubjectAccessReview::default()
-        };
-        let api: Api<SubjectAccessReview> = Api::all(cluster.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(cluster.error("create", "subjectaccessreview"))?;
-        let status = answer.status.unwrap_or_default();
+        )
+        .await?;
         Ok(Review {
-            allowed: status.allowed,
-            reason: status.reason.unwrap_or_default(),
+            allowed: answer.allowed,
+            reason: answer.reason,
         })
     }
 

@@ -73,7 +73,7 @@ use crate::client::{Cluster, ClusterArgs, NodeServer, connect_node};
 use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, format_ago, seconds_since};
 use crate::k8s::events;
-use crate::k8s::lease::lease_held;
+use crate::k8s::lease::{LEADER_LEASES, leader_lease, lease_held};
 use crate::k8s::lock::{self, Lock, LockState};
 use crate::k8s::names::quoted;
 use crate::k8s::nodes::{
@@ -89,9 +89,6 @@ use crate::ssh::{self, Remote, SshArgs, Target, check_word};
 
 /// The Lease that serializes runs.
 const LOCK: (&str, &str) = ("kube-system", "kubemend-kubelite-restart");
-
-/// The leader-election leases whose holders must be back after each restart.
-const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
 
 /// How often the gates that cannot be watched (the unit over SSH, /readyz) are asked.
 const POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -831,7 +828,7 @@ async fn health(cx: &Context, nodes: &[String]) -> Result<Vec<String>> {
         }
     }
     for lease in LEADER_LEASES {
-        let held = leader_lease(&cx.cluster, lease).await?;
+        let held = leader_lease_spec(&cx.cluster, lease).await?;
         if !held.as_ref().is_some_and(|l| lease_held(l, now)) {
             problems.push(format!("lease kube-system/{lease} not held"));
         }
@@ -1176,7 +1173,7 @@ impl KubeliteRestart {
         // it (a change, whatever the clocks say: a Lease frozen in the future never passes).
         let mut leaders_before = [None, None];
         for (slot, name) in leaders_before.iter_mut().zip(LEADER_LEASES) {
-            *slot = leader_lease(api, name)
+            *slot = leader_lease_spec(api, name)
                 .await
                 .ok()
                 .flatten()
@@ -1709,7 +1706,7 @@ async fn leader_leases_now(
 > {
     let mut out = Vec::new();
     for name in LEADER_LEASES {
-        out.push((name, leader_lease(cluster, name).await?));
+        out.push((name, leader_lease_spec(cluster, name).await?));
     }
     Ok(out)
 }
@@ -1758,17 +1755,12 @@ fn leader_lease_preflight(
     )))
 }
 
-/// A leader-election lease in kube-system, if it exists.
-async fn leader_lease(
+/// The spec of a leader-election lease, if it exists.
+async fn leader_lease_spec(
     cluster: &Cluster,
     name: &str,
 ) -> Result<Option<k8s_openapi::api::coordination::v1::LeaseSpec>> {
-    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-system");
-    Ok(api
-        .get_opt(name)
-        .await
-        .map_err(cluster.error("get", format!("lease kube-system/{name}")))?
-        .and_then(|l| l.spec))
+    Ok(leader_lease(cluster, name).await?.and_then(|l| l.spec))
 }
 
 /// When a Lease was last renewed, if it says.

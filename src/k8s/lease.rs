@@ -1,9 +1,34 @@
-//! Leases: whether one is held (leader election, node heartbeats).
+//! Leases: whether one is held (leader election, node heartbeats), and the leader-election
+//! Leases of the control plane, read one way by every action.
 
-use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams};
 
+use crate::client::Cluster;
+use crate::error::Result;
 use crate::k8s::duration::seconds_since;
+
+/// The namespace of the control plane's leader-election Leases.
+pub const LEADER_NAMESPACE: &str = "kube-system";
+
+/// The leader-election Leases of the kube-scheduler and kube-controller-manager (kubelite runs
+/// both on microk8s), in [`LEADER_NAMESPACE`].
+pub const LEADER_LEASES: [&str; 2] = ["kube-scheduler", "kube-controller-manager"];
+
+/// A leader-election Lease in [`LEADER_NAMESPACE`], if it exists. Listed by name (not read),
+/// so that `list` on leases is all it takes.
+pub async fn leader_lease(cluster: &Cluster, name: &str) -> Result<Option<Lease>> {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), LEADER_NAMESPACE);
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api
+        .list(&params)
+        .await
+        .map_err(cluster.error("list", format!("leases {LEADER_NAMESPACE}/{name}")))?
+        .items
+        .into_iter()
+        .next())
+}
 
 /// Whether a Lease is held: it has a holder and was renewed within its duration.
 #[must_use]

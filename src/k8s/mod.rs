@@ -1,8 +1,9 @@
 //! The Kubernetes vocabulary every action shares: names, durations, label selectors, paging,
-//! nodes, leases, events, safe deletes, optimistic-concurrency retries and watches of one object.
+//! nodes, leases, events, access reviews, safe deletes, optimistic-concurrency retries and watches of one object.
 //!
 //! Nothing here knows any action; actions and the runbook (diagnose) build on it.
 
+pub mod access;
 pub mod delete;
 pub mod duration;
 pub mod events;

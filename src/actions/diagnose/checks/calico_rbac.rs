@@ -1,0 +1,123 @@
+//! calico_rbac: what the calico_rbac action would add to the calico-kube-controllers
+//! ClusterRole, from its own read-only plan, with the SubjectAccessReview it makes for each
+//! missing permission (critical when denied).
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::{Check, Outcome, Run, reason};
+use crate::actions::calico_rbac::{self, CalicoRbac};
+use crate::actions::diagnose::Diagnose;
+use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
+use crate::actions::{Action, Context};
+use crate::error::Error;
+use crate::outcome::Outcome as Scratch;
+
+/// Runs the check, keeping calico_rbac's plan for calico_version.
+pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
+    let plan = calico_plan(&run.scratch).await;
+    let findings = plan
+        .as_ref()
+        .map_err(Clone::clone)
+        .map(calico_rbac_findings);
+    run.calico = Some(plan);
+    findings
+}
+
+/// calico_rbac's plan with its defaults, on a scratch outcome; a failure is the skip reason.
+pub(super) async fn calico_plan(cx: &Context) -> std::result::Result<calico_rbac::Report, String> {
+    let action = serde_json::from_value::<calico_rbac::Options>(json!({}))
+        .map_err(|e| format!("calico_rbac options: {e}"))
+        .and_then(|options| CalicoRbac::validate(options).map_err(reason))?;
+    let mut scratch = Scratch::default();
+    match action.plan(cx, &mut scratch).await {
+        Ok(_) => Ok(scratch.report),
+        Err(error @ Error::NotFound { .. }) => Err(format!(
+            "calico-kube-controllers is not installed here: {}",
+            error.message_with_causes()
+        )),
+        Err(error) => Err(reason(error)),
+    }
+}
+
+/// The gap calico_rbac would close, confirmed (or not) by its SubjectAccessReviews.
+fn calico_rbac_findings(report: &calico_rbac::Report) -> Vec<Finding> {
+    let object = format!("clusterrole/{}", report.clusterrole);
+    let version = report.calico_version.clone().unwrap_or_default();
+    if report.missing_before.is_empty() {
+        let mut f = finding(
+            Check::CalicoRbac,
+            Severity::Info,
+            object,
+            format!(
+                "grants everything calico-kube-controllers {version} ({}) needs",
+                report.enabled_controllers.join(", ")
+            ),
+        );
+        "nothing to do".clone_into(&mut f.hint);
+        return vec![f];
+    }
+    let missing: Vec<String> = report
+        .missing_before
+        .iter()
+        .map(|r| {
+            let groups: Vec<&str> = r
+                .api_groups
+                .iter()
+                .map(|g| if g.is_empty() { "core" } else { g.as_str() })
+                .collect();
+            format!(
+                "{} ({}): {}",
+                r.resources.join(", "),
+                groups.join(", "),
+                r.verbs.join(", ")
+            )
+        })
+        .collect();
+    let permissions: usize = report
+        .missing_before
+        .iter()
+        .map(|r| r.api_groups.len() * r.resources.len() * r.verbs.len())
+        .sum();
+    let mut evidence = format!(
+        "calico-kube-controllers {version} ({}) needs {permissions} permission(s) the role lacks: {}",
+        report.enabled_controllers.join(", "),
+        missing.join("; ")
+    );
+    let severity = match &report.denied_before {
+        Some(denied) if denied.is_empty() => {
+            evidence.push_str(
+                "; SubjectAccessReview allows them anyway (RBAC not enforced, or another \
+                 binding), so nothing is refused yet",
+            );
+            Severity::Warning
+        }
+        Some(denied) => {
+            let _ = write!(
+                evidence,
+                "; SubjectAccessReview denies {} of them to {}",
+                denied.len(),
+                report.service_accounts.join(", ")
+            );
+            Severity::Critical
+        }
+        None => {
+            evidence.push_str("; not confirmed by SubjectAccessReview (no review could be made)");
+            Severity::Critical
+        }
+    };
+    let mut f = finding(Check::CalicoRbac, severity, object, evidence);
+    f.data.insert("calico_version".into(), json!(version));
+    f.data
+        .insert("missing_permissions".into(), json!(permissions));
+    f.data
+        .insert("missing_rules".into(), json!(report.missing_before));
+    f.data
+        .insert("denied_before".into(), json!(report.denied_before));
+    f.hint = "add the missing permissions to the ClusterRole (only adds, never removes a rule): \
+              the controllers stop failing their list calls"
+        .into();
+    f.fix = Some(fix("calico_rbac", &json!({})));
+    vec![f]
+}

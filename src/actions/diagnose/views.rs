@@ -1,0 +1,353 @@
+//! The CLI's views of a diagnose result: the text table, Prometheus text for node_exporter's
+//! textfile collector (with the raw numbers the collection's alert rules take rates of), and
+//! the exit status.
+
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+use super::report::{EXIT_FINDINGS, Finding, Report, Severity};
+
+fn report_of(keys: &Map<String, Value>) -> Option<Report> {
+    serde_json::from_value(Value::Object(keys.clone())).ok()
+}
+
+/// Width of the evidence and fix columns of the text table; longer cells wrap.
+const WRAP: usize = 72;
+
+/// Splits `text` into lines of at most `width` characters, at spaces where it can.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+}
+
+/// The CLI's text: a table of the findings (severity, check, object, evidence, fix; the two
+/// last wrapped), the skipped checks, and the summary line.
+#[must_use]
+pub fn text(keys: &Map<String, Value>) -> Option<String> {
+    let report = report_of(keys).filter(|r| !r.checks.is_empty())?;
+    let rows: Vec<[String; 5]> = report
+        .findings
+        .iter()
+        .map(|f| {
+            [
+                f.severity.name().to_uppercase(),
+                f.check.clone(),
+                f.object.clone(),
+                f.evidence.clone(),
+                f.fix.as_ref().map_or_else(
+                    || f.hint.clone(),
+                    |fix| format!("{}: {}", fix.command, f.hint),
+                ),
+            ]
+        })
+        .collect();
+    let header = ["SEVERITY", "CHECK", "OBJECT", "EVIDENCE", "FIX"].map(str::to_owned);
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row.iter()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let evidence = wrap(&row[3], WRAP);
+        let fix = wrap(&row[4], WRAP);
+        for i in 0..evidence.len().max(fix.len()) {
+            let first = i == 0;
+            let cell = |c: &String| if first { c.clone() } else { String::new() };
+            let line = format!(
+                "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}",
+                cell(&row[0]),
+                cell(&row[1]),
+                cell(&row[2]),
+                evidence.get(i).map_or("", String::as_str),
+                fix.get(i).map_or("", String::as_str),
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = WRAP,
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    for check in report.checks.iter().filter(|c| c.status == "skipped") {
+        let _ = writeln!(
+            out,
+            "skipped: {}: {}",
+            check.check,
+            check.reason.as_deref().unwrap_or_default()
+        );
+    }
+    Some(out)
+}
+
+/// The result in Prometheus text format, for node_exporter's textfile collector: a gauge per
+/// check and severity (`kubemend_diagnose_findings`), whether each check was skipped, and
+/// whether the run succeeded.
+#[must_use]
+pub fn prometheus(keys: &Map<String, Value>, failed: bool) -> String {
+    let report = report_of(keys).unwrap_or_default();
+    let mut out = String::new();
+    out.push_str(
+        "# HELP kubemend_diagnose_findings Findings of kubemend diagnose by check and severity.\n\
+         # TYPE kubemend_diagnose_findings gauge\n",
+    );
+    for check in &report.checks {
+        for severity in Severity::ALL {
+            let n = report
+                .findings
+                .iter()
+                .filter(|f| f.check == check.check && f.severity == severity)
+                .count();
+            let _ = writeln!(
+                out,
+                "kubemend_diagnose_findings{{check=\"{}\",severity=\"{}\"}} {n}",
+                check.check,
+                severity.name()
+            );
+        }
+    }
+    out.push_str(
+        "# HELP kubemend_diagnose_check_skipped Whether a check of kubemend diagnose could not run.\n\
+         # TYPE kubemend_diagnose_check_skipped gauge\n",
+    );
+    for check in &report.checks {
+        let _ = writeln!(
+            out,
+            "kubemend_diagnose_check_skipped{{check=\"{}\"}} {}",
+            check.check,
+            u8::from(check.status == "skipped")
+        );
+    }
+    raw_gauges(&report, &mut out);
+    let _ = write!(
+        out,
+        "# HELP kubemend_diagnose_success Whether kubemend diagnose reached the cluster and ran.\n\
+         # TYPE kubemend_diagnose_success gauge\n\
+         kubemend_diagnose_success {}\n",
+        u8::from(!failed)
+    );
+    out
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The numbers behind the findings, for rules that take rates and thresholds of their own
+/// (the collection's alert rules): each gauge only when its check ran and read it.
+fn raw_gauges(report: &Report, out: &mut String) {
+    let number = |f: &Finding, key: &str| f.data.get(key).and_then(Value::as_f64);
+    let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let of = |check: &str, id_part: &str| -> Vec<&Finding> {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.check == check && f.id.contains(id_part))
+            .collect()
+    };
+    gauge(
+        "kubemend_leader_lease_transitions",
+        "leaseTransitions of the kube-scheduler and kube-controller-manager Leases (only grows).",
+        of("leader_leases", "lease/")
+            .into_iter()
+            .filter_map(|f| {
+                let lease = f.object.rsplit('/').next()?;
+                Some((
+                    format!("{{lease=\"{}\"}}", label(lease)),
+                    number(f, "lease_transitions")?,
+                ))
+            })
+            .collect(),
+    );
+    let forbidden = of("apiserver_403", "apiserver/");
+    gauge(
+        "kubemend_apiserver_forbidden_total",
+        "403 answers of the API server diagnose asked, since it started.",
+        forbidden
+            .iter()
+            .filter_map(|f| Some((String::new(), number(f, "forbidden_total")?)))
+            .collect(),
+    );
+    gauge(
+        "kubemend_apiserver_forbidden_per_minute",
+        "403 answers per minute of that API server, measured during the run.",
+        forbidden
+            .iter()
+            .filter_map(|f| Some((String::new(), number(f, "forbidden_per_minute")?)))
+            .collect(),
+    );
+    let locked = of("kubelite", "kubelite:database_locked:");
+    gauge(
+        "kubemend_dqlite_locked_errors",
+        "`database is locked` lines in each unit's journal over the window.",
+        locked
+            .iter()
+            .flat_map(|f| {
+                let node = f
+                    .data
+                    .get("node")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                f.data
+                    .get("per_unit")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |(unit, n)| {
+                        Some((
+                            format!("{{node=\"{}\",unit=\"{}\"}}", label(node), label(unit)),
+                            n.as_f64()?,
+                        ))
+                    })
+            })
+            .collect(),
+    );
+    let watch = of("kubelite", "kubelite:watch_errors:");
+    gauge(
+        "kubemend_watch_errors",
+        "Watch-stream errors in each node's kubelite journal over the window.",
+        watch
+            .iter()
+            .filter_map(|f| {
+                let node = f.data.get("node").and_then(Value::as_str)?;
+                Some((format!("{{node=\"{}\"}}", label(node)), number(f, "count")?))
+            })
+            .collect(),
+    );
+    gauge(
+        "kubemend_journal_window_seconds",
+        "How far back the journal counts reach, in seconds.",
+        locked
+            .iter()
+            .chain(&watch)
+            .find_map(|f| number(f, "window_seconds"))
+            .map(|w| (String::new(), w))
+            .into_iter()
+            .collect(),
+    );
+}
+
+/// The CLI's exit status for a run that did not fail: [`EXIT_FINDINGS`] when a finding
+/// reached `fail_on`.
+#[must_use]
+pub fn exit_code(keys: &Map<String, Value>) -> Option<i32> {
+    (keys.get("fail_on_reached") == Some(&Value::Bool(true))).then_some(EXIT_FINDINGS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    use crate::actions::diagnose::checks::apiserver_403::{Forbidden, forbidden_finding};
+    use crate::actions::diagnose::checks::kubelite::{incident_node, kubelite_findings, limits};
+    use crate::actions::diagnose::checks::leader_leases::{LeaderChanges, lease_finding};
+    use crate::actions::diagnose::report::FailOn;
+    use crate::actions::diagnose::{Check, finish, record};
+    use crate::outcome::Outcome;
+
+    fn ts(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn prometheus_output_carries_the_raw_numbers_for_alert_rules() {
+        let mut out: Outcome<Report> = Outcome::default();
+        record(
+            &mut out,
+            Check::Kubelite,
+            Ok(kubelite_findings(&incident_node(), &limits())),
+        );
+        let lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("k8s03_0c1d".into()),
+                renew_time: Some(MicroTime(ts("2026-05-15T07:39:55Z"))),
+                lease_duration_seconds: Some(60),
+                lease_transitions: Some(4499),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        record(
+            &mut out,
+            Check::LeaderLeases,
+            Ok(vec![lease_finding(
+                "kube-scheduler",
+                Some(&lease),
+                ts("2026-05-15T07:40:00Z"),
+                &LeaderChanges::default(),
+                1,
+            )]),
+        );
+        let forbidden = Forbidden {
+            total: 721.0,
+            top: Vec::new(),
+            started: Some(1.7787e9),
+        };
+        record(
+            &mut out,
+            Check::Apiserver403,
+            Ok(vec![forbidden_finding(
+                &forbidden,
+                Some((12.0, 10)),
+                1_778_703_600,
+                10,
+                "https://vip",
+            )]),
+        );
+        finish(&mut out.report, FailOn::Never);
+        let Value::Object(keys) = serde_json::to_value(&out.report).unwrap() else {
+            unreachable!()
+        };
+        let metrics = prometheus(&keys, false);
+        for line in [
+            "kubemend_leader_lease_transitions{lease=\"kube-scheduler\"} 4499",
+            "kubemend_apiserver_forbidden_total 721",
+            "kubemend_apiserver_forbidden_per_minute 12",
+            "kubemend_dqlite_locked_errors{node=\"k8s02\",unit=\"snap.microk8s.daemon-kubelite\"} 30",
+            "kubemend_dqlite_locked_errors{node=\"k8s02\",unit=\"snap.microk8s.daemon-k8s-dqlite\"} 0",
+            "kubemend_watch_errors{node=\"k8s02\"} 4",
+            "kubemend_journal_window_seconds 900",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+        // A gauge nothing read is left out, not reported as 0.
+        let mut none: Outcome<Report> = Outcome::default();
+        record(
+            &mut none,
+            Check::Kubelite,
+            Err("no SSH options given".into()),
+        );
+        let Value::Object(keys) = serde_json::to_value(&none.report).unwrap() else {
+            unreachable!()
+        };
+        assert!(!prometheus(&keys, false).contains("kubemend_watch_errors"));
+    }
+}
