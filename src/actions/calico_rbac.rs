@@ -600,6 +600,21 @@ struct Review {
     reason: String,
 }
 
+/// The read-only survey the runbook makes: the plan a run with the default options would make
+/// (what the ClusterRole lacks, confirmed by SubjectAccessReviews), on a scratch outcome
+/// (`cx` should be in check mode). Calico not installed is [`Error::NotFound`].
+pub async fn survey(cx: &Context) -> Result<Report> {
+    // The options' own defaults, as a run without options has them.
+    let options: Options =
+        serde_json::from_value(serde_json::json!({})).map_err(|e| Error::Internal {
+            message: format!("calico_rbac's default options: {e}"),
+        })?;
+    let action = CalicoRbac::validate(options)?;
+    let mut scratch = Outcome::default();
+    action.plan(cx, &mut scratch).await?;
+    Ok(scratch.report)
+}
+
 impl Action for CalicoRbac {
     const NAME: &'static str = "calico_rbac";
     const ABOUT: &'static str =

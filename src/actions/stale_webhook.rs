@@ -362,6 +362,31 @@ pub struct WebhookReport {
     pub reason: String,
 }
 
+impl WebhookReport {
+    /// Whether the verdict is stale (the typed question the report's text answers).
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        self.verdict == Verdict::Stale(Vec::new()).label()
+    }
+}
+
+/// The read-only survey the runbook makes: every webhook configuration judged as `detect`
+/// judges it, nothing deleted (the plan on a scratch outcome; `cx` should be in check mode).
+pub async fn survey(cx: &Context) -> Result<Report> {
+    let action = StaleWebhook {
+        cluster: ClusterArgs::default(),
+        target: Target::Detect {
+            exclude: Vec::new(),
+        },
+        kinds: vec![Kind::Mutating, Kind::Validating],
+        force: false,
+        backup_dir: None,
+    };
+    let mut scratch = Outcome::default();
+    action.plan(cx, &mut scratch).await?;
+    Ok(scratch.report)
+}
+
 /// The validated action.
 #[derive(Debug, Clone)]
 pub struct StaleWebhook {

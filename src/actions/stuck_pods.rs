@@ -825,6 +825,38 @@ pub struct StuckPods {
     backup_dir: Option<PathBuf>,
 }
 
+/// What the runbook's survey of stuck pods looks at.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    /// Namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// As the option of that name.
+    pub terminating_grace: Duration,
+    /// As the option of that name.
+    pub pending_age: Duration,
+    /// Most pods judged one by one (the counts are exact beyond it).
+    pub max_pods: u32,
+}
+
+/// The read-only survey the runbook makes: the plan a run with `survey`'s settings would make,
+/// both kinds, on a scratch outcome (`cx` should be in check mode). The report (its counts and
+/// the pods left alone) comes back also when the plan fails, with why.
+pub async fn survey(cx: &Context, survey: &Survey) -> Result<(Report, Result<Plan>)> {
+    let options: Options = serde_json::from_value(serde_json::json!({
+        "namespaces": survey.namespaces,
+        "terminating_grace": survey.terminating_grace.to_string(),
+        "pending_age": survey.pending_age.to_string(),
+        "max_pods": survey.max_pods,
+    }))
+    .map_err(|e| Error::Internal {
+        message: format!("stuck_pods' survey options: {e}"),
+    })?;
+    let action = StuckPods::validate(options)?;
+    let mut scratch = Outcome::default();
+    let planned = action.plan(cx, &mut scratch).await;
+    Ok((scratch.report, planned))
+}
+
 impl Action for StuckPods {
     const NAME: &'static str = "stuck_pods";
     const ABOUT: &'static str =

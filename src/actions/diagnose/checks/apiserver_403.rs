@@ -7,6 +7,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
+use crate::actions::Action as _;
+use crate::actions::calico_rbac::CalicoRbac;
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
 use crate::client::Cluster;
@@ -242,7 +244,7 @@ pub fn forbidden_finding(
         "nothing to do".into()
     };
     if high {
-        f.fix = Some(fix("calico_rbac", &json!({})));
+        f.fix = Some(fix(CalicoRbac::NAME, &json!({})));
     }
     f.data
         .insert("forbidden_total".into(), json!(forbidden.total));

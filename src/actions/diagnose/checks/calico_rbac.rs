@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
-use crate::actions::calico_rbac::{self, CalicoRbac};
+use crate::actions::Action as _;
+use crate::actions::Context;
+use crate::actions::calico_rbac::CalicoRbac;
+use crate::actions::calico_rbac::{self};
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
-use crate::actions::{Action, Context};
 use crate::error::Error;
-use crate::outcome::Outcome as Scratch;
 
 /// Runs the check, keeping calico_rbac's plan for calico_version.
 pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
@@ -25,14 +26,10 @@ pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
     findings
 }
 
-/// calico_rbac's plan with its defaults, on a scratch outcome; a failure is the skip reason.
+/// calico_rbac's survey; a failure is the skip reason.
 pub(super) async fn calico_plan(cx: &Context) -> std::result::Result<calico_rbac::Report, String> {
-    let action = serde_json::from_value::<calico_rbac::Options>(json!({}))
-        .map_err(|e| format!("calico_rbac options: {e}"))
-        .and_then(|options| CalicoRbac::validate(options).map_err(reason))?;
-    let mut scratch = Scratch::default();
-    match action.plan(cx, &mut scratch).await {
-        Ok(_) => Ok(scratch.report),
+    match calico_rbac::survey(cx).await {
+        Ok(report) => Ok(report),
         Err(error @ Error::NotFound { .. }) => Err(format!(
             "calico-kube-controllers is not installed here: {}",
             error.message_with_causes()
@@ -118,6 +115,6 @@ fn calico_rbac_findings(report: &calico_rbac::Report) -> Vec<Finding> {
     f.hint = "add the missing permissions to the ClusterRole (only adds, never removes a rule): \
               the controllers stop failing their list calls"
         .into();
-    f.fix = Some(fix("calico_rbac", &json!({})));
+    f.fix = Some(fix(CalicoRbac::NAME, &json!({})));
     vec![f]
 }

@@ -4,6 +4,8 @@
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
+use crate::actions::Action as _;
+use crate::actions::calico_rbac::CalicoRbac;
 use crate::actions::calico_rbac::{self};
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
@@ -127,7 +129,7 @@ pub fn calico_version_finding(calico: Version, kubernetes: &str, minor: u32) -> 
              on microk8s never re-apply the old cni.yaml), then run calico_rbac for the new \
              release's permissions"
         );
-        f.fix = Some(fix("calico_rbac", &json!({})));
+        f.fix = Some(fix(CalicoRbac::NAME, &json!({})));
     }
     f
 }

@@ -14,6 +14,7 @@ use super::{Check, Outcome, Run, reason};
 use crate::actions::Action;
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
+use crate::actions::kubelite_restart::KubeliteRestart;
 use crate::client::Cluster;
 use crate::error::Error;
 use crate::k8s::duration::format_duration;
@@ -263,7 +264,10 @@ fn watch_errors_finding(
                   restart kubelite on this node (kubelite_restart), and look at the datastore \
                   (the database_locked finding)"
             .into();
-        f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+        f.fix = Some(fix(
+            KubeliteRestart::NAME,
+            &with_ssh(json!({"nodes": [node]})),
+        ));
     } else {
         "nothing to do".clone_into(&mut f.hint);
     }
@@ -350,7 +354,10 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
                       on this node (kubelite_restart), and if the errors go on, restart dqlite \
                       there: `sudo snap restart microk8s.daemon-k8s-dqlite`"
                 .into();
-            f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+            f.fix = Some(fix(
+                KubeliteRestart::NAME,
+                &with_ssh(json!({"nodes": [node]})),
+            ));
         } else {
             "nothing to do".clone_into(&mut f.hint);
         }
@@ -449,7 +456,10 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
                                   it takes a fresh snapshot, and restart kubelite after it \
                                   (kubelite_restart)"
                             .into();
-                        f.fix = Some(fix("kubelite_restart", &with_ssh(json!({"nodes": [node]}))));
+                        f.fix = Some(fix(
+                            KubeliteRestart::NAME,
+                            &with_ssh(json!({"nodes": [node]})),
+                        ));
                     } else {
                         "nothing to do".clone_into(&mut f.hint);
                     }
@@ -554,7 +564,7 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
                     microk8s::APISERVER_ARGS
                 );
                 f.data.insert("missing_gates".into(), json!(missing));
-                f.fix = Some(fix("kubelite_restart", &with_ssh(json!({}))));
+                f.fix = Some(fix(KubeliteRestart::NAME, &with_ssh(json!({}))));
                 findings.push(f);
             }
         }

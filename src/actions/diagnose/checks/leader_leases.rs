@@ -7,8 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
+use crate::actions::Action as _;
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
+use crate::actions::kubelite_restart::KubeliteRestart;
 use crate::client::Cluster;
 use crate::error::Result;
 use crate::k8s::duration::{format_ago, format_duration, seconds_since};
@@ -130,7 +132,7 @@ pub fn lease_finding(
             "{name} runs inside kubelite on microk8s: restart kubelite on a healthy node \
              (kubelite_restart)"
         );
-        f.fix = Some(fix("kubelite_restart", &json!({})));
+        f.fix = Some(fix(KubeliteRestart::NAME, &json!({})));
         return f;
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
@@ -159,7 +161,7 @@ pub fn lease_finding(
                     &node
                 }
             ),
-            Some(fix("kubelite_restart", &json!({}))),
+            Some(fix(KubeliteRestart::NAME, &json!({}))),
         )
     } else if churning {
         (

@@ -4,26 +4,16 @@
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
+use crate::actions::Action as _;
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
-use crate::actions::stale_webhook::{self, StaleWebhook};
-use crate::actions::{Action, Context};
-use crate::outcome::Outcome as Scratch;
+use crate::actions::stale_webhook::StaleWebhook;
+use crate::actions::stale_webhook::{self};
 
-/// Runs the check.
-pub(super) async fn run(d: &Diagnose, run: &mut Run<'_>) -> Outcome {
-    d.stale_webhooks(&run.scratch).await
-}
-
-impl Diagnose {
-    async fn stale_webhooks(&self, cx: &Context) -> std::result::Result<Vec<Finding>, String> {
-        let action = serde_json::from_value::<stale_webhook::Options>(json!({"detect": true}))
-            .map_err(|e| format!("stale_webhook options: {e}"))
-            .and_then(|options| StaleWebhook::validate(options).map_err(reason))?;
-        let mut scratch = Scratch::default();
-        action.plan(cx, &mut scratch).await.map_err(reason)?;
-        Ok(webhook_findings(&scratch.report))
-    }
+/// Runs the check: stale_webhook's own survey, nothing deleted.
+pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
+    let report = stale_webhook::survey(&run.scratch).await.map_err(reason)?;
+    Ok(webhook_findings(&report))
 }
 
 /// A finding per configuration with at least one stale webhook.
@@ -34,7 +24,7 @@ pub fn webhook_findings(report: &stale_webhook::Report) -> Vec<Finding> {
         let stale: Vec<&stale_webhook::WebhookReport> = configuration
             .webhooks
             .iter()
-            .filter(|w| w.verdict == "stale")
+            .filter(|w| w.is_stale())
             .collect();
         if stale.is_empty() {
             continue;
@@ -82,7 +72,7 @@ pub fn webhook_findings(report: &stale_webhook::Report) -> Vec<Finding> {
         if !configuration.stale {
             options["force"] = json!(true);
         }
-        f.fix = Some(fix("stale_webhook", &options));
+        f.fix = Some(fix(StaleWebhook::NAME, &options));
         f.data.insert("kind".into(), json!(configuration.kind));
         f.data.insert("uid".into(), json!(configuration.uid));
         f.data.insert("stale_webhooks".into(), json!(stale.len()));

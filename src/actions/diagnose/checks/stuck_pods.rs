@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{Check, Outcome, Run, reason};
+use crate::actions::Action as _;
+use crate::actions::Context;
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
-use crate::actions::stuck_pods::{self, StuckKind, StuckPods};
-use crate::actions::{Action, Context};
+use crate::actions::stuck_pods::StuckPods;
+use crate::actions::stuck_pods::{self, StuckKind};
 use crate::k8s::duration::{Duration, format_duration};
-use crate::outcome::Outcome as Scratch;
 
 /// Runs the check.
 pub(super) async fn run(d: &Diagnose, run: &mut Run<'_>) -> Outcome {
@@ -41,18 +42,14 @@ pub struct Stuck {
 
 impl Diagnose {
     async fn stuck_pods(&self, cx: &Context) -> std::result::Result<Vec<Finding>, String> {
-        let options = json!({
-            "namespaces": self.namespaces,
-            "terminating_grace": self.terminating_grace.to_string(),
-            "pending_age": self.pending_age.to_string(),
-            "max_pods": STUCK_PODS_DETAIL,
-        });
-        let action = serde_json::from_value::<stuck_pods::Options>(options)
-            .map_err(|e| format!("stuck_pods options: {e}"))
-            .and_then(|options| StuckPods::validate(options).map_err(reason))?;
-        let mut scratch = Scratch::default();
-        let planned = action.plan(cx, &mut scratch).await;
-        let report = &scratch.report;
+        let survey = stuck_pods::Survey {
+            namespaces: self.namespaces.clone(),
+            terminating_grace: self.terminating_grace.clone(),
+            pending_age: self.pending_age.clone(),
+            max_pods: STUCK_PODS_DETAIL,
+        };
+        let (report, planned) = stuck_pods::survey(cx, &survey).await.map_err(reason)?;
+        let report = &report;
         let mut pods: Vec<Stuck> = report
             .left_alone
             .iter()
@@ -227,7 +224,7 @@ pub fn stuck_findings(
             json!(pods.iter().map(|p| p.stuck_seconds).max()),
         );
         f.hint = hint;
-        f.fix = Some(fix("stuck_pods", &options));
+        f.fix = Some(fix(StuckPods::NAME, &options));
         findings.push(f);
     }
     if findings.is_empty() {
