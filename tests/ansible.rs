@@ -1881,10 +1881,42 @@ fn role_defaults_argument_spec_tasks_and_module_schemas_agree() {
                         "{name}: default {default}, but module {module} defaults {option} to {module_default}"
                     ));
                 }
+                // Choices follow from the module (for diagnose's checks: its registry).
+                if let Some(choices) = spec.get("choices") {
+                    let module_choices = schema_choices(&schema, property);
+                    if choices.as_array() != Some(&module_choices) {
+                        problems.push(format!(
+                            "{name}: choices {choices}, but module {module} offers {}",
+                            Value::Array(module_choices)
+                        ));
+                    }
+                }
             }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The values a schema property (or its items) may take: its `enum`, or the `const` of each
+/// `oneOf` alternative, through a `$ref` to `$defs`.
+fn schema_choices(schema: &Value, property: &Value) -> Vec<Value> {
+    let mut node = property.get("items").unwrap_or(property);
+    if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let name = reference.trim_start_matches("#/$defs/");
+        node = &schema["$defs"][name];
+    }
+    if let Some(values) = node.get("enum").and_then(Value::as_array) {
+        return values.clone();
+    }
+    node.get("oneOf")
+        .and_then(Value::as_array)
+        .map(|alternatives| {
+            alternatives
+                .iter()
+                .filter_map(|a| a.get("const").cloned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]

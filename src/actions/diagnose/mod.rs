@@ -92,8 +92,7 @@ pub struct Options {
     #[allow(missing_docs, reason = "documented field by field in ClusterArgs")]
     pub cluster: ClusterArgs,
 
-    /// The checks to run (default: all): calico_rbac, rbac_enforced, stale_webhook,
-    /// stuck_pods, leader_leases, node_leases, calico_version, apiserver_403, kubelite.
+    /// The checks to run (default: all, in the order listed in the choices).
     #[arg(long, value_enum, value_name = "CHECK", value_delimiter = ',')]
     #[serde(default = "all_checks")]
     pub checks: Vec<Check>,
