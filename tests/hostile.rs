@@ -156,7 +156,7 @@ struct FakeSsh {
 }
 
 const FAKE_SSH: &str = r#"#!/bin/sh
-echo "$*" >> "$FAKE_SSH_CALLS"
+printf '%s\n' "$*" >> "$FAKE_SSH_CALLS"
 ctl= log= master= op= dest=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -502,6 +502,17 @@ fn a_node_that_prints_without_end_is_cut_off_at_the_cap_in_bounded_memory() {
     );
     // Reading stops at the cap: memory stays far below what the flood would take.
     assert!(run.peak_kib < 64 * 1024, "peak {} KiB", run.peak_kib);
+    // And every command ran under the node's own `timeout`, which ends it there (TERM, then
+    // KILL) before kubemend stops waiting, also when kubemend stopped reading or is gone.
+    let commands: Vec<String> = ssh
+        .calls()
+        .into_iter()
+        .filter(|c| !c.contains(" -M ") && !c.contains(" -O "))
+        .collect();
+    assert!(!commands.is_empty());
+    for command in &commands {
+        assert!(command.contains(" timeout -k 5 55 "), "{command}");
+    }
 }
 
 /// A secret file given as ssh_config by mistake: the real ssh refuses it line by line, and
