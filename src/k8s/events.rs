@@ -5,6 +5,7 @@
 //! Events live as long as the apiserver's `--event-ttl` (1h by default): they tell what
 //! happened within the last hour, which is what a rate needs, and nothing older.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::core::ObjectList;
@@ -112,7 +113,10 @@ pub async fn with_reason(cluster: &Cluster, namespace: &str, reason: &str) -> Re
 /// runbook later reads to leave the leader changes it causes out of its churn count, and what
 /// `kubectl get events -n kube-system` shows an operator.
 pub async fn record_kubelite_restart(cluster: &Cluster, node: &str, run: &str) -> Result<()> {
-    let now = Timestamp::now().to_string();
+    // The API's own formats: MicroTime (exactly six fractional digits) and Time (seconds).
+    let at = Timestamp::now();
+    let micro = serde_json::to_value(MicroTime(at)).unwrap_or_default();
+    let now = serde_json::to_value(Time(at)).unwrap_or_default();
     let event = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Event",
@@ -125,6 +129,10 @@ pub async fn record_kubelite_restart(cluster: &Cluster, node: &str, run: &str) -
         "reportingComponent": "kubemend",
         "reportingInstance": run,
         "action": "Restart",
+        // eventTime makes it a "new" Event, which may live in another namespace than a
+        // cluster-scoped object's (kubernetes: pkg/apis/core/validation/events.go; a legacy one
+        // about a Node must be in "default").
+        "eventTime": micro,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
