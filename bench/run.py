@@ -870,7 +870,7 @@ def kubelite_section(rounds):
              f"in order: {every_km} s). Of that overhead, {leader_wait(report) / n:.2f} s per "
              "node was spent waiting for a leader Lease after every other gate of the node had "
              "passed: kube-controller-manager does not release its Lease when it stops, so once "
-             "its holder restarts, another is elected only after the Lease (8 s on the test bed) "
+             "its holder restarts, another is elected only after the Lease (12 s on the test bed) "
              "has expired and a candidate's next try (every 2 s, jittered); the rest, "
              f"{(overhead - leader_wait(report) / n):.2f} s per node, is kubemend's own (the "
              "pre-flight over SSH, the lock, noticing each gate, the final check). Every round, "
@@ -1019,7 +1019,8 @@ def main():
         "# Benchmarks", "",
         f"Written by `make bench` on {now}: {os.cpu_count()} cores ({cpu}), Linux "
         f"{platform.release()}, against the test bed (Kubernetes v1.34 built from source, three "
-        "kwok nodes, one shared etcd). Each command ran "
+        "systemd machines running kubelite with kwok as its kubelet, a real dqlite cluster, one "
+        "shared etcd as the apiservers' datastore). Each command ran "
         f"{RUNS} times (the pod-scale rows {max(5, RUNS // 3)} times) after {WARMUP} warm-up runs, "
         "in the same run as the tool it is compared with. Peak RSS is the largest process's "
         "maximum resident set (GNU time's `%M`); for a shell pipeline, its largest member.",
