@@ -776,3 +776,92 @@ async fn after_the_fixes_the_incident_findings_are_gone() {
         "{stable:#}"
     );
 }
+
+/// The scheduler's and controller-manager's watches on k8s01 break under them for real: the
+/// kernel destroys their connections to the node's apiserver (`testcluster fault k8s01
+/// watch-break`, as an apiserver dropping them does), and their own client-go logs each broken
+/// watch. diagnose counts those lines on k8s01, warns, and names kubelite_restart for k8s01.
+/// (An apiserver restarted on its own is not possible on microk8s: one kubelite process runs
+/// it with the scheduler, so restarting it restarts the scheduler too.)
+#[tokio::test]
+async fn real_broken_watches_are_counted_on_their_node() {
+    let _node = support::node_lock("k8s01");
+    let ssh_config = support::cluster().ssh_config.clone();
+    let scheduler_pid = || support::ssh_ok("k8s01", "pgrep -f -x '.* kube-scheduler .*'");
+    let args = json!({"checks": ["kubelite"], "ssh_config": ssh_config, "nodes": ["k8s01"],
+                      "window": "1h"});
+    let watch_errors = |result: &Value| {
+        finding_by_id(result, "kubelite:watch_errors:node/k8s01")["data"]["count"]
+            .as_u64()
+            .expect("a count")
+    };
+    let (code, before) = support::run_module("diagnose", &args);
+    assert_eq!(code, 0, "{before:#}");
+    let before = watch_errors(&before);
+    let pid = scheduler_pid();
+    let restarts = support::unit_property("k8s01", "NRestarts");
+
+    let since = support::now().floor();
+    let out = support::testcluster(&["fault", "k8s01", "watch-break"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The scheduler's own lines, read straight from the node's journal: its Pod watch broke.
+    let pid = pid.trim().to_owned();
+    let logged = support::wait_for(
+        "the scheduler to log its broken Pod watch",
+        Duration::from_secs(60),
+        || {
+            let pid = pid.clone();
+            async move {
+                let journal = support::ssh_ok(
+                    "k8s01",
+                    &format!(
+                        "sudo journalctl -u snap.microk8s.daemon-kubelite --since=@{since} \
+                         --no-pager -o short-unix"
+                    ),
+                );
+                let broken: Vec<&str> = journal
+                    .lines()
+                    .filter(|l| {
+                        l.contains("watch ended with error") || l.contains("Failed to watch")
+                    })
+                    .collect();
+                if broken
+                    .iter()
+                    .any(|l| l.contains(&format!("[{pid}]")) && l.contains("type=\"*v1.Pod\""))
+                {
+                    Ok(broken.len() as u64)
+                } else {
+                    Err(format!(
+                        "{} watch-error line(s), none of pid {pid} for *v1.Pod",
+                        broken.len()
+                    ))
+                }
+            }
+        },
+    )
+    .await;
+    // Under a running scheduler: the same process, the unit never restarted.
+    assert_eq!(scheduler_pid().trim(), pid);
+    assert_eq!(support::unit_property("k8s01", "NRestarts"), restarts);
+
+    let (code, after) = support::run_module("diagnose", &args);
+    assert_eq!(code, 0, "{after:#}");
+    let finding = finding_by_id(&after, "kubelite:watch_errors:node/k8s01");
+    let count = watch_errors(&after);
+    assert!(
+        count >= logged && count > before,
+        "before {before}, logged {logged}: {finding:#}"
+    );
+    // Far above the review's one per 10 minutes, even over the hour.
+    assert_eq!(finding["severity"], "warning", "{finding:#}");
+    assert_eq!(finding["fix"]["module"], "kubelite_restart", "{finding:#}");
+    assert_eq!(
+        finding["fix"]["options"]["nodes"],
+        json!(["k8s01"]),
+        "{finding:#}"
+    );
+}

@@ -170,23 +170,18 @@ where
     }
 }
 
-/// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout`.
+/// Polls `f` every 250 ms until it returns `Some`, or panics after `timeout` ([`wait_for`]
+/// without a description of the last state).
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for(what, timeout, || {
+        let next = f();
+        async move { next.await.ok_or_else(|| "not yet".to_owned()) }
+    })
+    .await
 }
 
 /// Runs a command on a node over real SSH, with the test bed's ssh_config.
