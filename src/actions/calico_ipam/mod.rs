@@ -215,6 +215,29 @@ pub struct Report {
     pub verified: Option<bool>,
 }
 
+/// One read-only scan with the default rules (min_age 15m, tunnel addresses of existing nodes
+/// and other handles left alone), for diagnose: its leaks and orphans are candidates that
+/// calico_ipam confirms with a second scan before releasing any. `Ok(None)` when Calico's IPAM
+/// is not in the Kubernetes datastore.
+pub async fn survey(cluster: &Cluster) -> Result<Option<(Resources, Findings)>> {
+    let resources = match Resources::discover(cluster).await {
+        Ok(resources) => resources,
+        Err(Error::CannotPlan { .. }) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let action = CalicoIpam {
+        cluster: ClusterArgs::default(),
+        confirm_after: default_confirm_after(),
+        min_age: default_min_age(),
+        max_releases: usize::MAX,
+        tunnel_addresses: false,
+        other_handles: false,
+        backup_dir: None,
+    };
+    let findings = action.scan(cluster, &resources).await?;
+    Ok(Some((resources, findings)))
+}
+
 /// The validated action.
 #[derive(Debug)]
 pub struct CalicoIpam {
