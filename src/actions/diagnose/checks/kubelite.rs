@@ -233,37 +233,48 @@ fn warning_if(over: bool) -> Severity {
     }
 }
 
-/// The watch-stream errors in one node's kubelite journal, judged per 10 minutes.
-fn watch_errors_finding(
-    node: &str,
+/// A count of journal lines over the window, judged as a rate against a limit.
+struct JournalRate<'a> {
+    /// The finding's kind (its id's middle part).
+    kind: &'a str,
+    /// Lines counted.
     count: usize,
+    /// What the lines are, for the evidence.
+    what: &'a str,
+    /// The rate's period in seconds, its key in data and its words in the evidence.
+    per: (f64, &'a str, &'a str),
+    /// Above this many per period: a warning.
+    limit: u32,
+    /// What to do when over the limit (kubelite_restart on this node is the fix).
+    hint: &'a str,
+}
+
+/// The finding of a [`JournalRate`] on one node.
+fn journal_rate_finding(
+    node: &str,
+    rate: &JournalRate<'_>,
     limits: &KubeliteLimits,
     with_ssh: &dyn Fn(Value) -> Value,
 ) -> Finding {
     let window = format_duration(limits.window_seconds);
-    let per_10m = journal_rate(count, 600.0, limits.window_seconds);
-    let over = per_10m > f64::from(limits.watch_errors_per_10m);
+    let (period, key, words) = rate.per;
+    let value = journal_rate(rate.count, period, limits.window_seconds);
+    let over = value > f64::from(rate.limit);
     let mut f = node_finding(
-        "watch_errors",
+        rate.kind,
         node,
         warning_if(over),
         format!(
-            "{count} watch-stream error(s) (`Failed to watch`, `watch ended with error`) in the \
-             kubelite journal over the last {window} ({per_10m:.1} per 10 minutes; warning above \
-             {})",
-            limits.watch_errors_per_10m
+            "{} {} over the last {window} ({value:.1} {words}; warning above {})",
+            rate.count, rate.what, rate.limit
         ),
     );
-    f.data.insert("count".into(), json!(count));
-    f.data.insert("per_10_minutes".into(), json!(per_10m));
+    f.data.insert("count".into(), json!(rate.count));
+    f.data.insert(key.into(), json!(value));
     f.data
         .insert("window_seconds".into(), json!(limits.window_seconds));
     if over {
-        f.hint = "the scheduler or controller-manager on this node keeps losing its watches; \
-                  pods created while a watch was down can stay Pending unseen (the incident): \
-                  restart kubelite on this node (kubelite_restart), and look at the datastore \
-                  (the database_locked finding)"
-            .into();
+        rate.hint.clone_into(&mut f.hint);
         f.fix = Some(fix(
             KubeliteRestart::NAME,
             &with_ssh(json!({"nodes": [node]})),
@@ -330,43 +341,37 @@ pub fn kubelite_findings(reading: &NodeReading, limits: &KubeliteLimits) -> Vec<
         }
     }
     if !per_unit.is_empty() {
-        let window = format_duration(limits.window_seconds);
-        let rate = journal_rate(total, 3600.0, limits.window_seconds);
-        let over = rate > f64::from(limits.locked_per_hour);
-        let mut f = node_finding(
-            "database_locked",
-            node,
-            warning_if(over),
-            format!(
-                "{total} `database is locked` error(s) in the kubelite and k8s-dqlite journals \
-                 over the last {window} ({rate:.0} per hour; warning above {})",
-                limits.locked_per_hour
-            ),
-        );
-        f.data.insert("count".into(), json!(total));
-        f.data.insert("per_hour".into(), json!(rate));
-        f.data
-            .insert("window_seconds".into(), json!(limits.window_seconds));
+        let rate = JournalRate {
+            kind: "database_locked",
+            count: total,
+            what: "`database is locked` error(s) in the kubelite and k8s-dqlite journals",
+            per: (3600.0, "per_hour", "per hour"),
+            limit: limits.locked_per_hour,
+            hint: "dqlite is refusing writes under contention; stale watches follow (the \
+                   scheduler stops seeing new pods, as in the incident): restart kubelite on \
+                   this node (kubelite_restart), and if the errors go on, restart dqlite there: \
+                   `sudo snap restart microk8s.daemon-k8s-dqlite`",
+        };
+        let mut f = journal_rate_finding(node, &rate, limits, &with_ssh);
         f.data.insert("per_unit".into(), Value::Object(per_unit));
-        if over {
-            f.hint = "dqlite is refusing writes under contention; stale watches follow (the \
-                      scheduler stops seeing new pods, as in the incident): restart kubelite \
-                      on this node (kubelite_restart), and if the errors go on, restart dqlite \
-                      there: `sudo snap restart microk8s.daemon-k8s-dqlite`"
-                .into();
-            f.fix = Some(fix(
-                KubeliteRestart::NAME,
-                &with_ssh(json!({"nodes": [node]})),
-            ));
-        } else {
-            "nothing to do".clone_into(&mut f.hint);
-        }
         findings.push(f);
     }
 
     // Watch-stream errors of the controllers inside kubelite, over the window.
     if let Some(count) = watch_errors {
-        findings.push(watch_errors_finding(node, count, limits, &with_ssh));
+        let rate = JournalRate {
+            kind: "watch_errors",
+            count,
+            what: "watch-stream error(s) (`Failed to watch`, `watch ended with error`) in the \
+                   kubelite journal",
+            per: (600.0, "per_10_minutes", "per 10 minutes"),
+            limit: limits.watch_errors_per_10m,
+            hint: "the scheduler or controller-manager on this node keeps losing its watches; \
+                   pods created while a watch was down can stay Pending unseen (the incident): \
+                   restart kubelite on this node (kubelite_restart), and look at the datastore \
+                   (the database_locked finding)",
+        };
+        findings.push(journal_rate_finding(node, &rate, limits, &with_ssh));
     }
 
     // dqlite voters and leader.
