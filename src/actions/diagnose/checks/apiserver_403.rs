@@ -114,6 +114,10 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 /// The shortest time between the two reads of /metrics that give the 403 rate of now.
 pub const FORBIDDEN_SAMPLE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How many more reads of /metrics may look for the API server process of the first read
+/// (by its start time), when a load balancer handed the second to another.
+const SAME_SERVER_TRIES: usize = 8;
+
 /// The API server's 403 counters, read from its /metrics.
 async fn read_forbidden(cluster: &Cluster) -> Result<Forbidden> {
     let request = http::Request::get("/metrics")
@@ -152,7 +156,17 @@ impl Diagnose {
         if let Some((at, _)) = &first {
             tokio::time::sleep_until(*at + FORBIDDEN_SAMPLE).await;
         }
-        let second = read_forbidden(cluster).await?;
+        let mut second = read_forbidden(cluster).await?;
+        // Behind a load balancer another API server may have answered: its counter says
+        // nothing of the first's, so ask again, a few times, for the first one.
+        if let Some((_, first)) = &first {
+            for _ in 0..SAME_SERVER_TRIES {
+                if first.started.is_none() || first.started == second.started {
+                    break;
+                }
+                second = read_forbidden(cluster).await?;
+            }
+        }
         let now = Timestamp::now().as_second();
         let current = first.and_then(|(at, first)| {
             forbidden_per_minute(&first, &second, at.elapsed().as_secs_f64())
