@@ -5,8 +5,9 @@
 //! its kubeconfig and ssh_config. Tests never share objects: `unique()` names
 //! and `namespace()` give each test its own. Tests that disrupt a node (stop
 //! or restart its kubelite, set a fault) hold `node_lock()` for it, and tests
-//! that use the seeded incident hold `incident()`: both are file locks, so
-//! they also order test binaries that run at the same time.
+//! that use the seeded incident hold `incident()`, tests that write Calico IPAM
+//! hold `calico()`: all are file locks, so they also order test binaries that
+//! run at the same time.
 //!
 //! It also runs the binary the ways the tests drive it (`kubemend()`, `run_module()`), reaches
 //! the nodes with the key in an ssh-agent only (`SshAgent`), reads the test bed's record of
@@ -402,6 +403,35 @@ pub fn incident() -> Lock {
         String::from_utf8_lossy(&out.stderr)
     );
     Lock { file, node: None }
+}
+
+/// Shapes the test bed as the Kubernetes datastore of Calico `shape` (`v3.13` or `v3.32`), with a
+/// clean IPAM (`testcluster calico SHAPE`), and holds it for the test: the tests that write Calico
+/// IPAM objects run one at a time.
+pub fn calico(shape: &str) -> Lock {
+    let file = lock("calico");
+    let out = testcluster(&["calico", shape]);
+    assert!(
+        out.status.success(),
+        "testcluster calico {shape} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Lock { file, node: None }
+}
+
+/// `tests/cluster/calico-cni ARGS`, the stand-in for Calico's CNI IPAM, to run.
+pub fn calico_cni_command(args: &[&str]) -> Command {
+    let mut cmd =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/calico-cni"));
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `tests/cluster/calico-cni ARGS`.
+pub fn calico_cni(args: &[&str]) -> Output {
+    calico_cni_command(args)
+        .output()
+        .expect("failed to run tests/cluster/calico-cni")
 }
 
 impl Drop for Lock {
