@@ -13,11 +13,10 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 /// The node the pods of these tests run on (kwok gives them addresses from 10.1.2.0/24).
@@ -110,34 +109,7 @@ fn ordinal(cidr: &str, ip: &str) -> usize {
 /// A pod on `NODE` in a fresh namespace, Running with the address kwok gave it.
 async fn running_pod(client: &Client, reaper: &support::Reaper) -> Pod {
     let namespace = reaper.namespace(client).await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let name = support::unique("ipam");
-    support::create(
-        &pods,
-        json!({
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": NODE,
-                "automountServiceAccountToken": false,
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "main", "image": "busybox"}],
-            },
-        }),
-    )
-    .await;
-    support::wait_for(
-        &format!("pod {namespace}/{name} Running with an IP"),
-        Duration::from_secs(60),
-        || async {
-            let pod = pods.get(&name).await.map_err(|e| e.to_string())?;
-            let status = pod.status.clone().unwrap_or_default();
-            match (status.phase.as_deref(), status.pod_ip.as_deref()) {
-                (Some("Running"), Some(ip)) if !ip.is_empty() => Ok(pod),
-                other => Err(format!("phase and IP {other:?}")),
-            }
-        },
-    )
-    .await
+    support::calico_pod(client, &namespace, NODE).await
 }
 
 fn pod_ns_name(pod: &Pod) -> (String, String) {
@@ -163,22 +135,7 @@ async fn annotations(client: &Client, pod: &Pod) -> Value {
 
 /// Deletes the pod at once and waits until it is gone (kwok confirms the deletion).
 async fn delete_pod(client: &Client, pod: &Pod) {
-    let (namespace, name) = pod_ns_name(pod);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let _ = pods
-        .delete(&name, &DeleteParams::default().grace_period(0))
-        .await;
-    support::wait_for(
-        &format!("pod {namespace}/{name} gone"),
-        Duration::from_secs(60),
-        || async {
-            match pods.get_opt(&name).await {
-                Ok(None) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    support::delete_pod_now(client, pod).await;
 }
 
 /// One test's share of the test bed: the Calico shape held, and a running pod on `NODE` in a

@@ -427,6 +427,65 @@ pub fn calico_cni_command(args: &[&str]) -> Command {
     cmd
 }
 
+/// A pod on `node` in `namespace`, Running with the address kwok gave it (what Calico's CNI
+/// would allocate: `calico-cni add` takes it from there).
+pub async fn calico_pod(
+    client: &Client,
+    namespace: &str,
+    node: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let name = unique("ipam");
+    create(
+        &pods,
+        json!({
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "main", "image": "busybox"}],
+            },
+        }),
+    )
+    .await;
+    wait_for(
+        &format!("pod {namespace}/{name} Running with an IP"),
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(&name).await.map_err(|e| e.to_string())?;
+            let status = pod.status.clone().unwrap_or_default();
+            match (status.phase.as_deref(), status.pod_ip.as_deref()) {
+                (Some("Running"), Some(ip)) if !ip.is_empty() => Ok(pod),
+                other => Err(format!("phase and IP {other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Deletes `pod` at once and waits until it is gone (kwok confirms the deletion): no CNI DEL
+/// runs, as when a node loses a pod's sandbox.
+pub async fn delete_pod_now(client: &Client, pod: &k8s_openapi::api::core::v1::Pod) {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+    let _ = pods
+        .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
+        .await;
+    wait_for(
+        &format!("pod {namespace}/{name} gone"),
+        Duration::from_secs(60),
+        || async {
+            match pods.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
 /// Runs `tests/cluster/calico-cni ARGS`.
 pub fn calico_cni(args: &[&str]) -> Output {
     calico_cni_command(args)

@@ -513,11 +513,15 @@ impl Handle {
         Ok((object, empty))
     }
 
-    /// The object marked `spec.deleted: true`, the update `DeleteKVP` sends before the delete.
+    /// The object marked `spec.deleted: true`, the update `DeleteKVP` sends before the delete
+    /// (v3.32); a handle without that field (v3.13's IPAMHandleSpec has none) does not gain it
+    /// and the update writes it as it is.
     #[must_use]
     pub fn marked_deleted(object: &Value) -> Value {
         let mut object = object.clone();
-        if let Some(spec) = object["spec"].as_object_mut() {
+        if let Some(spec) = object["spec"].as_object_mut()
+            && spec.contains_key("deleted")
+        {
             spec.insert("deleted".into(), Value::Bool(true));
         }
         object
