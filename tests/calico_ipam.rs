@@ -622,3 +622,69 @@ async fn calico_ipam_over_max_releases_releases_nothing_on_v3_13() {
 async fn calico_ipam_over_max_releases_releases_nothing_on_v3_32() {
     over_max_releases_nothing_is_released("v3.32").await;
 }
+
+/// diagnose's calico_ipam check: the seeded leaks per node, the orphaned handle and the pool's
+/// use as findings naming calico_ipam, and as Prometheus gauges; nothing released.
+#[tokio::test]
+async fn diagnose_reports_leaks_per_node_orphans_and_pool_use() {
+    let bed = Bed::new("v3.32").await;
+    let (client, namespace) = (bed.client.clone(), bed.namespace.clone());
+    let seeded = seed(&client, &namespace).await;
+    let before = versions(&client).await;
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["calico_ipam"], "ipam_min_age": format!("{}s", MIN_AGE.as_secs())}),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    let finding = |id: &str| {
+        result["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no finding {id}: {result:#}"))
+            .clone()
+    };
+    let node = finding(&format!("calico_ipam:node/{NODE}"));
+    assert_eq!(node["severity"], "warning", "{node:#}");
+    assert_eq!(node["data"]["count"], json!(2), "{node:#}");
+    let ips: BTreeSet<String> = serde_json::from_value(node["data"]["ips"].clone()).unwrap();
+    assert_eq!(ips, [ip_of(&seeded.gone), ip_of(&seeded.done)].into());
+    assert_eq!(node["fix"]["module"], "calico_ipam", "{node:#}");
+    let orphans = finding("calico_ipam:ipamhandles");
+    assert_eq!(
+        orphans["data"]["handles"],
+        json!([seeded.orphan]),
+        "{orphans:#}"
+    );
+    let pool = finding("calico_ipam:ippool/default-ipv4-ippool");
+    // 3 tunnels and the live, done and gone pods' addresses: 6 of 65,536.
+    assert_eq!(pool["data"]["allocated"], json!(6), "{pool:#}");
+    assert_eq!(pool["severity"], "info", "{pool:#}");
+    assert_eq!(versions(&client).await, before, "diagnose wrote");
+
+    let out = support::kubemend()
+        .args([
+            "diagnose",
+            "--checks",
+            "calico_ipam",
+            "--output",
+            "prometheus",
+        ])
+        .args(["--ipam-min-age", &format!("{}s", MIN_AGE.as_secs())])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "kubemend_calico_ipam_leaked_addresses 2",
+        "kubemend_calico_ipam_orphaned_handles 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "kubemend_calico_ipam_pool_utilisation_percent{pool=\"default-ipv4-ippool\"} "
+        )),
+        "{metrics}"
+    );
+}

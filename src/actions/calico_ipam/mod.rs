@@ -130,7 +130,9 @@ fn default_confirm_after() -> Duration {
     Duration::from_secs(30)
 }
 
-fn default_min_age() -> Duration {
+/// calico_ipam's default min_age: kube-controllers' leak grace period.
+#[must_use]
+pub fn default_min_age() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
@@ -215,11 +217,14 @@ pub struct Report {
     pub verified: Option<bool>,
 }
 
-/// One read-only scan with the default rules (min_age 15m, tunnel addresses of existing nodes
+/// One read-only scan with the default rules but `min_age` (tunnel addresses of existing nodes
 /// and other handles left alone), for diagnose: its leaks and orphans are candidates that
 /// calico_ipam confirms with a second scan before releasing any. `Ok(None)` when Calico's IPAM
 /// is not in the Kubernetes datastore.
-pub async fn survey(cluster: &Cluster) -> Result<Option<(Resources, Findings)>> {
+pub async fn survey(
+    cluster: &Cluster,
+    min_age: &Duration,
+) -> Result<Option<(Resources, Findings)>> {
     let resources = match Resources::discover(cluster).await {
         Ok(resources) => resources,
         Err(Error::CannotPlan { .. }) => return Ok(None),
@@ -228,7 +233,7 @@ pub async fn survey(cluster: &Cluster) -> Result<Option<(Resources, Findings)>> 
     let action = CalicoIpam {
         cluster: ClusterArgs::default(),
         confirm_after: default_confirm_after(),
-        min_age: default_min_age(),
+        min_age: min_age.clone(),
         max_releases: usize::MAX,
         tunnel_addresses: false,
         other_handles: false,

@@ -397,7 +397,11 @@ mod tests {
         record(
             &mut out,
             Check::CalicoIpam,
-            Ok(ipam_findings("crd.projectcalico.org/v1", &ipam)),
+            Ok(ipam_findings(
+                "crd.projectcalico.org/v1",
+                &ipam,
+                &crate::k8s::duration::Duration::from_secs(900),
+            )),
         );
         finish(&mut out.report, FailOn::Never);
         let Value::Object(keys) = serde_json::to_value(&out.report).unwrap() else {

@@ -12,6 +12,7 @@ use crate::actions::calico_ipam::scan::{Findings, Note};
 use crate::actions::calico_ipam::{self, CalicoIpam};
 use crate::actions::diagnose::Diagnose;
 use crate::actions::diagnose::report::{Finding, Severity, finding, fix};
+use crate::k8s::duration::Duration;
 
 /// Pool use from which a pool gets a warning, and a critical finding, in percent.
 const POOL_WARNING: f64 = 85.0;
@@ -21,9 +22,16 @@ const POOL_CRITICAL: f64 = 95.0;
 const NAMED: usize = 20;
 
 /// Runs the check: calico_ipam's own scan, nothing released.
-pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
-    match calico_ipam::survey(&run.cx.cluster).await.map_err(reason)? {
-        Some((resources, found)) => Ok(ipam_findings(resources.api_version(), &found)),
+pub(super) async fn run(d: &Diagnose, run: &mut Run<'_>) -> Outcome {
+    match calico_ipam::survey(&run.cx.cluster, &d.ipam_min_age)
+        .await
+        .map_err(reason)?
+    {
+        Some((resources, found)) => Ok(ipam_findings(
+            resources.api_version(),
+            &found,
+            &d.ipam_min_age,
+        )),
         None => Err(
             "Calico's IPAM is not served by the API server (no Calico, or Calico \
                      with etcd as its datastore)"
@@ -34,7 +42,7 @@ pub(super) async fn run(_: &Diagnose, run: &mut Run<'_>) -> Outcome {
 
 /// The findings of one scan.
 #[must_use]
-pub fn ipam_findings(api_version: &str, found: &Findings) -> Vec<Finding> {
+pub fn ipam_findings(api_version: &str, found: &Findings, min_age: &Duration) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut summary = finding(
         Check::CalicoIpam,
@@ -63,7 +71,7 @@ pub fn ipam_findings(api_version: &str, found: &Findings) -> Vec<Finding> {
     findings.push(summary);
 
     leak_findings(found, &mut findings);
-    orphan_findings(found, &mut findings);
+    orphan_findings(found, min_age, &mut findings);
     pool_findings(found, &mut findings);
     never_fixed_findings(found, &mut findings);
     findings
@@ -106,14 +114,14 @@ fn leak_findings(found: &Findings, findings: &mut Vec<Finding>) {
 }
 
 /// A warning for the orphaned handles.
-fn orphan_findings(found: &Findings, findings: &mut Vec<Finding>) {
+fn orphan_findings(found: &Findings, min_age: &Duration, findings: &mut Vec<Finding>) {
     if !found.orphaned.is_empty() {
         let mut f = finding(
             Check::CalicoIpam,
             Severity::Warning,
             "ipamhandles".into(),
             format!(
-                "{} IPAM handle(s) older than 15m that no allocation references, e.g. {}",
+                "{} IPAM handle(s) older than {min_age} that no allocation references, e.g. {}",
                 found.orphaned.len(),
                 found
                     .orphaned
@@ -292,7 +300,11 @@ mod tests {
             }],
             ..Findings::default()
         };
-        let findings = ipam_findings("crd.projectcalico.org/v1", &found);
+        let findings = ipam_findings(
+            "crd.projectcalico.org/v1",
+            &found,
+            &Duration::from_secs(900),
+        );
         let by_id = |id: &str| {
             findings
                 .iter()
@@ -324,7 +336,11 @@ mod tests {
 
     #[test]
     fn a_clean_ipam_has_only_info() {
-        let findings = ipam_findings("crd.projectcalico.org/v1", &Findings::default());
+        let findings = ipam_findings(
+            "crd.projectcalico.org/v1",
+            &Findings::default(),
+            &Duration::from_secs(900),
+        );
         assert!(
             findings.iter().all(|f| f.severity == Severity::Info),
             "{findings:#?}"
