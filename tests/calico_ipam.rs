@@ -277,21 +277,31 @@ async fn set_node_attribute(client: &Client, ip: &str, node: &str) {
 }
 
 /// One test's share of the test bed: the Calico shape held (a clean IPAM), and a namespace of
-/// the test's own, cleaned up after it.
+/// the test's own, cleaned up after it; the IPAM is left clean again for the tests and
+/// diagnoses that follow (the leaks a test seeds would otherwise be found by them).
 struct Bed {
+    shape: &'static str,
     _calico: support::Lock,
     _reaper: support::Reaper,
     client: Client,
     namespace: String,
 }
 
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // Before the lock is released (fields drop after this).
+        let _ = support::testcluster(&["calico", self.shape]);
+    }
+}
+
 impl Bed {
-    async fn new(shape: &str) -> Self {
+    async fn new(shape: &'static str) -> Self {
         let calico = support::calico(shape);
         let client = support::client().await;
         let reaper = support::Reaper::new("calico-ipam");
         let namespace = reaper.namespace(&client).await;
         Self {
+            shape,
             _calico: calico,
             _reaper: reaper,
             client,
@@ -302,7 +312,7 @@ impl Bed {
 
 /// The seeded leaks are released, in check mode first (the same plan, nothing written); what
 /// must stay stays; a second run changes nothing; the consistency check passes after each run.
-async fn leaks_are_released_and_nothing_else(shape: &str) {
+async fn leaks_are_released_and_nothing_else(shape: &'static str) {
     let bed = Bed::new(shape).await;
     let (client, namespace) = (bed.client.clone(), bed.namespace.clone());
     let seeded = seed(&client, &namespace).await;
@@ -433,7 +443,7 @@ async fn allocate_again(client: &Client, ip: &str, handle: &str, pod: &Pod) {
 
 /// An address released and allocated again to a new pod (a new handle) between the two scans,
 /// and a handle written a moment ago (not yet in its block) are left alone.
-async fn what_changes_between_the_scans_or_is_young_is_left_alone(shape: &str) {
+async fn what_changes_between_the_scans_or_is_young_is_left_alone(shape: &'static str) {
     let bed = Bed::new(shape).await;
     let (client, namespace) = (bed.client.clone(), bed.namespace.clone());
     // Every pod first: kwok hands a deleted pod's address to the next pod, which Calico, whose
@@ -555,7 +565,7 @@ async fn deleted_pod_leaks(client: &Client, namespace: &str, n: usize) -> BTreeS
 
 /// A writer allocating and releasing in the same block during the run: no update is lost, no
 /// address is given twice, and the seeded leaks are released.
-async fn a_concurrent_writer_loses_nothing(shape: &str) {
+async fn a_concurrent_writer_loses_nothing(shape: &'static str) {
     let bed = Bed::new(shape).await;
     let (client, namespace) = (bed.client.clone(), bed.namespace.clone());
     let leaked = deleted_pod_leaks(&client, &namespace, 3).await;
@@ -588,7 +598,7 @@ async fn calico_ipam_beside_a_concurrent_writer_loses_nothing_on_v3_32() {
 }
 
 /// More releases than max_releases: nothing written, the count said.
-async fn over_max_releases_nothing_is_released(shape: &str) {
+async fn over_max_releases_nothing_is_released(shape: &'static str) {
     let bed = Bed::new(shape).await;
     let (client, namespace) = (bed.client.clone(), bed.namespace.clone());
     let leaked = deleted_pod_leaks(&client, &namespace, 2).await;

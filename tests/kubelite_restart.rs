@@ -271,12 +271,13 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
     let _nodes = support::all_nodes_lock();
     no_lock_lease().await;
     let given = json!({"order": "given", "nodes": ["k8s01", "k8s02", "k8s03"]});
-    // slow-start=25 comes up by itself 25 s after the restart, past the 15 s gate_timeout. The
-    // unit is Type=simple: active as soon as its wrapper runs, so the apiserver is what tells.
+    // slow-start=45 comes up by itself 45 s after the restart, past the 30 s gate_timeout (long
+    // enough for k8s01's leader Leases to move: 12 s leases). The unit is Type=simple: active as
+    // soon as its wrapper runs, so the apiserver is what tells.
     for (fault, gate) in [
         ("restart-fails", "restart"),
         ("never-ready", "apiserver /readyz"),
-        ("slow-start=25", "apiserver /readyz"),
+        ("slow-start=45", "apiserver /readyz"),
     ] {
         no_lock_lease().await;
         assert!(
@@ -286,7 +287,7 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
         );
         let since = support::now();
         let mut options = args(&given);
-        options["gate_timeout"] = json!("15s");
+        options["gate_timeout"] = json!("30s");
         let (code, result) = support::run_module("kubelite_restart", &options);
         assert_eq!(code, 1, "{fault}: {result:#}");
         assert_eq!(result["failed_step"], "apply", "{fault}: {result:#}");
@@ -311,7 +312,7 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
         let limit = if gate == "restart" {
             "at the restart"
         } else {
-            "within 15s (gate_timeout)"
+            "within 30s (gate_timeout)"
         };
         assert!(
             result["msg"].as_str().unwrap().contains(limit),
@@ -326,7 +327,7 @@ async fn kubelite_restart_stops_at_the_failing_node_and_a_rerun_restarts_only_wh
 
         if fault.starts_with("slow-start") {
             // The slow node does come up, late: the run stopped rather than moved on.
-            support::wait_until("k8s02's slow start", Duration::from_secs(60), || async {
+            support::wait_until("k8s02's slow start", Duration::from_secs(90), || async {
                 support::kubelite_events_since(since)
                     .iter()
                     .any(|e| e.1 == "k8s02" && e.2 == "started")

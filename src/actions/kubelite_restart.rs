@@ -81,8 +81,8 @@ use crate::k8s::nodes::{
 };
 use crate::k8s::watch::Watched;
 use crate::microk8s::{
-    DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes, dqlite_state,
-    escalation, snap_change_text, snap_changes, targets, unit_state,
+    DELEGATE_CONF, DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes,
+    dqlite_state, escalation, snap_change_text, snap_changes, targets, unit_state,
 };
 use crate::outcome::Outcome;
 use crate::ssh::{self, Remote, SshArgs, Target, check_word};
@@ -1473,16 +1473,13 @@ impl KubeliteRestart {
                 // once whether to restart the whole snap: wait for that to name it.
                 if escalation_risk
                     && let Some(before) = &dqlite_before
-                    && let Some(now) = escalated(remote, before).await
+                    && let Some(evidence) = escalated(remote, before).await
                 {
                     return Err(fail(
                         "no escalation",
                         format!(
                             "kubelite restarted by itself and microk8s turned it into `snap \
-                             restart microk8s`: {DQLITE_UNIT} is {}, invocation {before} is now \
-                             {}; {ESCALATION_REMEDY}",
-                            now.text(),
-                            now.invocation.as_deref().unwrap_or("none")
+                             restart microk8s`: {evidence}; {ESCALATION_REMEDY}"
                         ),
                     ));
                 }
@@ -1569,15 +1566,30 @@ fn restarted_since(before: &Unit, now: &Unit) -> bool {
 /// How long a restarted kubelite's wrapper is given to escalate (it checks first thing).
 const ESCALATION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The node's k8s-dqlite unit once its invocation is no longer `before` (an escalation), or
-/// None if it keeps it for [`ESCALATION_WAIT`].
-async fn escalated(remote: &Remote, before: &str) -> Option<Unit> {
+/// The evidence that microk8s escalated a kubelite crash on this node, or None if none shows
+/// within [`ESCALATION_WAIT`]: its k8s-dqlite with an invocation other than `before`, or
+/// [`DELEGATE_CONF`] written (the node had none: that is what the escalation risk means), which
+/// run-kubelite-with-args does just before `snap restart microk8s`, whose stop of kubelite can
+/// take long before k8s-dqlite's turn comes.
+async fn escalated(remote: &Remote, before: &str) -> Option<String> {
     let until = Instant::now() + ESCALATION_WAIT;
     loop {
-        if let Ok(unit) = unit_state(remote, DQLITE_UNIT).await
-            && unit.invocation.as_deref().is_some_and(|i| i != before)
+        let (dqlite, delegate) = tokio::join!(
+            unit_state(remote, DQLITE_UNIT),
+            remote.run(false, "test", &["-e", DELEGATE_CONF])
+        );
+        if let Ok(unit) = dqlite
+            && let Some(now) = unit.invocation.as_deref().filter(|i| *i != before)
         {
-            return Some(unit);
+            return Some(format!(
+                "{DQLITE_UNIT} is {}, invocation {before} is now {now}",
+                unit.text()
+            ));
+        }
+        if delegate.is_ok_and(|d| d.success()) {
+            return Some(format!(
+                "it wrote {DELEGATE_CONF}, which it does just before `snap restart microk8s`"
+            ));
         }
         if Instant::now() >= until {
             return None;
