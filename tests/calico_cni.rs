@@ -106,12 +106,6 @@ fn ordinal(cidr: &str, ip: &str) -> usize {
     last(ip) - last(cidr.split('/').next().unwrap())
 }
 
-/// A pod on `NODE` in a fresh namespace, Running with the address kwok gave it.
-async fn running_pod(client: &Client, reaper: &support::Reaper) -> Pod {
-    let namespace = reaper.namespace(client).await;
-    support::calico_pod(client, &namespace, NODE).await
-}
-
 fn pod_ns_name(pod: &Pod) -> (String, String) {
     (
         pod.metadata.namespace.clone().unwrap(),
@@ -133,11 +127,6 @@ async fn annotations(client: &Client, pod: &Pod) -> Value {
     json!(now.metadata.annotations.unwrap_or_default())
 }
 
-/// Deletes the pod at once and waits until it is gone (kwok confirms the deletion).
-async fn delete_pod(client: &Client, pod: &Pod) {
-    support::delete_pod_now(client, pod).await;
-}
-
 /// One test's share of the test bed: the Calico shape held, and a running pod on `NODE` in a
 /// namespace of the test's own.
 struct Bed {
@@ -155,7 +144,8 @@ impl Bed {
         let calico = support::calico(shape);
         let client = support::client().await;
         let reaper = support::Reaper::new(prefix);
-        let pod = running_pod(&client, &reaper).await;
+        let namespace = reaper.namespace(&client).await;
+        let pod = support::calico_pod(&client, &namespace, NODE).await;
         let (namespace, name) = pod_ns_name(&pod);
         let ip = pod_ip(&pod);
         Self {
@@ -281,7 +271,7 @@ async fn add_writes_what_calico_writes(shape: &str) {
     }
     assert_consistent();
     cni(&["del", namespace, name]);
-    delete_pod(&bed.client, &bed.pod).await;
+    support::delete_pod_now(&bed.client, &bed.pod).await;
     assert_consistent();
 }
 
@@ -426,7 +416,7 @@ async fn del_restores_what_add_wrote(shape: &str) {
             "{report:#}"
         );
     }
-    delete_pod(&bed.client, &bed.pod).await;
+    support::delete_pod_now(&bed.client, &bed.pod).await;
     assert_consistent();
 }
 
@@ -488,7 +478,7 @@ async fn half_done_writes_leave_orphaned_handles(shape: &str) {
     assert_eq!(code, 1, "{report:#}");
     assert!(orphan_problem(&report), "{report:#}");
     delete_calico("ipamhandles", &handle.to_lowercase());
-    delete_pod(&bed.client, &bed.pod).await;
+    support::delete_pod_now(&bed.client, &bed.pod).await;
     assert_consistent();
 }
 

@@ -31,7 +31,8 @@
 //! the new kubelite runs; the node Ready; the kube-scheduler and kube-controller-manager leases
 //! held and renewed since the restart (a renewal, told by a renewTime other than the one read
 //! before, never by comparing clocks: a Lease frozen ahead of this host's clock does not pass); then, for `settle`, kubelite stable (the same invocation, no
-//! automatic restart) and no escalation (this node's k8s-dqlite not restarted). The node, its
+//! automatic restart) and no escalation (this node's k8s-dqlite not restarted, no delegate.conf
+//! written). The node, its
 //! Lease and the two leader Leases are watched (by name), so their gates pass as soon as the API
 //! server tells of the change; the unit (over SSH) and /readyz, which cannot be watched, are
 //! asked together every 200 ms until they pass. So a node is left as soon as it is healthy. While a
