@@ -7,13 +7,13 @@
 
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::k8s::names::{check_subdomain, quoted};
+use crate::k8s::objects::Node;
 use crate::ssh::{Remote, Target, check_host, check_word};
 
 /// The label microk8s puts on control-plane nodes.

@@ -58,9 +58,7 @@ use std::str::FromStr;
 
 use clap::Args;
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authorization::v1::ResourceAttributes;
-use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams, PostParams};
@@ -76,6 +74,7 @@ use crate::k8s::access;
 use crate::k8s::delete::dry_run_refused;
 use crate::k8s::duration::Duration;
 use crate::k8s::names::{check_label, check_subdomain};
+use crate::k8s::objects::{Container, Deployment, Pod, ReplicaSet};
 use crate::k8s::retry::{Attempt, on_conflict};
 use crate::outcome::{Diff, Outcome};
 

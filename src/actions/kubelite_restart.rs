@@ -63,7 +63,6 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use schemars::JsonSchema;
@@ -80,6 +79,7 @@ use crate::k8s::names::quoted;
 use crate::k8s::nodes::{
     NODE_LEASE_NAMESPACE, NodeReport, NodeState, infos_of, read_nodes, read_nodes_and_objects,
 };
+use crate::k8s::objects::Node;
 use crate::k8s::watch::Watched;
 use crate::microk8s::{
     DELEGATE_CONF, DQLITE_UNIT, ESCALATION_REMEDY, SNAP_RESTART_LIMIT, Unit, check_nodes,

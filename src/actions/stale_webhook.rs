@@ -34,7 +34,6 @@ use clap::{Args, ValueEnum};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
@@ -47,6 +46,7 @@ use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::delete::{BackupOf, DeleteOptions, Deletion, backup, delete_uid};
 use crate::k8s::names::check_subdomain;
+use crate::k8s::objects::Service;
 use crate::outcome::{Diff, Outcome};
 
 /// Delete admission webhook configurations (mutating and validating) whose backend is gone, on

@@ -59,7 +59,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -76,6 +76,7 @@ use crate::k8s::duration::{Duration, format_ago, format_duration, seconds_since}
 use crate::k8s::lease::lease_held;
 use crate::k8s::names::check_label;
 use crate::k8s::nodes::{NODE_LEASE_NAMESPACE, NodeInfo, NodeReport, NodeState, read_nodes};
+use crate::k8s::objects::{Pod, Whole};
 use crate::k8s::paging::Pages;
 use crate::k8s::selector::{check_label_selector, escape_field_value};
 use crate::outcome::{Diff, Outcome};
@@ -1007,7 +1008,7 @@ impl StuckPods {
     }
 
     /// The pod APIs in scope: all namespaces, or each of `namespaces`.
-    fn pod_apis(&self, cluster: &Cluster) -> Vec<Api<Pod>> {
+    fn pod_apis(&self, cluster: &Cluster) -> Vec<Api<Whole<Pod>>> {
         if self.namespaces.is_empty() {
             vec![Api::all(cluster.client.clone())]
         } else {
@@ -1123,15 +1124,15 @@ impl StuckPods {
             age: facts.created.map(|c| seconds_since(c, now)),
             stuck_for: overdue,
             finalizers: facts.finalizers,
-            manifest: serde_json::to_value(&pod).unwrap_or(Value::Null),
+            manifest: pod.raw().clone(),
         };
         plan.settle(verdict, candidate, group, self.max_pods, now);
         Ok(())
     }
 
     /// Reads a pod whole; `None` when it is gone or was re-created (another UID) meanwhile.
-    async fn read_pod(&self, cluster: &Cluster, facts: &Facts) -> Result<Option<Pod>> {
-        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &facts.namespace);
+    async fn read_pod(&self, cluster: &Cluster, facts: &Facts) -> Result<Option<Whole<Pod>>> {
+        let api: Api<Whole<Pod>> = Api::namespaced(cluster.client.clone(), &facts.namespace);
         let pod = api
             .get_opt(&facts.name)
             .await
@@ -1174,7 +1175,7 @@ impl StuckPods {
     async fn consider_pending(
         &self,
         cluster: &Cluster,
-        pod: Pod,
+        pod: Whole<Pod>,
         pending_age: i64,
         now: Timestamp,
         plan: &mut Plan,
@@ -1247,7 +1248,7 @@ impl StuckPods {
             age: Some(age),
             stuck_for: age,
             finalizers: facts.finalizers,
-            manifest: serde_json::to_value(&pod).unwrap_or(Value::Null),
+            manifest: pod.raw().clone(),
         };
         plan.settle(verdict, candidate, group, self.max_pods, now);
         Ok(())

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 
 use crate::client::Cluster;
 use crate::error::Result;
 use crate::k8s::duration::{format_ago, seconds_since};
+use crate::k8s::objects::Node;
 use crate::k8s::paging::Pages;
 
 /// Namespace of the node heartbeat Leases.

@@ -82,7 +82,7 @@ impl Diagnose {
         deadline: tokio::time::Instant,
         check_mode: bool,
     ) -> std::result::Result<Vec<Finding>, String> {
-        let listed = Api::<k8s_openapi::api::core::v1::Node>::all(cluster.client.clone())
+        let listed = Api::<crate::k8s::objects::Node>::all(cluster.client.clone())
             .list(&ListParams::default())
             .await
             .map_err(cluster.error("list", "nodes"))
