@@ -1229,6 +1229,7 @@ fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
         "stale_webhook",
         "kubelite_restart",
         "stuck_pods",
+        "calico_ipam",
         "diagnose_after",
     ] {
         assert_eq!(
@@ -1346,7 +1347,7 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
         true,
         &access.credential,
         &agent,
-        &json!({}),
+        &json!({"microk8s_maintenance_calico_ipam_enabled": true}),
     );
 
     check_mode_diagnose_and_restart_plan(core, &job);
@@ -1384,8 +1385,16 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
         "{core}: {stale:#}"
     );
 
-    // stuck_pods ran too, within the permissions of docs/rbac.yml.
+    // stuck_pods ran too, within the permissions of docs/rbac.yml, and so did calico_ipam
+    // (switched on): its reads, and its dry runs of whatever it would release.
     checked(core, &job, STUCK_PODS_TASK);
+    let ipam = checked(core, &job, CALICO_IPAM_TASK);
+    assert_eq!(
+        ipam["api_group"],
+        json!("crd.projectcalico.org/v1"),
+        "{core}: {ipam:#}"
+    );
+    assert_eq!(ipam["verified"], Value::Null, "{core}: {ipam:#}");
 
     // The closing diagnose ran, every check on every node again; in check mode it does not
     // fail the job.
@@ -1424,6 +1433,8 @@ const STALE_WEBHOOK_TASK: &str = "Remove admission webhook configurations whose 
 const RESTART_TASK: &str = "Restart daemon-kubelite on each node in turn, leaders last";
 const STUCK_PODS_TASK: &str =
     "Force-delete pods that are stuck Terminating or were never scheduled";
+const CALICO_IPAM_TASK: &str =
+    "Release leaked Calico addresses and orphaned IPAM handles, on evidence from two scans";
 const DIAGNOSE_AFTER_TASK: &str = "Diagnose the cluster after the maintenance";
 /// The incident's stuck pod: an AWX job pod, never scheduled, with no controller.
 const AWX_POD: &str = "automation-job-1865-ntgbq";

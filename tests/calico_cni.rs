@@ -1,5 +1,5 @@
 //! The test bed's Calico IPAM: `testcluster calico v3.13|v3.32` and `tests/cluster/calico-cni`,
-//! the stand-in for Calico's CNI IPAM that seeds leaks the way Calico makes them, proven against the
+//! the stand-in for Calico's CNI IPAM that calico_ipam's tests seed leaks with, proven against the
 //! real API server for both shapes: the objects it writes are the ones libcalico-go writes for that
 //! version (v3.32.1's accepted under upstream's structural schema), `del` undoes `add`, the two
 //! half-done writes leave the orphans `check` reports, and concurrent churn stays consistent.

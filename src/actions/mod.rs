@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::protocol::{self, Flags, Report};
 
+pub mod calico_ipam;
 pub mod calico_rbac;
 pub mod diagnose;
 pub mod kubelite_restart;
@@ -41,6 +42,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "stuck_pods",
     "kubelite_restart",
     "diagnose",
+    "calico_ipam",
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
@@ -308,6 +310,7 @@ impl ModuleSpec {
 #[must_use]
 pub fn modules() -> Vec<ModuleSpec> {
     vec![
+        ModuleSpec::of::<calico_ipam::CalicoIpam>(),
         ModuleSpec::of::<calico_rbac::CalicoRbac>(),
         ModuleSpec::of::<kubelite_restart::KubeliteRestart>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),

@@ -15,11 +15,12 @@
 //! is the description, its type the type, `x-sample` (a schemars extension on the field) the
 //! sample, and nested structs the `contains`. So the docs cannot drift from the results.
 //!
-//! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_rbac`],
-//! [`diagnose`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
+//! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_ipam`],
+//! [`calico_rbac`], [`diagnose`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
 //!
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
+mod calico_ipam;
 mod calico_rbac;
 mod diagnose;
 mod kubelite_restart;
@@ -78,6 +79,10 @@ struct Written {
 
 fn written(module: &str) -> Option<Written> {
     let written = match module {
+        "calico_ipam" => Written {
+            version_added: calico_ipam::VERSION_ADDED,
+            examples: calico_ipam::EXAMPLES,
+        },
         "calico_rbac" => Written {
             version_added: calico_rbac::VERSION_ADDED,
             examples: calico_rbac::EXAMPLES,

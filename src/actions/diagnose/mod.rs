@@ -177,6 +177,16 @@ pub struct Options {
     #[serde(default = "default_snapshot_ratio")]
     #[schemars(range(min = 1))]
     pub snapshot_ratio: u32,
+
+    /// How old a Calico IPAM handle must be before the calico_ipam check counts it, or an
+    /// address allocated under it, as orphaned or leaked (calico_ipam's min_age), e.g. 15m.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_ipam_min_age")]
+    pub ipam_min_age: Duration,
+}
+
+fn default_ipam_min_age() -> Duration {
+    crate::actions::calico_ipam::default_min_age()
 }
 
 fn default_window() -> Duration {
@@ -233,6 +243,7 @@ pub struct Diagnose {
     window: Duration,
     locked_per_hour: u32,
     snapshot_ratio: u32,
+    ipam_min_age: Duration,
 }
 
 /// Nothing to carry from plan to apply: the checks are the plan.
@@ -294,6 +305,7 @@ impl Action for Diagnose {
             window: options.window,
             locked_per_hour: options.locked_per_hour,
             snapshot_ratio: options.snapshot_ratio,
+            ipam_min_age: options.ipam_min_age,
         })
     }
 

@@ -132,6 +132,7 @@ pub fn prometheus(keys: &Map<String, Value>, failed: bool) -> String {
         );
     }
     raw_gauges(&report, &mut out);
+    ipam_gauges(&report, &mut out);
     let _ = write!(
         out,
         "# HELP kubemend_diagnose_success Whether kubemend diagnose reached the cluster and ran.\n\
@@ -153,23 +154,10 @@ fn label(value: &str) -> String {
 /// The numbers behind the findings, for rules that take rates and thresholds of their own
 /// (the collection's alert rules): each gauge only when its check ran and read it.
 fn raw_gauges(report: &Report, out: &mut String) {
-    let number = |f: &Finding, key: &str| f.data.get(key).and_then(Value::as_f64);
     let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+        write_gauge(out, name, help, samples);
     };
-    let of = |check: &str, id_part: &str| -> Vec<&Finding> {
-        report
-            .findings
-            .iter()
-            .filter(|f| f.check == check && f.id.contains(id_part))
-            .collect()
-    };
+    let of = |check: &str, id_part: &str| findings_of(report, check, id_part);
     gauge(
         "kubemend_leader_lease_transitions",
         "leaseTransitions of the kube-scheduler and kube-controller-manager Leases (only grows).",
@@ -252,6 +240,74 @@ fn raw_gauges(report: &Report, out: &mut String) {
     );
 }
 
+/// Calico IPAM's gauges: leaked addresses, orphaned handles, each pool's use.
+fn ipam_gauges(report: &Report, out: &mut String) {
+    let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        write_gauge(out, name, help, samples);
+    };
+    let of = |check: &str, id_part: &str| findings_of(report, check, id_part);
+    let ipam = of("calico_ipam", "calico_ipam:ipam");
+    for (name, key, help) in [
+        (
+            "kubemend_calico_ipam_leaked_addresses",
+            "leaked",
+            "Calico addresses nothing uses whose pod is gone or finished (one scan).",
+        ),
+        (
+            "kubemend_calico_ipam_orphaned_handles",
+            "orphaned_handles",
+            "Calico IPAM handles older than 15m that no allocation references (one scan).",
+        ),
+    ] {
+        gauge(
+            name,
+            help,
+            ipam.iter()
+                .filter_map(|f| Some((String::new(), number(f, key)?)))
+                .collect(),
+        );
+    }
+    gauge(
+        "kubemend_calico_ipam_pool_utilisation_percent",
+        "Allocated addresses of each Calico IPPool, in percent of its size.",
+        of("calico_ipam", "calico_ipam:ippool/")
+            .into_iter()
+            .filter_map(|f| {
+                let pool = f.object.strip_prefix("ippool/")?;
+                Some((
+                    format!("{{pool=\"{}\"}}", label(pool)),
+                    number(f, "utilisation_percent")?,
+                ))
+            })
+            .collect(),
+    );
+}
+
+/// A number in a finding's data.
+fn number(f: &Finding, key: &str) -> Option<f64> {
+    f.data.get(key).and_then(Value::as_f64)
+}
+
+/// The findings of `check` whose id contains `id_part`.
+fn findings_of<'a>(report: &'a Report, check: &str, id_part: &str) -> Vec<&'a Finding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.check == check && f.id.contains(id_part))
+        .collect()
+}
+
+/// One gauge with its samples, nothing when it has none.
+fn write_gauge(out: &mut String, name: &str, help: &str, samples: Vec<(String, f64)>) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
 /// The CLI's exit status for a run that did not fail: [`EXIT_FINDINGS`] when a finding
 /// reached `fail_on`.
 #[must_use]
@@ -266,7 +322,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use k8s_openapi::jiff::Timestamp;
 
+    use crate::actions::calico_ipam::scan::{Findings, PoolUse};
     use crate::actions::diagnose::checks::apiserver_403::{Forbidden, forbidden_finding};
+    use crate::actions::diagnose::checks::calico_ipam::ipam_findings;
     use crate::actions::diagnose::checks::kubelite::{incident_node, kubelite_findings, limits};
     use crate::actions::diagnose::checks::leader_leases::{LeaderChanges, lease_finding};
     use crate::actions::diagnose::report::FailOn;
@@ -322,12 +380,38 @@ mod tests {
                 "https://vip",
             )]),
         );
+        let ipam = Findings {
+            leaked: Vec::new(),
+            pools: vec![PoolUse {
+                name: "default-ipv4-ippool".into(),
+                cidr: "10.1.0.0/16".into(),
+                disabled: false,
+                size: 65_536,
+                blocks: 4,
+                allocated: 6_554,
+                leaked: 0,
+                utilisation_percent: 10.0,
+            }],
+            ..Findings::default()
+        };
+        record(
+            &mut out,
+            Check::CalicoIpam,
+            Ok(ipam_findings(
+                "crd.projectcalico.org/v1",
+                &ipam,
+                &crate::k8s::duration::Duration::from_secs(900),
+            )),
+        );
         finish(&mut out.report, FailOn::Never);
         let Value::Object(keys) = serde_json::to_value(&out.report).unwrap() else {
             unreachable!()
         };
         let metrics = prometheus(&keys, false);
         for line in [
+            "kubemend_calico_ipam_leaked_addresses 0",
+            "kubemend_calico_ipam_orphaned_handles 0",
+            "kubemend_calico_ipam_pool_utilisation_percent{pool=\"default-ipv4-ippool\"} 10",
             "kubemend_leader_lease_transitions{lease=\"kube-scheduler\"} 4499",
             "kubemend_apiserver_forbidden_total 721",
             "kubemend_apiserver_forbidden_per_minute 12",

@@ -74,6 +74,7 @@ pub(super) fn reason(error: Error) -> String {
 }
 
 pub mod apiserver_403;
+pub mod calico_ipam;
 pub mod calico_rbac;
 pub mod calico_version;
 pub mod kubelite;
@@ -152,4 +153,6 @@ registry! {
     Apiserver403 => apiserver_403, "apiserver_403";
     /// kubelite on each node, over SSH.
     Kubelite => kubelite, "kubelite";
+    /// Calico's IPAM: leaked addresses, orphaned handles, pool use.
+    CalicoIpam => calico_ipam, "calico_ipam";
 }
