@@ -50,7 +50,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
     Preconditions,
@@ -550,7 +549,7 @@ impl CalicoIpam {
         let mut inputs = Inputs::default();
         let client = &cluster.client;
         let blocks: Api<DynamicObject> = Api::all_with(client.clone(), &resources.blocks);
-        list_pages(cluster, &blocks, "ipamblocks", |object| {
+        list_pages(cluster, &blocks, "ipamblocks", &mut |object| {
             let value = serde_json::to_value(object).unwrap_or_default();
             let name = value["metadata"]["name"]
                 .as_str()
@@ -563,13 +562,13 @@ impl CalicoIpam {
         })
         .await?;
         let handles: Api<DynamicObject> = Api::all_with(client.clone(), &resources.handles);
-        list_pages(cluster, &handles, "ipamhandles", |object| {
+        list_pages(cluster, &handles, "ipamhandles", &mut |object| {
             let handle = Handle::from_object(serde_json::to_value(object).unwrap_or_default());
             inputs.handles.insert(handle.handle_id.clone(), handle);
         })
         .await?;
         let pools: Api<DynamicObject> = Api::all_with(client.clone(), &resources.pools);
-        list_pages(cluster, &pools, "ippools", |object| {
+        list_pages(cluster, &pools, "ippools", &mut |object| {
             let spec = &object.data["spec"];
             if let Some(cidr) = spec["cidr"].as_str().and_then(block::Cidr::parse) {
                 inputs.pools.push(Pool {
@@ -580,12 +579,17 @@ impl CalicoIpam {
             }
         })
         .await?;
-        let nodes: Api<Node> = Api::all(client.clone());
-        list_pages(cluster, &nodes, "nodes", |node| {
-            let annotations = node.metadata.annotations.as_ref();
+        // Nodes, Services and Pods as untyped objects too: one list path for every kind keeps
+        // the static binary small, and a scan needs only a few fields of each.
+        let core = |kind: &str, plural: &str| {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural)
+        };
+        let nodes: Api<DynamicObject> = Api::all_with(client.clone(), &core("Node", "nodes"));
+        list_pages(cluster, &nodes, "nodes", &mut |node| {
+            let annotations = &node.metadata.annotations;
             let ips = scan::TUNNEL_ANNOTATIONS
                 .iter()
-                .filter_map(|a| annotations?.get(*a))
+                .filter_map(|a| annotations.as_ref()?.get(*a))
                 .filter_map(|v| parse_ip(v))
                 .collect();
             inputs
@@ -593,22 +597,19 @@ impl CalicoIpam {
                 .insert(node.metadata.name.clone().unwrap_or_default(), ips);
         })
         .await?;
-        let services: Api<Service> = Api::all(client.clone());
-        list_pages(cluster, &services, "services", |service| {
-            let ingress = service
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref());
-            for entry in ingress.into_iter().flatten() {
-                if let Some(ip) = entry.ip.as_deref().and_then(parse_ip) {
+        let services: Api<DynamicObject> =
+            Api::all_with(client.clone(), &core("Service", "services"));
+        list_pages(cluster, &services, "services", &mut |service| {
+            let ingress = &service.data["status"]["loadBalancer"]["ingress"];
+            for entry in ingress.as_array().into_iter().flatten() {
+                if let Some(ip) = entry["ip"].as_str().and_then(parse_ip) {
                     inputs.load_balancer_ips.insert(ip);
                 }
             }
         })
         .await?;
-        let pods: Api<Pod> = Api::all(client.clone());
-        list_pages(cluster, &pods, "pods", |pod| {
+        let pods: Api<DynamicObject> = Api::all_with(client.clone(), &core("Pod", "pods"));
+        list_pages(cluster, &pods, "pods", &mut |pod| {
             inputs.pods.push(pod_view(&pod));
         })
         .await?;
@@ -626,7 +627,11 @@ impl CalicoIpam {
                 kept.push(leak);
                 continue;
             };
-            let api: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                cluster.client.clone(),
+                namespace,
+                &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods"),
+            );
             let pod = api
                 .get_opt(name)
                 .await
@@ -1028,11 +1033,12 @@ fn capped_findings(mut f: Findings) -> Findings {
 }
 
 /// Lists `what` page by page, handing each item to `each`.
-async fn list_pages<K, F>(cluster: &Cluster, api: &Api<K>, what: &str, mut each: F) -> Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    F: FnMut(K),
-{
+async fn list_pages(
+    cluster: &Cluster,
+    api: &Api<DynamicObject>,
+    what: &str,
+    each: &mut dyn FnMut(DynamicObject),
+) -> Result<()> {
     let mut pages = Pages::new(ListParams::default(), what);
     while let Some(params) = pages.next() {
         let list = api
@@ -1040,7 +1046,9 @@ where
             .await
             .map_err(cluster.error("list", what.to_owned()))?;
         pages.advance(&list.metadata, list.items.len())?;
-        list.items.into_iter().for_each(&mut each);
+        for item in list.items {
+            each(item);
+        }
     }
     Ok(())
 }
@@ -1050,17 +1058,18 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().split('/').next()?.parse().ok()
 }
 
-/// What a scan needs of a pod.
-fn pod_view(pod: &Pod) -> PodView {
-    let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
+/// What a scan needs of a pod: its addresses as libcalico-go's `getPodIPs` reads them.
+fn pod_view(pod: &DynamicObject) -> PodView {
+    let status = &pod.data["status"];
+    let spec = &pod.data["spec"];
+    let mut ips: Vec<IpAddr> = status["podIPs"]
+        .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|p| parse_ip(&p.ip))
+        .filter_map(|p| p["ip"].as_str().and_then(parse_ip))
         .collect();
     if ips.is_empty() {
-        ips.extend(status.and_then(|s| s.pod_ip.as_deref()).and_then(parse_ip));
+        ips.extend(status["podIP"].as_str().and_then(parse_ip));
     }
     if ips.is_empty()
         && let Some(annotations) = pod.metadata.annotations.as_ref()
@@ -1075,13 +1084,12 @@ fn pod_view(pod: &Pod) -> PodView {
                 .filter_map(parse_ip),
         );
     }
-    let phase = status.and_then(|s| s.phase.as_deref());
     PodView {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        finished: matches!(phase, Some("Succeeded" | "Failed")),
-        host_network: pod.spec.as_ref().and_then(|s| s.host_network) == Some(true),
+        node: spec["nodeName"].as_str().map(str::to_owned),
+        finished: matches!(status["phase"].as_str(), Some("Succeeded" | "Failed")),
+        host_network: spec["hostNetwork"].as_bool() == Some(true),
         ips,
     }
 }
