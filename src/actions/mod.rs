@@ -32,6 +32,7 @@ pub mod calico_ipam;
 pub mod calico_rbac;
 pub mod diagnose;
 pub mod kubelite_restart;
+pub mod selection;
 pub mod stale_webhook;
 pub mod stuck_pods;
 

@@ -27,26 +27,24 @@
 //! Invalid names, `name` together with `detect`, or neither, fail before any API call. A failed
 //! read or delete names the object; a backup that cannot be written stops before deleting.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::selection::Selection;
 use super::{Action, Context};
 use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
-use crate::k8s::delete::{BackupOf, DeleteOptions, Deletion, backup, delete_uid};
-use crate::k8s::names::check_subdomain;
-use crate::k8s::objects::Service;
+use crate::k8s::backend::{Backend, Backends, ServiceRef};
+use crate::k8s::delete::{BackupOf, DeleteOptions, backup, delete_uid};
 use crate::outcome::{Diff, Outcome};
 
 /// Delete admission webhook configurations (mutating and validating) whose backend is gone, on
@@ -263,31 +261,6 @@ pub fn ca_bundle_expired(bundle: &[u8], now: i64) -> Option<String> {
     })
 }
 
-/// Ready endpoints serving `port_name` (`None`: the Service port is unnamed) in `slices`.
-#[must_use]
-pub fn ready_endpoints(slices: &[EndpointSlice], port_name: Option<&str>) -> usize {
-    slices
-        .iter()
-        .filter(|slice| {
-            // No ports listed means "all ports"; otherwise the Service port's name must appear.
-            slice.ports.as_ref().is_none_or(|ports| {
-                ports
-                    .iter()
-                    .any(|p| p.name.as_deref().unwrap_or("") == port_name.unwrap_or(""))
-            })
-        })
-        .flat_map(|slice| slice.endpoints.iter())
-        .filter(|endpoint| {
-            // A nil ready condition means unknown, which consumers treat as ready.
-            endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true)
-        })
-        .count()
-}
-
 /// The result keys.
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct Report {
@@ -375,7 +348,7 @@ impl WebhookReport {
 pub async fn survey(cx: &Context) -> Result<Report> {
     let action = StaleWebhook {
         cluster: ClusterArgs::default(),
-        target: Target::Detect {
+        target: Selection::Detect {
             exclude: Vec::new(),
         },
         kinds: vec![Kind::Mutating, Kind::Validating],
@@ -391,16 +364,10 @@ pub async fn survey(cx: &Context) -> Result<Report> {
 #[derive(Debug, Clone)]
 pub struct StaleWebhook {
     cluster: ClusterArgs,
-    target: Target,
+    target: Selection,
     kinds: Vec<Kind>,
     force: bool,
     backup_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-enum Target {
-    Name(String),
-    Detect { exclude: Vec<String> },
 }
 
 /// What the plan found: every configuration in scope, judged, and which to delete.
@@ -429,40 +396,12 @@ impl Action for StaleWebhook {
     type Report = Report;
 
     fn validate(options: Options) -> Result<Self> {
-        let target = match (options.name, options.detect) {
-            (Some(_), true) => {
-                return Err(Error::InvalidOption {
-                    option: "name".into(),
-                    problem: "name and detect are mutually exclusive".into(),
-                });
-            }
-            (None, false) => {
-                return Err(Error::InvalidOption {
-                    option: "name".into(),
-                    problem: "give the name of a webhook configuration, or detect: true to scan \
-                              them all"
-                        .into(),
-                });
-            }
-            (Some(name), false) => {
-                check_subdomain("name", &name)?;
-                if !options.exclude.is_empty() {
-                    return Err(Error::InvalidOption {
-                        option: "exclude".into(),
-                        problem: "only applies with detect: true".into(),
-                    });
-                }
-                Target::Name(name)
-            }
-            (None, true) => {
-                for (index, name) in options.exclude.iter().enumerate() {
-                    check_subdomain(&format!("exclude[{index}]"), name)?;
-                }
-                Target::Detect {
-                    exclude: options.exclude,
-                }
-            }
-        };
+        let target = Selection::from_options(
+            options.name,
+            options.detect,
+            options.exclude,
+            "a webhook configuration",
+        )?;
         let backup_dir = super::backup_dir(options.backup_dir)?;
         let kinds = match options.kind {
             KindFilter::Both => vec![Kind::Mutating, Kind::Validating],
@@ -627,13 +566,13 @@ impl StaleWebhook {
                 Kind::Mutating => {
                     let api: Api<MutatingWebhookConfiguration> = Api::all(cluster.client.clone());
                     match &self.target {
-                        Target::Name(name) => {
+                        Selection::Name(name) => {
                             let found = api.get_opt(name).await.map_err(
                                 cluster.error("get", format!("{} {name:?}", kind.lower())),
                             )?;
                             out.extend(found.as_ref().map(Configuration::from_mutating));
                         }
-                        Target::Detect { exclude } => {
+                        Selection::Detect { .. } => {
                             let list = api
                                 .list(&ListParams::default())
                                 .await
@@ -642,7 +581,7 @@ impl StaleWebhook {
                                 list.items
                                     .iter()
                                     .map(Configuration::from_mutating)
-                                    .filter(|c| !exclude.contains(&c.name)),
+                                    .filter(|c| !self.target.excludes(&c.name)),
                             );
                         }
                     }
@@ -650,13 +589,13 @@ impl StaleWebhook {
                 Kind::Validating => {
                     let api: Api<ValidatingWebhookConfiguration> = Api::all(cluster.client.clone());
                     match &self.target {
-                        Target::Name(name) => {
+                        Selection::Name(name) => {
                             let found = api.get_opt(name).await.map_err(
                                 cluster.error("get", format!("{} {name:?}", kind.lower())),
                             )?;
                             out.extend(found.as_ref().map(Configuration::from_validating));
                         }
-                        Target::Detect { exclude } => {
+                        Selection::Detect { .. } => {
                             let list = api.list(&ListParams::default()).await.map_err(
                                 cluster.error("list", "validatingwebhookconfigurations"),
                             )?;
@@ -664,7 +603,7 @@ impl StaleWebhook {
                                 list.items
                                     .iter()
                                     .map(Configuration::from_validating)
-                                    .filter(|c| !exclude.contains(&c.name)),
+                                    .filter(|c| !self.target.excludes(&c.name)),
                             );
                         }
                     }
@@ -704,45 +643,26 @@ impl StaleWebhook {
             }
         }
         .map_err(cx.cluster.error("delete", label.clone()))?;
-        match deletion {
-            Deletion::Done => Ok(Some(Deleted {
-                kind: configuration.kind.name().into(),
-                name: configuration.name.clone(),
-                uid: configuration.uid.clone(),
-                backup_file: backup_file.map(|p| p.display().to_string()),
-                object: configuration.object.clone(),
-            })),
-            Deletion::Gone => {
-                warnings.push(format!("{label} was deleted by someone else meanwhile"));
-                Ok(None)
-            }
-            Deletion::Replaced => {
-                warnings.push(format!(
-                    "{label} was re-created (new UID) meanwhile; the new one was left alone"
-                ));
-                Ok(None)
-            }
+        if let Some(warning) = deletion.meanwhile(&label) {
+            warnings.push(warning);
+            return Ok(None);
         }
+        Ok(Some(Deleted {
+            kind: configuration.kind.name().into(),
+            name: configuration.name.clone(),
+            uid: configuration.uid.clone(),
+            backup_file: backup_file.map(|p| p.display().to_string()),
+            object: configuration.object.clone(),
+        }))
     }
 
     fn message(&self, considered: usize, deleted: &[Deleted], check: bool) -> String {
-        if let Target::Name(name) = &self.target
-            && considered == 0
-        {
-            return format!("no webhook configuration named {name:?} (nothing to do)");
-        }
-        if deleted.is_empty() {
-            return format!("nothing stale: left {considered} webhook configuration(s) alone");
-        }
         let names: Vec<String> = deleted
             .iter()
             .map(|d| format!("{} {:?}", d.kind.to_ascii_lowercase(), d.name))
             .collect();
-        format!(
-            "{} {}",
-            if check { "would delete" } else { "deleted" },
-            names.join(", ")
-        )
+        self.target
+            .message("webhook configuration", considered, &names, check)
     }
 }
 
@@ -775,19 +695,15 @@ fn write_backup(dir: &Path, configuration: &Configuration) -> Result<PathBuf> {
     )
 }
 
-/// Reads Services and EndpointSlices once per Service and judges webhooks.
+/// Judges webhooks on the backend evidence ([`Backends`]) and their caBundles.
 struct Evidence<'a> {
-    cluster: &'a Cluster,
-    services: BTreeMap<(String, String), Option<Service>>,
-    slices: BTreeMap<(String, String), Vec<EndpointSlice>>,
+    backends: Backends<'a>,
 }
 
 impl<'a> Evidence<'a> {
     fn new(cluster: &'a Cluster) -> Self {
         Self {
-            cluster,
-            services: BTreeMap::new(),
-            slices: BTreeMap::new(),
+            backends: Backends::new(cluster),
         }
     }
 
@@ -805,71 +721,29 @@ impl<'a> Evidence<'a> {
         {
             evidence.push(expired);
         }
-        let key = (reference.namespace.clone(), reference.name.clone());
-        let port = reference.port.unwrap_or(443);
-        let label = format!("service {}/{}", key.0, key.1);
-        let Some(service) = self.service(&key).await? else {
-            evidence.push(format!("{label} does not exist"));
-            return Ok(Verdict::Stale(evidence));
+        let reference = ServiceRef {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+            port: reference.port.unwrap_or(443),
         };
-        let spec = service.spec.unwrap_or_default();
-        if spec.type_.as_deref() == Some("ExternalName") {
-            return Ok(if evidence.is_empty() {
-                Verdict::Unjudged(format!("{label} is of type ExternalName"))
-            } else {
+        let backend = self.backends.read(&reference).await?;
+        let described = backend.describe(&reference);
+        Ok(match backend {
+            Backend::ExternalName if evidence.is_empty() => Verdict::Unjudged(described),
+            Backend::ExternalName => Verdict::Stale(evidence),
+            gone if gone.gone() => {
+                evidence.push(described);
                 Verdict::Stale(evidence)
-            });
-        }
-        let Some(service_port) = spec.ports.iter().flatten().find(|p| p.port == port) else {
-            evidence.push(format!("{label} has no port {port}"));
-            return Ok(Verdict::Stale(evidence));
-        };
-        let slices = self.slices(&key).await?;
-        let ready = ready_endpoints(slices, service_port.name.as_deref());
-        if ready == 0 {
-            evidence.push(format!("{label} has no ready endpoint for port {port}"));
-        }
-        Ok(if evidence.is_empty() {
-            Verdict::Live(format!(
-                "{label} has {ready} ready endpoint(s) for port {port}"
-            ))
-        } else {
-            Verdict::Stale(evidence)
+            }
+            Backend::Endpoints(_) if evidence.is_empty() => Verdict::Live(described),
+            _ => Verdict::Stale(evidence),
         })
-    }
-
-    async fn service(&mut self, key: &(String, String)) -> Result<Option<Service>> {
-        if let Some(found) = self.services.get(key) {
-            return Ok(found.clone());
-        }
-        let api: Api<Service> = Api::namespaced(self.cluster.client.clone(), &key.0);
-        let found = api.get_opt(&key.1).await.map_err(
-            self.cluster
-                .error("get", format!("service {}/{}", key.0, key.1)),
-        )?;
-        self.services.insert(key.clone(), found.clone());
-        Ok(found)
-    }
-
-    async fn slices(&mut self, key: &(String, String)) -> Result<&[EndpointSlice]> {
-        if !self.slices.contains_key(key) {
-            let api: Api<EndpointSlice> = Api::namespaced(self.cluster.client.clone(), &key.0);
-            let params =
-                ListParams::default().labels(&format!("kubernetes.io/service-name={}", key.1));
-            let list = api.list(&params).await.map_err(self.cluster.error(
-                "list",
-                format!("endpointslices of service {}/{}", key.0, key.1),
-            ))?;
-            self.slices.insert(key.clone(), list.items);
-        }
-        Ok(self.slices.get(key).map(Vec::as_slice).unwrap_or_default())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
     use serde_json::json;
 
     fn validate(value: Value) -> Result<StaleWebhook> {
@@ -877,12 +751,9 @@ mod tests {
     }
 
     #[test]
-    fn name_or_detect_is_required_and_not_both() {
+    fn a_configuration_is_named_or_found_by_a_scan() {
         assert!(validate(json!({})).is_err());
         assert!(validate(json!({"name": "x", "detect": true})).is_err());
-        assert!(validate(json!({"name": "x", "exclude": ["y"]})).is_err());
-        assert!(validate(json!({"name": "Not_Valid"})).is_err());
-        assert!(validate(json!({"detect": true, "exclude": ["ok", "Bad!"]})).is_err());
         assert!(validate(json!({"name": "newrelic-bundle-nri-metadata-injection"})).is_ok());
         assert!(validate(json!({"detect": true, "exclude": ["cert-manager-webhook"]})).is_ok());
     }
@@ -900,47 +771,6 @@ mod tests {
         assert!(!should_delete(&[live.clone(), url.clone()], true));
         assert!(!should_delete(&[url], false));
         assert!(!should_delete(&[], true));
-    }
-
-    fn slice(port: Option<&str>, ready: &[Option<bool>]) -> EndpointSlice {
-        EndpointSlice {
-            address_type: "IPv4".into(),
-            endpoints: ready
-                .iter()
-                .map(|r| Endpoint {
-                    addresses: vec!["10.1.0.1".into()],
-                    conditions: Some(EndpointConditions {
-                        ready: *r,
-                        ..EndpointConditions::default()
-                    }),
-                    ..Endpoint::default()
-                })
-                .collect(),
-            ports: Some(vec![EndpointPort {
-                name: port.map(str::to_owned),
-                port: Some(8443),
-                ..EndpointPort::default()
-            }]),
-            ..EndpointSlice::default()
-        }
-    }
-
-    #[test]
-    fn only_ready_endpoints_on_the_webhook_port_count() {
-        assert_eq!(ready_endpoints(&[], None), 0);
-        assert_eq!(ready_endpoints(&[slice(None, &[Some(false)])], None), 0);
-        assert_eq!(
-            ready_endpoints(&[slice(None, &[Some(true), None])], None),
-            2
-        );
-        assert_eq!(
-            ready_endpoints(&[slice(Some("metrics"), &[Some(true)])], Some("https")),
-            0
-        );
-        assert_eq!(
-            ready_endpoints(&[slice(Some("https"), &[Some(true)])], Some("https")),
-            1
-        );
     }
 
     fn cert_pem(not_after_year: i32) -> String {

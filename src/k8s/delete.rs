@@ -34,6 +34,21 @@ pub enum Deletion {
     Replaced,
 }
 
+impl Deletion {
+    /// The warning for a delete that found `label` gone or re-created meanwhile; `None` when
+    /// it was deleted.
+    #[must_use]
+    pub fn meanwhile(self, label: &str) -> Option<String> {
+        match self {
+            Self::Done => None,
+            Self::Gone => Some(format!("{label} was deleted by someone else meanwhile")),
+            Self::Replaced => Some(format!(
+                "{label} was re-created (new UID) meanwhile; the new one was left alone"
+            )),
+        }
+    }
+}
+
 /// How to delete: grace period and check mode.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeleteOptions {

@@ -1,9 +1,11 @@
 //! The Kubernetes vocabulary every action shares: names, durations, label selectors, paging,
-//! nodes, slim views of the built-in objects read, leases, events, access reviews, safe deletes, optimistic-concurrency retries and watches of one object.
+//! nodes, slim views of the built-in objects read, the backend behind a Service reference, leases,
+//! events, access reviews, safe deletes, optimistic-concurrency retries and watches of one object.
 //!
 //! Nothing here knows any action; actions and the runbook (diagnose) build on it.
 
 pub mod access;
+pub mod backend;
 pub mod delete;
 pub mod duration;
 pub mod events;
