@@ -33,6 +33,7 @@ pub mod calico_rbac;
 pub mod diagnose;
 pub mod kubelite_restart;
 pub mod selection;
+pub mod stale_apiservice;
 pub mod stale_webhook;
 pub mod stuck_pods;
 
@@ -44,6 +45,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "kubelite_restart",
     "diagnose",
     "calico_ipam",
+    "stale_apiservice",
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
@@ -314,6 +316,7 @@ pub fn modules() -> Vec<ModuleSpec> {
         ModuleSpec::of::<calico_ipam::CalicoIpam>(),
         ModuleSpec::of::<calico_rbac::CalicoRbac>(),
         ModuleSpec::of::<kubelite_restart::KubeliteRestart>(),
+        ModuleSpec::of::<stale_apiservice::StaleApiService>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),
         ModuleSpec::of::<stuck_pods::StuckPods>(),
         ModuleSpec::of::<diagnose::Diagnose>().with_view(View {

@@ -1,5 +1,5 @@
 //! Slim typed views of the built-in objects kubemend reads (Pod, Deployment, ReplicaSet, Node,
-//! Service): the fields it uses, under k8s-openapi's names and types, and nothing else.
+//! Service, Namespace, APIService): the fields it uses, under k8s-openapi's names and types, and nothing else.
 //!
 //! k8s-openapi's own types model every field of the API, and their generated (de)serializers
 //! (a Pod's volumes alone are 90 kB) took 524 kB of the static binary, which has to stay under
@@ -13,7 +13,7 @@
 
 use std::ops::Deref;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -111,15 +111,16 @@ pub struct PodStatus {
     pub conditions: Option<Vec<Condition>>,
 }
 
-/// A pod's or a node's condition.
+/// A condition of a pod, node, namespace or APIService.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
     pub type_: String,
     pub status: String,
     pub reason: Option<String>,
     pub message: Option<String>,
+    pub last_transition_time: Option<Time>,
 }
 
 /// A Deployment: its replicas, its pod template and its rollout status.
@@ -245,6 +246,74 @@ pub struct ServicePort {
     pub port: i32,
 }
 
+/// A Namespace: its phase and conditions (what the namespace controller says of its deletion).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Namespace {
+    pub metadata: ObjectMeta,
+    pub status: Option<NamespaceStatus>,
+}
+resource!(
+    Namespace,
+    "",
+    "v1",
+    "Namespace",
+    "namespaces",
+    k8s_openapi::ClusterResourceScope
+);
+
+/// A Namespace's phase and conditions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NamespaceStatus {
+    pub phase: Option<String>,
+    pub conditions: Option<Vec<Condition>>,
+}
+
+/// An APIService (`apiregistration.k8s.io/v1`): the group and version it serves, the Service
+/// behind it (none: served by the API server itself) and its Available condition.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiService {
+    pub metadata: ObjectMeta,
+    pub spec: ApiServiceSpec,
+    pub status: Option<ApiServiceStatus>,
+}
+resource!(
+    ApiService,
+    "apiregistration.k8s.io",
+    "v1",
+    "APIService",
+    "apiservices",
+    k8s_openapi::ClusterResourceScope
+);
+
+/// The fields of an APIService's spec kubemend reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiServiceSpec {
+    pub group: String,
+    pub version: String,
+    pub service: Option<ApiServiceReference>,
+}
+
+/// The Service an aggregated API is served behind.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiServiceReference {
+    pub namespace: String,
+    pub name: String,
+    /// 443 when unset (apiregistration/v1's default).
+    pub port: Option<i32>,
+}
+
+/// An APIService's conditions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiServiceStatus {
+    pub conditions: Option<Vec<Condition>>,
+}
+
 /// An object as the API server sent it, whole, with its typed view `V` (reached through
 /// `Deref`). It serializes as the JSON that was read, unchanged; [`k8s_openapi::Metadata::
 /// metadata_mut`] changes the view alone (kubemend never writes a `Whole` back).
@@ -353,6 +422,11 @@ mod tests {
             Service::url_path(&(), Some("x")),
             "/api/v1/namespaces/x/services"
         );
+        assert_eq!(
+            ApiService::url_path(&(), None),
+            "/apis/apiregistration.k8s.io/v1/apiservices"
+        );
+        assert_eq!(Namespace::url_path(&(), None), "/api/v1/namespaces");
         assert_eq!(Deployment::api_version(&()), "apps/v1");
         assert_eq!(Node::api_version(&()), "v1");
     }

@@ -16,7 +16,7 @@
 //! sample, and nested structs the `contains`. So the docs cannot drift from the results.
 //!
 //! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_ipam`],
-//! [`calico_rbac`], [`diagnose`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
+//! [`calico_rbac`], [`diagnose`], [`stale_apiservice`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
 //!
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
@@ -24,6 +24,7 @@ mod calico_ipam;
 mod calico_rbac;
 mod diagnose;
 mod kubelite_restart;
+mod stale_apiservice;
 mod stale_webhook;
 mod stuck_pods;
 
@@ -90,6 +91,10 @@ fn written(module: &str) -> Option<Written> {
         "kubelite_restart" => Written {
             version_added: kubelite_restart::VERSION_ADDED,
             examples: kubelite_restart::EXAMPLES,
+        },
+        "stale_apiservice" => Written {
+            version_added: stale_apiservice::VERSION_ADDED,
+            examples: stale_apiservice::EXAMPLES,
         },
         "stale_webhook" => Written {
             version_added: stale_webhook::VERSION_ADDED,
