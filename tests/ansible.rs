@@ -835,6 +835,7 @@ async fn monthly_maintenance_cycle(client: &Client, core: &'static Core) {
         "microk8s_maintenance_calico_rbac_name": role,
         "microk8s_maintenance_calico_rbac_namespace": namespace,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_stale_apiservice_enabled": false,
         "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_stuck_pods_namespaces": [namespace],
@@ -971,6 +972,8 @@ async fn awx_credential(client: &Client, namespace: &str, name: &str) -> BTreeMa
 struct TaskEvent {
     res: Value,
     stdout: String,
+    /// The event's place in the job (ansible-runner's `counter`).
+    order: u64,
 }
 
 /// One ansible-runner job: its job events by task name (runner_on_ok and runner_on_failed), the
@@ -1001,7 +1004,8 @@ impl RunnerJob {
                     }
                     let stdout = event["stdout"].as_str().unwrap_or_default().to_owned();
                     let task = event["event_data"]["task"].as_str().unwrap().to_owned();
-                    tasks.insert(task, TaskEvent { res, stdout });
+                    let order = event["counter"].as_u64().unwrap_or_default();
+                    tasks.insert(task, TaskEvent { res, stdout, order });
                 }
                 Some("playbook_on_stats") => stats = event["event_data"].clone(),
                 _ => {}
@@ -1227,6 +1231,7 @@ fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
         "diagnose_before",
         "calico_rbac",
         "stale_webhook",
+        "stale_apiservice",
         "kubelite_restart",
         "stuck_pods",
         "calico_ipam",
@@ -1385,6 +1390,14 @@ async fn runner_check_mode_on_the_incident(client: &Client, core: &'static Core)
         "{core}: {stale:#}"
     );
 
+    // stale_apiservice (detect) ran within the permissions of docs/rbac.yml, after
+    // stale_webhook.
+    checked(core, &job, STALE_APISERVICE_TASK);
+    assert!(
+        job.tasks[STALE_WEBHOOK_TASK].order < job.tasks[STALE_APISERVICE_TASK].order,
+        "{core}: stale_apiservice ran before stale_webhook"
+    );
+
     // stuck_pods ran too, within the permissions of docs/rbac.yml, and so did calico_ipam
     // (switched on): its reads, and its dry runs of whatever it would release.
     checked(core, &job, STUCK_PODS_TASK);
@@ -1430,6 +1443,7 @@ const DIAGNOSE_BEFORE_TASK: &str = "Diagnose the cluster before the maintenance"
 const CALICO_RBAC_TASK: &str =
     "Ensure the calico-kube-controllers ClusterRole grants what Calico needs";
 const STALE_WEBHOOK_TASK: &str = "Remove admission webhook configurations whose backend is gone";
+const STALE_APISERVICE_TASK: &str = "Remove APIServices whose backend is gone";
 const RESTART_TASK: &str = "Restart daemon-kubelite on each node in turn, leaders last";
 const STUCK_PODS_TASK: &str =
     "Force-delete pods that are stuck Terminating or were never scheduled";
@@ -1565,6 +1579,7 @@ fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
         "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_calico_rbac_enabled": false,
         "microk8s_maintenance_stale_webhook_enabled": false,
+        "microk8s_maintenance_stale_apiservice_enabled": false,
         "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_stuck_pods_enabled": false,
     });
