@@ -17,15 +17,22 @@
 //!    (every matching request waits for the timeout) a warning.
 //! 4. `stuck_pods`: pods Pending that the scheduler never saw and pods Terminating past their
 //!    grace, by stuck_pods's rules, counted per namespace.
-//! 5. `leader_leases`: the kube-scheduler and kube-controller-manager Leases: holder, age of
+//! 5. `namespaces`: namespaces Terminating longer than `terminating_grace`, their namespace
+//!    controller conditions explained and the blocker named: the unavailable APIService whose
+//!    group version discovery fails for (stale_apiservice as the fix when its backend is gone;
+//!    else what its failure points at: certificates or the backend), or the objects that remain
+//!    with their finalizers, each with the controller that removes it where known and what
+//!    removing it by hand skips; and every unavailable APIService, by stale_apiservice's
+//!    evidence (backend gone past its min_age: critical; else a warning).
+//! 6. `leader_leases`: the kube-scheduler and kube-controller-manager Leases: holder, age of
 //!    the last renewal, leaseTransitions (more than `lease_transitions`: a warning).
-//! 6. `node_leases`: nodes Ready although their node Lease expired (microk8s 1.34/1.35: a
+//! 7. `node_leases`: nodes Ready although their node Lease expired (microk8s 1.34/1.35: a
 //!    powered-off node can stay Ready until kubelite is restarted on a healthy node).
-//! 7. `calico_version`: the running Calico release against the Kubernetes releases it is
+//! 8. `calico_version`: the running Calico release against the Kubernetes releases it is
 //!    documented to be tested on ([`CALICO_SUPPORT`]).
-//! 8. `apiserver_403`: the answering API server's `apiserver_request_total{code="403"}`
+//! 9. `apiserver_403`: the answering API server's `apiserver_request_total{code="403"}`
 //!    against its uptime (`process_start_time_seconds`), from `/metrics`.
-//! 9. `kubelite`: each control-plane node over SSH (only when an SSH option or `nodes` is
+//! 10. `kubelite`: each control-plane node over SSH (only when an SSH option or `nodes` is
 //!    given; else skipped): `database is locked` errors in the kubelite and k8s-dqlite
 //!    journals over `window` (more than `locked_per_hour`: a warning), dqlite's voters and
 //!    leader (no leader or fewer than three voters: critical), the dqlite snapshot files
@@ -103,7 +110,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
 
     /// How long past its deletion deadline a Terminating pod must be to count as stuck, as for
-    /// stuck_pods, e.g. 90s, 10m.
+    /// stuck_pods, e.g. 90s, 10m; also how long a namespace must have been Terminating for the
+    /// namespaces check to look at what holds it.
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_terminating_grace")]
     pub terminating_grace: Duration,

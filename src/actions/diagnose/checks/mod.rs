@@ -79,6 +79,7 @@ pub mod calico_rbac;
 pub mod calico_version;
 pub mod kubelite;
 pub mod leader_leases;
+pub mod namespaces;
 pub mod node_leases;
 pub mod rbac_enforced;
 pub mod stale_webhook;
@@ -143,6 +144,8 @@ registry! {
     StaleWebhook => stale_webhook, "stale_webhook";
     /// Pods Pending unseen by the scheduler, pods Terminating past their grace.
     StuckPods => stuck_pods, "stuck_pods";
+    /// Namespaces stuck Terminating and what holds each; unavailable APIServices.
+    Namespaces => namespaces, "namespaces";
     /// The kube-scheduler and kube-controller-manager Leases.
     LeaderLeases => leader_leases, "leader_leases";
     /// Nodes Ready although their Lease expired.
