@@ -33,17 +33,17 @@
 //! 9. `apiserver_403`: the answering API server's `apiserver_request_total{code="403"}`
 //!    against its uptime (`process_start_time_seconds`), from `/metrics`.
 //! 10. `kubelite`: each control-plane node over SSH (only when an SSH option or `nodes` is
-//!    given; else skipped): `database is locked` errors in the kubelite and k8s-dqlite
-//!    journals over `window` (more than `locked_per_hour`: a warning), dqlite's voters and
-//!    leader (no leader or fewer than three voters: critical), the dqlite snapshot files
-//!    against the live data (dqlite's `SELECT SUM(LENGTH(value)) FROM kine`; more than
-//!    `snapshot_ratio` times it: a warning), the restart-escalation risk (a warning), the
-//!    apiserver's `--authorization-mode` (AlwaysAllow: critical) and, on Kubernetes 1.34, the
-//!    feature gates microk8s turns off for dqlite (missing: a warning). A node SSH cannot
-//!    reach, or whose reads outlast [`NODE_BUDGET`] (a hung command), gets a warning naming
-//!    why, and the other nodes are still checked; when no node could be read, every node has
-//!    its warning (so `fail_on: warning` is reached). At most [`ssh::MAX_PARALLEL`] nodes are
-//!    read at once.
+//!     given; else skipped): `database is locked` errors in the kubelite and k8s-dqlite
+//!     journals over `window` (more than `locked_per_hour`: a warning), dqlite's voters and
+//!     leader (no leader or fewer than three voters: critical), the dqlite snapshot files
+//!     against the live data (dqlite's `SELECT SUM(LENGTH(value)) FROM kine`; more than
+//!     `snapshot_ratio` times it: a warning), the restart-escalation risk (a warning), the
+//!     apiserver's `--authorization-mode` (AlwaysAllow: critical) and, on Kubernetes 1.34, the
+//!     feature gates microk8s turns off for dqlite (missing: a warning). A node SSH cannot
+//!     reach, or whose reads outlast [`NODE_BUDGET`] (a hung command), gets a warning naming
+//!     why, and the other nodes are still checked; when no node could be read, every node has
+//!     its warning (so `fail_on: warning` is reached). At most [`ssh::MAX_PARALLEL`] nodes are
+//!     read at once.
 //!
 //! A check that cannot run (permission denied, Calico not installed, a timeout) is listed in
 //! `checks` as skipped with the reason; the other checks still run.
