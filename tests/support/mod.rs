@@ -405,6 +405,16 @@ pub fn incident() -> Lock {
     Lock { file, node: None }
 }
 
+/// Holds the aggregated-API tests for one test: while an APIService is unavailable no namespace
+/// finishes deleting, so tests that wait for a namespace to go while making APIServices
+/// unavailable run one at a time.
+pub fn aggregated_apis() -> Lock {
+    Lock {
+        file: lock("aggregated-apis"),
+        node: None,
+    }
+}
+
 /// Shapes the test bed as the Kubernetes datastore of Calico `shape` (`v3.13` or `v3.32`), with a
 /// clean IPAM (`testcluster calico SHAPE`), and holds it for the test: the tests that write Calico
 /// IPAM objects run one at a time.
@@ -611,8 +621,9 @@ pub async fn allowed(
 pub const REAP_LABEL: &str = "kubemend.test/reap";
 
 /// Cleans up after a test, also when it fails: when dropped (at the end of the test, or while
-/// its panic unwinds) it deletes everything labelled `REAP_LABEL=<id>`: namespaces (their pods
-/// force-deleted with finalizers cleared first), webhook configurations (finalizers cleared),
+/// its panic unwinds) it deletes everything labelled `REAP_LABEL=<id>`: APIServices (first),
+/// namespaces (their pods force-deleted and their ConfigMaps' finalizers cleared first),
+/// webhook configurations (finalizers cleared),
 /// ClusterRoles, ClusterRoleBindings and ValidatingAdmissionPolicies with their bindings.
 #[derive(Debug)]
 pub struct Reaper {
@@ -673,6 +684,10 @@ async fn reap(id: &str) {
     let unfinalize = Patch::Merge(json!({"metadata": {"finalizers": null}}));
     let patch = PatchParams::default();
     let delete = DeleteParams::default();
+    // APIServices first: while one is unavailable, no namespace finishes deleting.
+    let _ = apiservices(&client)
+        .delete_collection(&delete, &selected)
+        .await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in namespaces
         .list(&selected)
@@ -695,6 +710,19 @@ async fn reap(id: &str) {
             let _ = pods
                 .delete(&pod_name, &DeleteParams::default().grace_period(0))
                 .await;
+        }
+        let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client.clone(), &name);
+        for configmap in configmaps
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            if configmap.metadata.finalizers.is_some() {
+                let name = configmap.metadata.name.unwrap_or_default();
+                let _ = configmaps.patch(&name, &patch, &unfinalize).await;
+            }
         }
         let _ = namespaces.delete(&name, &delete).await;
     }
@@ -742,6 +770,108 @@ async fn reap(id: &str) {
     let _ = Api::<ClusterRole>::all(client)
         .delete_collection(&delete, &selected)
         .await;
+}
+
+/// APIServices (`apiregistration.k8s.io/v1`), which k8s-openapi has no type for.
+pub fn apiservices(client: &Client) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource {
+        group: "apiregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "apiregistration.k8s.io/v1".into(),
+        kind: "APIService".into(),
+        plural: "apiservices".into(),
+    };
+    Api::all_with(client.clone(), &resource)
+}
+
+/// An HTTPS server on loopback (127.0.0.1, and ::1 on the same port where it can bind) that
+/// answers every request with 401 Unauthorized, as an aggregated API server does to a client
+/// certificate it does not trust. Its certificate is self-signed for `localhost`. It stops on
+/// drop.
+#[derive(Debug)]
+pub struct Https401 {
+    /// The port it listens on.
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Https401 {
+    /// Starts it on a free port.
+    pub fn start() -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a self-signed certificate");
+        let cert = CertificateDer::from(key.cert.der().to_vec());
+        let private =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], private)
+                .expect("the server certificate"),
+        );
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = v4.local_addr().expect("its address").port();
+        let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+        let stop = Arc::new(AtomicBool::new(false));
+        for listener in std::iter::once(v4).chain(v6) {
+            let (config, stop) = (config.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        let config = config.clone();
+                        std::thread::spawn(move || answer_401(stream, config));
+                    }
+                }
+            });
+        }
+        Self { port, stop }
+    }
+}
+
+impl Drop for Https401 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loops, which then see the stop.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        let _ = std::net::TcpStream::connect(("::1", self.port));
+    }
+}
+
+/// Reads one request head over TLS and answers 401 with a Status body, then closes.
+fn answer_401(stream: std::net::TcpStream, config: std::sync::Arc<rustls::ServerConfig>) {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(connection) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let mut head = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+        match tls.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+    let response = format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(response.as_bytes());
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }
 
 /// Waits until `object` is older than `age` by its own creationTimestamp (whole seconds, as the
