@@ -540,7 +540,8 @@ impl Action for StaleApiService {
         if out.report.deleted.is_empty() {
             return Ok(());
         }
-        let api: Api<ApiService> = Api::all(cx.cluster.client.clone());
+        // The type the plan read with: one instantiation of the API calls in the binary.
+        let api: Api<Whole<ApiService>> = Api::all(cx.cluster.client.clone());
         let mut still = Vec::new();
         for deleted in &out.report.deleted {
             let label = format!("apiservice {:?}", deleted.name);
@@ -548,7 +549,7 @@ impl Action for StaleApiService {
                 .get_opt(&deleted.name)
                 .await
                 .map_err(cx.cluster.error("get", label.clone()))?;
-            if found.and_then(|o| o.metadata.uid).as_deref() == Some(deleted.uid.as_str()) {
+            if found.and_then(|o| o.metadata.uid.clone()).as_deref() == Some(deleted.uid.as_str()) {
                 still.push(label);
             }
         }

@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::json;
@@ -257,6 +256,16 @@ fn finalizer_writer(object: &DynamicObject, finalizer: &str) -> Option<String> {
         })
 }
 
+/// The version to list a group's objects at, from its APIGroup document: the preferred one,
+/// else the first served.
+fn preferred_version(group: &serde_json::Value) -> String {
+    group["preferredVersion"]["version"]
+        .as_str()
+        .or_else(|| group["versions"][0]["version"].as_str())
+        .unwrap_or("v1")
+        .to_owned()
+}
+
 /// The objects of `resource` (of `group`) that remain in `namespace`, with their finalizers.
 async fn remaining_objects(
     cluster: &Cluster,
@@ -277,15 +286,13 @@ async fn remaining_objects(
             .map_err(|e| crate::error::Error::Internal {
                 message: format!("failed to build the discovery request of {group}: {e}"),
             })?;
-        let found: APIGroup = cluster
+        // An APIGroup, read untyped (its fields are two): a typed parser costs binary size.
+        let found: serde_json::Value = cluster
             .client
             .request(request)
             .await
             .map_err(cluster.error("get", format!("API group {group} (discovery)")))?;
-        found
-            .preferred_version
-            .or_else(|| found.versions.into_iter().next())
-            .map_or_else(|| "v1".to_owned(), |v| v.version)
+        preferred_version(&found)
     };
     let api_version = if group.is_empty() {
         version.clone()
@@ -732,6 +739,17 @@ mod tests {
         let recent = apiservice_findings(&[api("v1.x.kubemend.test", "recently unavailable")], &[]);
         assert_eq!(recent[0].severity, Severity::Warning);
         assert!(recent[0].fix.is_some());
+    }
+
+    #[test]
+    fn objects_are_listed_at_the_groups_preferred_version() {
+        let group = json!({"kind": "APIGroup", "name": "x.kubemend.test",
+            "versions": [{"groupVersion": "x.kubemend.test/v2", "version": "v2"},
+                         {"groupVersion": "x.kubemend.test/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "x.kubemend.test/v1", "version": "v1"}});
+        assert_eq!(preferred_version(&group), "v1");
+        let unpreferred = json!({"versions": [{"version": "v1beta1"}]});
+        assert_eq!(preferred_version(&unpreferred), "v1beta1");
     }
 
     #[test]
