@@ -14,6 +14,7 @@ pub mod calico_rules;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod gitops;
 pub mod http_guard;
 pub mod k8s;
 pub mod log_mask;

@@ -351,15 +351,37 @@ async fn calico_rbac_module_run_grants_missing_permissions_and_second_run_is_unc
         result["enabled_controllers"],
         json!(["node", "workloadendpoint"])
     );
-    // Upstream's v3.13 etcd ClusterRole, for the node and workloadendpoint controllers.
+    // Upstream's v3.13 etcd ClusterRole, for the node and workloadendpoint controllers, each
+    // rule with the controller that needs it, the release and the upstream file.
+    let required = result["required_rules"].as_array().unwrap();
+    let rules: Vec<Value> = required
+        .iter()
+        .map(|r| json!({"api_groups": r["api_groups"], "resources": r["resources"], "verbs": r["verbs"]}))
+        .collect();
     assert_eq!(
-        result["required_rules"],
-        json!([
-            {"api_groups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-            {"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
-        ]),
+        rules,
+        [
+            json!({"api_groups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}),
+            json!({"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]})
+        ],
         "{result}"
     );
+    for rule in required {
+        let source = &rule["source"];
+        assert_eq!(source["release"], "v3.13.2", "{rule}");
+        assert!(
+            ["node", "workloadendpoint", "base"].contains(&source["controller"].as_str().unwrap()),
+            "{rule}"
+        );
+        assert!(!source["why"].as_str().unwrap().is_empty(), "{rule}");
+        assert!(
+            source["upstream"]
+                .as_str()
+                .unwrap()
+                .starts_with("projectcalico/calico@"),
+            "{rule}"
+        );
+    }
     assert_eq!(result["verified"], json!(true), "{result}");
     assert_eq!(result["added_rules"], pods_list_watch());
     assert!(

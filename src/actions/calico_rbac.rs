@@ -64,6 +64,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{Action, Context};
 use crate::calico_rules::{self, CalicoVersion, Datastore, SourcedRule, TableError};
@@ -75,6 +76,7 @@ use crate::k8s::delete::dry_run_refused;
 use crate::k8s::duration::Duration;
 use crate::k8s::names::{check_label, check_subdomain};
 use crate::k8s::objects::{Container, Deployment, Pod, ReplicaSet};
+use crate::k8s::ownership::{self, Change, LAST_APPLIED, Ownership};
 use crate::k8s::retry::{Attempt, on_conflict};
 use crate::outcome::{Diff, Outcome};
 
@@ -165,6 +167,61 @@ pub struct Options {
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_restart_timeout")]
     pub restart_timeout: Duration,
+
+    /// Also return the fix for the repository that manages the ClusterRole (Argo CD, Flux, or
+    /// the manifest microk8s applies), which would otherwise revert or silently lose it (see
+    /// RV(ownership)): V(patch), a kustomize JSON 6902 patch appending each added rule (it
+    /// survives re-renders of the upstream manifest), or V(manifest), the whole corrected
+    /// ClusterRole. Made against the manifest's rules: O(repo_file)'s, else the role's
+    /// last-applied-configuration, else the role as read. kubemend commits and pushes nothing.
+    #[arg(long, value_name = "FORM")]
+    #[serde(default)]
+    pub gitops: Option<GitopsForm>,
+
+    /// A manifest file in a checkout (e.g. an AWX project) that holds the ClusterRole: the fix
+    /// is also returned as a unified diff of that file (RV(gitops.diff), and in the result's
+    /// diff, so C(--diff) shows it), which C(patch -p0) applies from the directory the path is
+    /// relative to. The file is read, never written.
+    #[arg(long, value_name = "PATH")]
+    #[serde(default)]
+    pub repo_file: Option<String>,
+
+    /// Write the change as C(kubectl apply) would: the corrected role is also recorded in its
+    /// C(kubectl.kubernetes.io/last-applied-configuration), so Argo CD's default diff shows it
+    /// as OutOfSync (and its next sync reverts it unless the fix is in Git) instead of hiding
+    /// it until Git next changes the role. Default: an update that leaves last-applied alone.
+    #[arg(long)]
+    #[serde(default)]
+    pub record_last_applied: bool,
+}
+
+/// The form of the fix for the repository.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GitopsForm {
+    /// A kustomize JSON 6902 patch appending each added rule.
+    Patch,
+    /// The whole corrected ClusterRole.
+    Manifest,
+}
+
+/// The fix for the repository, as RV(gitops) returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct GitopsFix {
+    /// What the fix was made against: C(repo_file PATH), C(last-applied-configuration) or
+    /// C(the ClusterRole as read).
+    pub based_on: String,
+    /// The rules the manifest lacks, each appended by the fix.
+    pub added_rules: Vec<RuleSpec>,
+    /// The patch (O(gitops=patch)) or the corrected ClusterRole (O(gitops=manifest)), as YAML.
+    pub content: Option<String>,
+    /// For O(gitops=patch): the entry of kustomization.yaml that applies it (as the file
+    /// C(calico-kube-controllers-rbac-patch.yaml)).
+    pub kustomization: Option<String>,
+    /// For O(repo_file): the unified diff of that file.
+    pub diff: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -192,6 +249,57 @@ pub struct RuleSpec {
     pub resources: Vec<String>,
     /// Verbs, e.g. get, list, watch.
     pub verbs: Vec<String>,
+}
+
+/// Where a required rule comes from: the controller that needs it and the upstream ClusterRole
+/// it was read from, so that a reviewer of the change (or of its GitOps patch) sees why each
+/// rule is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct RuleSource {
+    /// The kube-controllers controller that needs the rule (V(base): kube-controllers itself,
+    /// whatever ENABLED_CONTROLLERS says); V(null) for rules given in options.
+    pub controller: Option<String>,
+    /// Why it is needed.
+    pub why: String,
+    /// The Calico release the rule was derived for; V(null) for rules given in options.
+    pub release: Option<String>,
+    /// The upstream ClusterRole the rule was read from, as C(owner/repo@ref:path); V(null) for
+    /// rules upstream does not grant (kubemend adds them because the controller needs them, as
+    /// O(why) says) and for rules given in options.
+    pub upstream: Option<String>,
+}
+
+/// A required rule and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct RequiredRule {
+    #[serde(flatten)]
+    #[allow(missing_docs, reason = "documented field by field in RuleSpec")]
+    pub rule: RuleSpec,
+    /// Where the rule comes from.
+    pub source: RuleSource,
+}
+
+impl RuleSource {
+    /// A rule given in option `option`.
+    fn option(option: &str) -> Self {
+        Self {
+            controller: None,
+            why: format!("given in option {option}"),
+            release: None,
+            upstream: None,
+        }
+    }
+
+    /// A rule of the table.
+    fn of(rule: &SourcedRule) -> Self {
+        let p = &rule.provenance;
+        Self {
+            controller: Some(rule.controller.clone()),
+            why: rule.why.clone(),
+            release: Some(p.release.to_string()),
+            upstream: (!rule.extra).then(|| format!("{}@{}:{}", p.repo, p.reference, p.path)),
+        }
+    }
 }
 
 impl FromStr for RuleSpec {
@@ -481,6 +589,10 @@ pub struct CalicoRbac {
     service_account: Option<String>,
     restart_controller: bool,
     restart_timeout: Duration,
+    gitops: Option<GitopsForm>,
+    /// O(repo_file) and its text, read once when the options are validated.
+    repo_file: Option<(String, String)>,
+    record_last_applied: bool,
 }
 
 /// The derived requirement, with what it was derived from.
@@ -490,6 +602,8 @@ struct Derivation {
     datastore: Option<Datastore>,
     controllers: Vec<String>,
     rules: Vec<RuleSpec>,
+    /// Where each of `rules` comes from, in the same order.
+    sources: Vec<RuleSource>,
     service_account: Option<String>,
     warnings: Vec<String>,
     /// Whether the Deployment exists (it is what a restart restarts).
@@ -530,8 +644,9 @@ pub struct Report {
     /// Empty when O(rules) replaces the derivation.
     #[schemars(extend("x-sample" = ["node", "workloadendpoint"]))]
     pub enabled_controllers: Vec<String>,
-    /// Every rule the role must grant, derived ones and O(extra_rules).
-    pub required_rules: Vec<RuleSpec>,
+    /// Every rule the role must grant, derived ones and O(extra_rules), each with where it
+    /// comes from.
+    pub required_rules: Vec<RequiredRule>,
     /// The required permissions the role did not grant when it was read, grouped into rules.
     ///
     /// Empty when the role already grants everything.
@@ -587,6 +702,15 @@ pub struct Report {
     /// has 0 replicas (a warning says so).
     #[schemars(extend("x-sample" = "calico-kube-controllers-6d8f7c9b5-x2k4p"))]
     pub controller_pod: Option<String>,
+    /// Who manages the ClusterRole (Argo CD, Flux, Helm, C(kubectl apply), or nothing) and
+    /// what will happen to kubemend's change of it.
+    ///
+    /// V(null) when the role does not exist.
+    pub ownership: Option<Ownership>,
+    /// The fix for the repository that manages the role, as O(gitops) and O(repo_file) ask.
+    ///
+    /// V(null) without either, or when the manifest already grants every required rule.
+    pub gitops: Option<GitopsFix>,
 }
 
 /// A reviewed (ServiceAccount, permission) pair.
@@ -705,7 +829,14 @@ impl Action for CalicoRbac {
                 datastore,
             },
         };
+        let repo_file = options
+            .repo_file
+            .map(|path| read_repo_file(path, &options.name))
+            .transpose()?;
         Ok(Self {
+            gitops: options.gitops,
+            repo_file,
+            record_last_applied: options.record_last_applied,
             cluster: options.cluster,
             name: options.name,
             namespace: options.namespace,
@@ -739,18 +870,51 @@ impl Action for CalicoRbac {
         out.warnings.extend(derivation.warnings.iter().cloned());
         let mut required = derivation.rules.clone();
         required.extend(self.extra_rules.iter().cloned());
+        let sources = derivation.sources.iter().cloned().chain(
+            self.extra_rules
+                .iter()
+                .map(|_| RuleSource::option("extra_rules")),
+        );
         out.report.clusterrole.clone_from(&self.name);
         out.report.calico_version = derivation.version.map(|v| v.to_string());
         out.report.datastore = derivation.datastore.map(|d| d.as_str().to_owned());
         out.report
             .enabled_controllers
             .clone_from(&derivation.controllers);
-        out.report.required_rules.clone_from(&required);
+        out.report.required_rules = required
+            .iter()
+            .cloned()
+            .zip(sources)
+            .map(|(rule, source)| RequiredRule { rule, source })
+            .collect();
 
         let subjects = self.subjects(cluster, bound, &derivation, out);
         out.report.service_accounts = subjects.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
         let missing = uncovered(&rules_of(current.as_ref()), &required);
         out.report.missing_before = group_rules(&missing);
+        let change = if self.record_last_applied {
+            Change::UpdateRecorded
+        } else {
+            Change::Update
+        };
+        out.report.ownership = current.as_ref().map(|role| {
+            ownership::of(
+                &format!("clusterrole {}", self.name),
+                &role.metadata,
+                change,
+            )
+        });
+        if let Some(owned) = out.report.ownership.as_ref().filter(|o| o.at_risk())
+            && !missing.is_empty()
+        {
+            out.warn(owned.warning());
+        }
+        if let Some((fix, file_diff)) =
+            self.gitops_fix(current.as_ref(), &required, &out.report.required_rules)?
+        {
+            out.diff.extend(file_diff);
+            out.report.gitops = Some(fix);
+        }
         if missing.is_empty() {
             self.verify_reviews(cluster, &subjects, &required, out)
                 .await;
@@ -866,7 +1030,12 @@ impl Action for CalicoRbac {
             .filter_map(|sa| sa.split_once('/'))
             .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
             .collect();
-        let required = out.report.required_rules.clone();
+        let required: Vec<RuleSpec> = out
+            .report
+            .required_rules
+            .iter()
+            .map(|r| r.rule.clone())
+            .collect();
         self.verify_reviews(&cx.cluster, &subjects, &required, out)
             .await;
         out.msg = self.message(cx.check_mode, &out.report);
@@ -971,6 +1140,72 @@ fn ready_pod_of(rs: &ReplicaSet, pods: &[Pod]) -> Option<String> {
 /// The rules of a role as read (none when absent).
 fn rules_of(role: Option<&ClusterRole>) -> Vec<PolicyRule> {
     role.and_then(|r| r.rules.clone()).unwrap_or_default()
+}
+
+/// O(repo_file)'s path and text, refused when it cannot be read or holds no ClusterRole `name`.
+fn read_repo_file(path: String, name: &str) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::InvalidOption {
+        option: "repo_file".into(),
+        problem: format!("cannot read {path}: {e}"),
+    })?;
+    if crate::gitops::find_document(&text, "ClusterRole", name).is_none() {
+        return Err(Error::InvalidOption {
+            option: "repo_file".into(),
+            problem: format!(
+                "{path} holds no ClusterRole named {name:?} (a YAML document with kind \
+                 ClusterRole and that metadata.name)"
+            ),
+        });
+    }
+    Ok((path, text))
+}
+
+/// What `kubectl apply` records of `role` as its last-applied-configuration: the role as a
+/// manifest (what was applied before, with the corrected rules), compact JSON, without the
+/// annotation itself.
+fn last_applied_of(role: &ClusterRole) -> String {
+    let mut value = serde_json::to_value(role).unwrap_or(Value::Null);
+    crate::outcome::strip_server_fields(&mut value);
+    if let Some(annotations) = value["metadata"]["annotations"].as_object_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            value["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("annotations"));
+        }
+    }
+    value["apiVersion"] = Value::from("rbac.authorization.k8s.io/v1");
+    value["kind"] = Value::from("ClusterRole");
+    value.to_string()
+}
+
+/// The comment before a rule of the repository fix: which controllers need it, in which
+/// release, and where upstream grants it.
+fn why_comment(rule: &RuleSpec, sourced: &[RequiredRule]) -> String {
+    let triples: BTreeSet<Triple> = rule.triples().collect();
+    let mut reasons: Vec<String> = Vec::new();
+    for required in sourced {
+        if !required.rule.triples().any(|t| triples.contains(&t)) {
+            continue;
+        }
+        let s = &required.source;
+        let mut reason = match (&s.controller, &s.release) {
+            (Some(c), Some(r)) => format!("{c} ({r})"),
+            (Some(c), None) => c.clone(),
+            _ => String::new(),
+        };
+        if !reason.is_empty() {
+            reason.push_str(": ");
+        }
+        reason.push_str(&s.why);
+        if let Some(upstream) = &s.upstream {
+            let _ = write!(reason, " [{upstream}]");
+        }
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+    format!("kubemend: {}", reasons.join("; "))
 }
 
 impl CalicoRbac {
@@ -1149,6 +1384,7 @@ impl CalicoRbac {
                 let deployment = self.read_deployment(cluster).await?;
                 return Ok(Derivation {
                     rules: rules.clone(),
+                    sources: rules.iter().map(|_| RuleSource::option("rules")).collect(),
                     service_account: deployment.as_ref().map(service_account_of),
                     deployment_found: deployment.is_some(),
                     ..Derivation::default()
@@ -1222,8 +1458,22 @@ impl CalicoRbac {
         let rules = calico_rules::required_rules(version, datastore, &controllers)
             .map_err(|err| table_error(&err, "ENABLED_CONTROLLERS"))?;
         derivation.rules = rule_specs(&rules);
+        derivation.sources = rules.iter().map(RuleSource::of).collect();
         if datastore == Datastore::Kubernetes {
-            derivation.rules.extend(kdd_informer_reads(&controllers));
+            for (controller, rule) in kdd_informer_reads(&controllers) {
+                derivation.sources.push(RuleSource {
+                    why: format!(
+                        "{controller} is etcd-only, yet enabled: on the Kubernetes datastore its \
+                         informer lists and watches {} there, which upstream never grants (it \
+                         never enables it there)",
+                        rule.resources.join(", ")
+                    ),
+                    controller: Some(controller),
+                    release: Some(version.to_string()),
+                    upstream: None,
+                });
+                derivation.rules.push(rule);
+            }
         }
         derivation.version = Some(version);
         derivation.datastore = Some(datastore);
@@ -1380,12 +1630,103 @@ impl CalicoRbac {
     }
 
     /// The ClusterRole with the missing permissions appended as readable rules.
+    /// The fix for the repository, when O(gitops) or O(repo_file) ask for it: the required
+    /// rules the manifest lacks (O(repo_file)'s role, else the role's last-applied-configuration,
+    /// else the role as read), in the asked forms, each rule with a comment saying why; and for
+    /// O(repo_file), the file's diff for the result's diff. `None` when nothing is lacking.
+    fn gitops_fix(
+        &self,
+        current: Option<&ClusterRole>,
+        required: &[RuleSpec],
+        sourced: &[RequiredRule],
+    ) -> Result<Option<(GitopsFix, Option<Diff>)>> {
+        if self.gitops.is_none() && self.repo_file.is_none() {
+            return Ok(None);
+        }
+        let last_applied = current
+            .and_then(|r| r.metadata.annotations.as_ref())
+            .and_then(|a| a.get(LAST_APPLIED))
+            .and_then(|text| serde_json::from_str::<Value>(text).ok());
+        let mut file = None;
+        let (based_on, manifest) = if let Some((path, text)) = &self.repo_file {
+            let found = crate::gitops::find_document(text, "ClusterRole", &self.name);
+            let Some((doc, start, end)) = found else {
+                return Ok(None);
+            };
+            file = Some((path, text, (start, end)));
+            (format!("repo_file {path}"), doc)
+        } else if let Some(applied) = last_applied {
+            ("last-applied-configuration".to_owned(), applied)
+        } else {
+            let mut role = serde_json::to_value(current).unwrap_or(Value::Null);
+            crate::outcome::strip_server_fields(&mut role);
+            ("the ClusterRole as read".to_owned(), role)
+        };
+        let rules: Vec<PolicyRule> =
+            serde_json::from_value(manifest["rules"].clone()).unwrap_or_default();
+        let added = group_rules(&uncovered(&rules, required));
+        if added.is_empty() {
+            return Ok(None);
+        }
+        let items: Vec<(Value, Option<String>)> = added
+            .iter()
+            .map(|rule| {
+                let value = serde_json::to_value(rule.to_policy_rule()).unwrap_or(Value::Null);
+                (value, Some(why_comment(rule, sourced)))
+            })
+            .collect();
+        let mut fix = GitopsFix {
+            based_on,
+            added_rules: added.clone(),
+            ..GitopsFix::default()
+        };
+        match self.gitops {
+            Some(GitopsForm::Patch) => {
+                fix.content = Some(crate::gitops::append_patch("/rules", &items));
+                fix.kustomization = Some(crate::gitops::kustomization_entry(
+                    "rbac.authorization.k8s.io",
+                    "v1",
+                    "ClusterRole",
+                    &self.name,
+                    "calico-kube-controllers-rbac-patch.yaml",
+                ));
+            }
+            Some(GitopsForm::Manifest) => {
+                let mut role = manifest.clone();
+                if let Some(annotations) = role["metadata"]["annotations"].as_object_mut() {
+                    annotations.remove(LAST_APPLIED);
+                }
+                crate::outcome::strip_server_fields(&mut role);
+                let list = role["rules"].as_array().cloned().unwrap_or_default();
+                role["rules"] = Value::Array(
+                    list.into_iter()
+                        .chain(items.iter().map(|(item, _)| item.clone()))
+                        .collect(),
+                );
+                fix.content = Some(crate::outcome::to_yaml(&role));
+            }
+            None => {}
+        }
+        let mut file_diff = None;
+        if let Some((path, text, span)) = file {
+            let after = crate::gitops::append_to_list(text, span, "rules", &items, path)?;
+            fix.diff = Some(crate::gitops::unified_diff(path, text, &after));
+            file_diff = Some(Diff {
+                before: text.clone(),
+                after,
+                before_header: format!("{path} (before)"),
+                after_header: format!("{path} (after)"),
+            });
+        }
+        Ok(Some((fix, file_diff)))
+    }
+
     fn desired(&self, current: Option<&ClusterRole>, missing: &[Triple]) -> ClusterRole {
         let added: Vec<PolicyRule> = group_rules(missing)
             .iter()
             .map(RuleSpec::to_policy_rule)
             .collect();
-        match current {
+        let mut role = match current {
             Some(role) => {
                 let mut role = role.clone();
                 role.metadata.managed_fields = None;
@@ -1400,7 +1741,15 @@ impl CalicoRbac {
                 rules: Some(added),
                 ..ClusterRole::default()
             },
+        };
+        if self.record_last_applied {
+            let applied = last_applied_of(&role);
+            role.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(LAST_APPLIED.to_owned(), applied);
         }
+        role
     }
 
     /// ServiceAccounts (namespace, name) to verify, and a warning when the one running the
@@ -1749,7 +2098,7 @@ fn etcd_only_warnings(
             let reads = if datastore == Datastore::Kubernetes {
                 let reads: Vec<String> = kdd_informer_reads(controllers)
                     .iter()
-                    .flat_map(|r| r.resources.clone())
+                    .flat_map(|(_, r)| r.resources.clone())
                     .collect();
                 format!(
                     "; until then its informer still lists and watches {} and exits \
@@ -1784,15 +2133,18 @@ const KDD_INFORMER_READS: &[(&str, &str, &str)] = &[
     ("policy", "networking.k8s.io", "networkpolicies"),
 ];
 
-/// The reads of [`KDD_INFORMER_READS`] for the enabled controllers.
-fn kdd_informer_reads(controllers: &[String]) -> Vec<RuleSpec> {
+/// The reads of [`KDD_INFORMER_READS`] for the enabled controllers, each with its controller.
+fn kdd_informer_reads(controllers: &[String]) -> Vec<(String, RuleSpec)> {
     KDD_INFORMER_READS
         .iter()
         .filter(|(controller, _, _)| controllers.iter().any(|c| c == controller))
-        .map(|(_, group, resource)| RuleSpec {
-            api_groups: vec![(*group).to_owned()],
-            resources: vec![(*resource).to_owned()],
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
+        .map(|(controller, group, resource)| {
+            let rule = RuleSpec {
+                api_groups: vec![(*group).to_owned()],
+                resources: vec![(*resource).to_owned()],
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+            };
+            ((*controller).to_owned(), rule)
         })
         .collect()
 }
