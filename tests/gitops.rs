@@ -432,3 +432,45 @@ async fn later_applies_revert_the_fix_as_the_report_said_and_a_fixed_manifest_ke
     assert_eq!(kept.as_array().unwrap().len(), unfixed_len + 1, "{kept}");
     assert_eq!(kept[5]["resources"], json!(["pods"]));
 }
+
+#[tokio::test]
+async fn a_stale_webhook_managed_by_argo_cd_is_said_to_come_back_with_the_next_sync() {
+    let reaper = Reaper::new("gitops-webhook");
+    let name = format!("{}-vwc", reaper.id);
+    let mut labels = reaper.labels();
+    labels["app.kubernetes.io/instance"] = json!("newrelic");
+    let object = json!({
+        "metadata": {"name": name, "labels": labels,
+                     "annotations": {"argocd.argoproj.io/tracking-id":
+                         format!("newrelic:admissionregistration.k8s.io/MutatingWebhookConfiguration:/{name}")}},
+        "webhooks": [{
+            "name": "inject.kubemend.test",
+            "clientConfig": {"service": {"namespace": "default", "name": format!("{name}-gone"), "port": 443}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                       "resources": ["configmaps"], "scope": "Namespaced"}],
+            "objectSelector": {"matchLabels": {"kubemend.test/never": "true"}},
+            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore"
+        }]
+    });
+    let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(support::client().await);
+    api.create(&PostParams::default(), &support::from_json(object))
+        .await
+        .unwrap();
+    let (code, result) = support::run_module(
+        "stale_webhook",
+        &json!({"name": name, "_ansible_check_mode": true}),
+    );
+    assert_eq!(code, 0, "{result}");
+    let ownership = &result["deleted"][0]["ownership"];
+    assert_eq!(ownership["owner"], "argo_cd", "{result}");
+    assert_eq!(ownership["owned_by"], "newrelic", "{result}");
+    assert!(
+        result["warnings"]
+            .to_string()
+            .contains("the next sync (at once with selfHeal) creates it again"),
+        "{result}"
+    );
+    // Check mode: it is still there.
+    assert!(api.get_opt(&name).await.unwrap().is_some());
+}

@@ -60,6 +60,7 @@ use crate::k8s::backend::{Backend, Backends, ServiceRef};
 use crate::k8s::delete::{BackupOf, DeleteOptions, backup, delete_uid};
 use crate::k8s::duration::{Duration, format_duration, seconds_since};
 use crate::k8s::objects::{ApiService, Whole};
+use crate::k8s::ownership::{self, Change, Ownership};
 use crate::outcome::{Diff, Outcome};
 
 /// Delete APIServices (aggregated APIs) whose backend is gone, on evidence only, with a UID
@@ -321,6 +322,8 @@ pub struct Deleted {
     ///
     /// V(null) without O(backup_dir) and in check mode.
     pub backup_file: Option<String>,
+    /// Who manages it (Argo CD, Flux, Helm, C(kubectl apply)) and whether that brings it back.
+    pub ownership: Ownership,
     /// The APIService as it was read, complete.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub object: Value,
@@ -620,7 +623,12 @@ impl StaleApiService {
             warnings.push(warning);
             return Ok(None);
         }
+        let ownership = ownership::of_json(&label, api.raw(), Change::Delete);
+        if ownership.at_risk() {
+            warnings.push(ownership.warning());
+        }
         Ok(Some(Deleted {
+            ownership,
             name,
             uid,
             backup_file: backup_file.map(|p| p.display().to_string()),

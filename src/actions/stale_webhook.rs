@@ -45,6 +45,7 @@ use crate::client::{Cluster, ClusterArgs};
 use crate::error::{Error, Result};
 use crate::k8s::backend::{Backend, Backends, ServiceRef};
 use crate::k8s::delete::{BackupOf, DeleteOptions, backup, delete_uid};
+use crate::k8s::ownership::{self, Change, Ownership};
 use crate::outcome::{Diff, Outcome};
 
 /// Delete admission webhook configurations (mutating and validating) whose backend is gone, on
@@ -294,6 +295,8 @@ pub struct Deleted {
     ///
     /// V(null) without O(backup_dir) and in check mode.
     pub backup_file: Option<String>,
+    /// Who manages it (Argo CD, Flux, Helm, C(kubectl apply)) and whether that brings it back.
+    pub ownership: Ownership,
     /// The configuration as it was read, complete.
     #[schemars(with = "serde_json::Map<String, Value>")]
     pub object: Value,
@@ -647,7 +650,12 @@ impl StaleWebhook {
             warnings.push(warning);
             return Ok(None);
         }
+        let ownership = ownership::of_json(&label, &configuration.object, Change::Delete);
+        if ownership.at_risk() {
+            warnings.push(ownership.warning());
+        }
         Ok(Some(Deleted {
+            ownership,
             kind: configuration.kind.name().into(),
             name: configuration.name.clone(),
             uid: configuration.uid.clone(),

@@ -158,6 +158,13 @@ pub fn of(object: &str, meta: &ObjectMeta, change: Change) -> Ownership {
     }
 }
 
+/// [`of`] for an object held as JSON (its `metadata`; none readable: no owner is found).
+#[must_use]
+pub fn of_json(object: &str, value: &serde_json::Value, change: Change) -> Ownership {
+    let meta: ObjectMeta = serde_json::from_value(value["metadata"].clone()).unwrap_or_default();
+    of(object, &meta, change)
+}
+
 fn owner(
     meta: &ObjectMeta,
     annotations: &BTreeMap<String, String>,
