@@ -115,6 +115,75 @@ fn calico_rbac_findings(report: &calico_rbac::Report) -> Vec<Finding> {
     f.hint = "add the missing permissions to the ClusterRole (only adds, never removes a rule): \
               the controllers stop failing their list calls"
         .into();
-    f.fix = Some(fix(CalicoRbac::NAME, &json!({})));
+    let mut args = json!({});
+    if let Some(owned) = report.ownership.as_ref().filter(|o| o.at_risk()) {
+        // The fix would not last: say so, and have the fix hand it to the repository too.
+        let _ = write!(f.hint, "; but {}", owned.consequence);
+        args = json!({"gitops": "patch"});
+        f.data.insert("ownership".into(), json!(owned));
+    }
+    f.fix = Some(fix(CalicoRbac::NAME, &args));
     vec![f]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::calico_rbac::RuleSpec;
+    use crate::k8s::ownership::{self, Change};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn lacking_pods_list(annotations: &[(&str, &str)]) -> calico_rbac::Report {
+        let meta = ObjectMeta {
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        };
+        calico_rbac::Report {
+            clusterrole: "calico-kube-controllers".into(),
+            missing_before: vec![RuleSpec {
+                api_groups: vec![String::new()],
+                resources: vec!["pods".into()],
+                verbs: vec!["list".into()],
+            }],
+            denied_before: Some(vec![
+                "kube-system/calico-kube-controllers: list pods".into(),
+            ]),
+            ownership: Some(ownership::of(
+                "clusterrole calico-kube-controllers",
+                &meta,
+                Change::Update,
+            )),
+            ..calico_rbac::Report::default()
+        }
+    }
+
+    #[test]
+    fn a_gap_in_a_role_argo_cd_manages_says_the_fix_would_not_last_and_asks_for_the_patch() {
+        let report = lacking_pods_list(&[(
+            "argocd.argoproj.io/tracking-id",
+            "calico:rbac.authorization.k8s.io/ClusterRole:/calico-kube-controllers",
+        )]);
+        let f = &calico_rbac_findings(&report)[0];
+        assert!(
+            f.hint.contains("lost the next time Git changes"),
+            "{}",
+            f.hint
+        );
+        let fix = f.fix.as_ref().unwrap();
+        assert_eq!(fix.options.get("gitops"), Some(&json!("patch")));
+        assert_eq!(f.data["ownership"]["owner"], "argo_cd");
+    }
+
+    #[test]
+    fn a_gap_in_a_role_nothing_manages_asks_for_the_plain_fix() {
+        let f = &calico_rbac_findings(&lacking_pods_list(&[]))[0];
+        assert!(!f.hint.contains("but"), "{}", f.hint);
+        assert!(f.fix.as_ref().unwrap().options.is_empty());
+        assert!(!f.data.contains_key("ownership"));
+    }
 }
