@@ -719,11 +719,7 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<Vec<u8>>> {
         path: path.to_owned(),
         source,
     })?;
-    let certs: Vec<Vec<u8>> = x509_parser::pem::Pem::iter_from_buffer(&bytes)
-        .filter_map(std::result::Result::ok)
-        .filter(|pem| pem.label == "CERTIFICATE")
-        .map(|pem| pem.contents)
-        .collect();
+    let certs = crate::x509::pem_certificates(&bytes).unwrap_or_default();
     if certs.is_empty() {
         return Err(Error::ReadCaCert {
             path: path.to_owned(),

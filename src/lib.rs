@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod schema;
 pub mod secrets;
 pub mod ssh;
+pub mod x509;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;

@@ -243,15 +243,8 @@ pub fn should_delete(verdicts: &[Verdict], force: bool) -> bool {
 #[must_use]
 pub fn ca_bundle_expired(bundle: &[u8], now: i64) -> Option<String> {
     let mut latest: Option<i64> = None;
-    for pem in x509_parser::pem::Pem::iter_from_buffer(bundle) {
-        let Ok(pem) = pem else { return None };
-        if pem.label != "CERTIFICATE" {
-            continue;
-        }
-        let Ok(cert) = pem.parse_x509() else {
-            return None;
-        };
-        let not_after = cert.validity().not_after.timestamp();
+    for der in crate::x509::pem_certificates(bundle)? {
+        let not_after = crate::x509::validity(&der)?.not_after;
         latest = Some(latest.map_or(not_after, |l| l.max(not_after)));
     }
     let latest = latest?;
