@@ -339,10 +339,24 @@ impl<V> Deref for Whole<V> {
     }
 }
 
-impl<'de, V: DeserializeOwned> Deserialize<'de> for Whole<V> {
+impl<'de, V: DeserializeOwned + k8s_openapi::Resource> Deserialize<'de> for Whole<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Value::deserialize(deserializer)?;
+        let mut raw = Value::deserialize(deserializer)?;
         let view = V::deserialize(&raw).map_err(serde::de::Error::custom)?;
+        // The items of a list come without apiVersion and kind; a manifest needs them first.
+        if let Value::Object(fields) = &mut raw
+            && !(fields.contains_key("apiVersion") && fields.contains_key("kind"))
+        {
+            let mut whole = serde_json::Map::new();
+            whole.insert("apiVersion".into(), V::API_VERSION.into());
+            whole.insert("kind".into(), V::KIND.into());
+            for (key, value) in std::mem::take(fields) {
+                if key != "apiVersion" && key != "kind" {
+                    whole.insert(key, value);
+                }
+            }
+            *fields = whole;
+        }
         Ok(Self { view, raw })
     }
 }
@@ -399,6 +413,16 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Pending"));
         assert_eq!(status.conditions.as_ref().unwrap()[0].type_, "PodScheduled");
         assert_eq!(serde_json::to_value(&pod).unwrap(), sent);
+    }
+
+    #[test]
+    fn a_list_item_gets_the_api_version_and_kind_a_manifest_needs_first() {
+        let item = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let pod: Whole<Pod> = serde_json::from_value(item).unwrap();
+        let keys: Vec<&String> = pod.raw().as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"]);
+        assert_eq!(pod.raw()["apiVersion"], "v1");
+        assert_eq!(pod.raw()["kind"], "Pod");
     }
 
     #[test]
