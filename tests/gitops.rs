@@ -166,7 +166,7 @@ async fn seed_owners(
             format!("{id}-argo"),
             "argo_cd",
             Some("calico"),
-            "lost the next time Git changes",
+            "at the latest when Git changes it",
         ),
         (
             format!("{id}-flux"),
@@ -184,7 +184,7 @@ async fn seed_owners(
             format!("{id}-applied"),
             "kubectl_apply",
             None,
-            "applying the same manifest again keeps it",
+            "sets these fields back to the manifest's",
         ),
         (format!("{id}-ssa"), "flux", None, "reverted within"),
         (format!("{id}-none"), "none", None, "lasts"),
@@ -345,29 +345,28 @@ async fn later_applies_revert_the_fix_as_the_report_said_and_a_fixed_manifest_ke
     };
     let unfixed_len = 5;
 
-    // kubemend's own update leaves last-applied alone: the same manifest applied again keeps
-    // the fix, a server-side apply that forces its rules (Flux, Argo CD with SSA) reverts it.
+    // kubemend's own update leaves last-applied alone, yet applying the unfixed manifest again
+    // sets the rules back (a three-way merge sets what the manifest names), and so does a
+    // server-side apply that forces its rules (Flux, Argo CD with SSA), as the report says.
     let plain = format!("{}-plain", reaper.id);
     apply(&plain, "plain.yaml");
-    let fixed = calico_rbac(&json!({"name": plain, "rules": rules(), "restart_controller": false}));
+    let fix = json!({"name": plain, "rules": rules(), "restart_controller": false});
+    let fixed = calico_rbac(&fix);
     let said = fixed["ownership"]["consequence"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(
-        said.contains("applying the same manifest again keeps it"),
+        said.contains("sets these fields back to the manifest's"),
         "{said}"
     );
-    assert!(said.contains("--force-conflicts reverts it"), "{said}");
-    assert_eq!(
-        live_rules(&plain).await.as_array().unwrap().len(),
-        unfixed_len + 1
-    );
+    assert!(said.contains("--force-conflicts"), "{said}");
+    let rule_count = |rules: Value| rules.as_array().map_or(0, Vec::len);
+    assert_eq!(rule_count(live_rules(&plain).await), unfixed_len + 1);
     kubectl(&["apply", "-f", "plain.yaml"], dir.path());
-    assert_eq!(
-        live_rules(&plain).await.as_array().unwrap().len(),
-        unfixed_len + 1
-    );
+    assert_eq!(rule_count(live_rules(&plain).await), unfixed_len);
+    assert_eq!(calico_rbac(&fix)["changed"], json!(true));
+    assert_eq!(rule_count(live_rules(&plain).await), unfixed_len + 1);
     kubectl(
         &[
             "apply",
@@ -379,10 +378,7 @@ async fn later_applies_revert_the_fix_as_the_report_said_and_a_fixed_manifest_ke
         ],
         dir.path(),
     );
-    assert_eq!(
-        live_rules(&plain).await.as_array().unwrap().len(),
-        unfixed_len
-    );
+    assert_eq!(rule_count(live_rules(&plain).await), unfixed_len);
 
     // Recorded as kubectl apply records it: applying the unfixed manifest reverts it.
     let recorded = format!("{}-recorded", reaper.id);

@@ -23,16 +23,18 @@
 //! The consequences, with their sources:
 //! - Argo CD compares the live object with Git in a three-way diff that "report[s] differences
 //!   only if field value conflicts with value defined in git or in last-applied-configuration"
-//!   (argoproj/argo-cd#1613): a PUT that leaves last-applied alone is invisible to it and lost
-//!   the next time Git changes the object; with Server-Side Diff it is detected and reverted. A
-//!   change that records last-applied shows as OutOfSync and the next sync (at once with
-//!   selfHeal) reverts it. A deleted object is re-created by the next sync.
+//!   (argoproj/argo-cd#1613): a PUT that leaves last-applied alone may not show, and the next
+//!   sync of the object (at the latest when Git changes it) reverts it, as its sync is a
+//!   `kubectl apply`; with Server-Side Diff it is detected and reverted. A change that records
+//!   last-applied shows as OutOfSync and the next sync (at once with selfHeal) reverts it. A
+//!   deleted object is re-created by the next sync.
 //! - Flux's kustomize-controller applies the object server-side on every reconcile: any change
 //!   is reverted, and a deleted object re-created, within its interval.
 //! - Helm writes the chart's object again at the next upgrade.
-//! - A later `kubectl apply` of the manifest: a three-way merge from last-applied, so a PUT that
-//!   left last-applied alone survives until the manifest's own rules change, and a change that
-//!   recorded last-applied is reverted by applying the unfixed manifest.
+//! - A later `kubectl apply` of the manifest sets every field the manifest names to the
+//!   manifest's value (its three-way merge takes what to delete from last-applied, what to set
+//!   from the manifest against the live object), so applying the unfixed manifest reverts the
+//!   fix however it was written (tests/gitops.rs shows it on a real apiserver).
 
 use std::collections::BTreeMap;
 
@@ -268,10 +270,11 @@ fn consequence(
     let by = owned_by.map(|o| format!(" ({o})")).unwrap_or_default();
     let argo = |who: &str| match change {
         Change::Update => format!(
-            "managed by {who}{by}: this change leaves last-applied-configuration alone, so \
-             Argo CD's default diff does not show it, and it is lost the next time Git changes \
-             this object; with Server-Side Diff it shows as OutOfSync and the next sync (at once \
-             with selfHeal) reverts it. Commit the fix to Git (calico_rbac's gitops option emits it)"
+            "managed by {who}{by}: its default diff compares with last-applied-configuration, \
+             which this change leaves alone, so it may not show it (argoproj/argo-cd#1613), and \
+             the next sync of this object, at the latest when Git changes it, applies Git's \
+             version and reverts it (with Server-Side Diff it shows as OutOfSync and selfHeal \
+             reverts it at once). Commit the fix to Git (calico_rbac's gitops option emits it)"
         ),
         Change::UpdateRecorded => format!(
             "managed by {who}{by}: this change records last-applied-configuration, so the \
@@ -313,11 +316,10 @@ fn consequence(
                  microk8s, an add-on's, e.g. args/cni-network/cni.yaml when the cni-loaded lock \
                  is removed) creates it again"
                 .to_owned(),
-            (Change::Update, _) => "applied with kubectl apply: this change leaves \
-                 last-applied-configuration alone, so applying the same manifest again keeps it, \
-                 but applying a manifest that changes these fields replaces them without it, and \
-                 a server-side apply with --force-conflicts reverts it; put the fix in the \
-                 manifest (on microk8s, an add-on's, e.g. args/cni-network/cni.yaml)"
+            (Change::Update, _) => "applied with kubectl apply: applying its manifest again \
+                 (on microk8s, an add-on's, e.g. args/cni-network/cni.yaml when the cni-loaded \
+                 lock is removed) sets these fields back to the manifest's and reverts it, as \
+                 does a server-side apply with --force-conflicts; put the fix in the manifest"
                 .to_owned(),
             (Change::UpdateRecorded, _) => "applied with kubectl apply: this change records \
                  last-applied-configuration, so applying the unfixed manifest again reverts it; \
@@ -370,7 +372,7 @@ mod tests {
         assert_eq!(o.owned_by.as_deref(), Some("apps/calico"));
         assert!(o.at_risk());
         assert!(
-            o.consequence.contains("lost the next time Git changes"),
+            o.consequence.contains("at the latest when Git changes it"),
             "{}",
             o.consequence
         );
@@ -434,7 +436,7 @@ mod tests {
         assert!(
             applied
                 .consequence
-                .contains("applying the same manifest again keeps it")
+                .contains("sets these fields back to the manifest")
         );
         let recorded = of(
             "x",

@@ -170,7 +170,7 @@ mod tests {
         )]);
         let f = &calico_rbac_findings(&report)[0];
         assert!(
-            f.hint.contains("lost the next time Git changes"),
+            f.hint.contains("at the latest when Git changes it"),
             "{}",
             f.hint
         );
