@@ -350,7 +350,15 @@ fn calico_rbac_and_webhook_findings(result: &Value) {
         "{evidence}"
     );
     assert_eq!(calico[0]["fix"]["module"], "calico_rbac");
-    assert_eq!(calico[0]["fix"]["command"], "kubemend calico-rbac");
+    // The seed applies the role with kubectl apply, as microk8s applies its cni.yaml: a fix in
+    // the cluster alone would be reverted by the next apply, so the fix asks for the patch too.
+    assert_eq!(
+        calico[0]["fix"]["command"],
+        "kubemend calico-rbac --gitops patch"
+    );
+    let hint = calico[0]["hint"].as_str().expect("a string");
+    assert!(hint.contains("args/cni-network/cni.yaml"), "{hint}");
+    assert_eq!(calico[0]["data"]["ownership"]["owner"], "kubectl_apply");
 
     // 3. The stale NewRelic webhook: failurePolicy Ignore, so a warning.
     let webhook = findings(result, "stale_webhook")
