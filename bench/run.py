@@ -5,7 +5,8 @@ in one run, on the test bed. Writes BENCHMARKS.md.
 
 Run it with `make bench` (it builds the release binary, starts the test bed
 and creates .venv-bench/ with bench/venv.sh first); `bench/run.py calico
-stuck ansible kubelite diagnose tasks maintenance` picks sections, all by default.
+stuck ansible kubelite diagnose tasks maintenance ipam` picks sections, all by default; a
+run of some sections keeps the others from BENCHMARKS.md as they were, and says so.
 Every command runs RUNS times
 after WARMUP runs; the table gives the median wall time and the peak
 resident set of the largest process (ru_maxrss from wait4, so for a shell
@@ -21,6 +22,9 @@ run, so that they wait for tests on the same test bed and tests wait for them.
 import contextlib
 import datetime
 import fcntl
+import hashlib
+import importlib.machinery
+import importlib.util
 import http.client
 import json
 import os
@@ -53,6 +57,9 @@ NODES = ["k8s01", "k8s02", "k8s03"]
 TASKS = int(os.environ.get("BENCH_TASKS", "100"))
 TASK_RUNS = int(os.environ.get("BENCH_TASK_RUNS", "3"))
 KUBELITE_RUNS = int(os.environ.get("BENCH_KUBELITE_RUNS", "3"))
+# calico_ipam: pods with a Calico address each, and as many addresses leaked (their pods gone).
+IPAM_PODS = int(os.environ.get("BENCH_IPAM_PODS", "10000"))
+CALICO_CNI = ROOT / "tests" / "cluster" / "calico-cni"
 
 
 def sh(*args, **kw):
@@ -100,6 +107,17 @@ def testbed_locks(env):
             except BlockingIOError:
                 print(f"bench: waiting for the test bed's {name} lock", file=sys.stderr)
                 fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def calico_lock(env):
+    """The test bed's calico lock (tests/support's calico()): the Calico shape is this
+    section's while it runs."""
+    locks = run_dir(env) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / "calico.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
@@ -755,6 +773,171 @@ def bench_maintenance(plays, env):
     return wall
 
 
+# ---------------------------------------------------------------- calico_ipam
+
+def calico_cni(env):
+    """tests/cluster/calico-cni as a module: the shapes of Calico's IPAM objects, as its CNI
+    writes them, for the version the test bed is shaped as."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith("KUBEMEND_")})
+    loader = importlib.machinery.SourceFileLoader("calico_cni", str(CALICO_CNI))
+    spec = importlib.util.spec_from_loader("calico_cni", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def ipam_block_cidr(index):
+    """The index-th /26 from 10.1.64.0, clear of the nodes' own blocks (10.1.1-3.0/26)."""
+    return f"10.1.{64 + index // 4}.{(index % 4) * 64}/26"
+
+
+def seed_ipam(bins, env, ns):
+    """IPAM_PODS pods, each with a Calico address under its own handle, and IPAM_PODS addresses
+    leaked under handles of pods that are gone, interleaved in /26 blocks affine to the three
+    nodes, written as calico-cni writes them (tests/cluster/calico-cni: each handle, then its
+    block), in bulk. The pods wait for a scheduler that does not exist: kwok gives a node's pods
+    addresses from a /24 of its own, too few for this many, so these carry the address Calico's
+    CNI records on a pod (its podIP annotation), which is where calico_ipam and calicoctl look
+    when a pod has no status.podIP. Their handles are young, so calico_ipam's min_age leaves
+    every leak alone: the run measures the plan (two scans), and writes nothing."""
+    cni = calico_cni(env)
+    shape = cni.current_shape()
+    api = Api(env)
+    uids, lock = {}, threading.Lock()
+    threads = 16
+
+    def pod_worker(t):
+        for i in range(t, IPAM_PODS, threads):
+            ip = ipam_address(2 * i)
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": f"ipam-{i:05d}", "labels": {"app": "bench-ipam"},
+                                "annotations": {cni.ANNOTATION_POD_IP: f"{ip}/32",
+                                                cni.ANNOTATION_POD_IPS: f"{ip}/32"}},
+                   "spec": {"schedulerName": "bench-no-scheduler",
+                            "automountServiceAccountToken": False,
+                            "containers": [{"name": "app", "image": "registry.local/app:1"}]}}
+            status, body = api.call("POST", f"/api/v1/namespaces/{ns}/pods", pod, t)
+            if status != 201:
+                raise SystemExit(f"bench: creating pod {i}: {status} {body}")
+            with lock:
+                uids[i] = body["metadata"]["uid"]
+
+    run_threads(pod_worker, threads)
+    blocks, handles = {}, []
+    for n in range(2 * IPAM_PODS):
+        index, ordinal = divmod(n, 64)
+        node = NODES[index % 3]
+        cidr = ipam_block_cidr(index)
+        if cidr not in blocks:
+            blocks[cidr] = cni.new_block(shape, cidr, node, False)
+        i = n // 2
+        if n % 2 == 0:
+            name = f"ipam-{i:05d}"
+            handle = f"{cni.NETWORK}.{hashlib.sha256(uids[i].encode()).hexdigest()}"
+        else:
+            name = f"gone-{i:05d}"
+            handle = f"{cni.NETWORK}.{hashlib.sha256(name.encode()).hexdigest()}"
+        fake = {"spec": {"nodeName": node}, "metadata": {"name": name, "namespace": ns}}
+        attr = cni.attribute(shape, handle, cni.cni_attributes(shape, fake))
+        cni.assign(shape, blocks[cidr]["spec"], ipam_address(n), attr, node, {})
+        obj = cni.new_handle(shape, handle)
+        obj["spec"]["block"] = {cidr: 1}
+        handles.append(obj)
+    group = "/apis/crd.projectcalico.org/v1"
+    affinities = [cni.affinity_object(shape, blocks[c]["spec"]["affinity"][5:], c, "confirmed")
+                  for c in blocks]
+    for plural, objects in (("ipamhandles", handles), ("ipamblocks", list(blocks.values())),
+                            ("blockaffinities", affinities)):
+        def worker(t, plural=plural, objects=objects):
+            for k in range(t, len(objects), threads):
+                status, body = api.call("POST", f"{group}/{plural}", objects[k], t)
+                if status != 201:
+                    raise SystemExit(f"bench: creating {plural} {k}: {status} {body}")
+        run_threads(worker, threads)
+    return {"pods": IPAM_PODS, "handles": len(handles), "blocks": len(blocks),
+            "allocations": 2 * IPAM_PODS}
+
+
+def ipam_address(n):
+    index, ordinal = divmod(n, 64)
+    net = ipam_block_cidr(index).split("/")[0].rsplit(".", 1)
+    return f"{net[0]}.{int(net[1]) + ordinal}"
+
+
+def run_threads(worker, threads):
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+# Leaked addresses (allocated, in no pod's podIP annotation or status) and orphaned handles
+# (in no allocation), from one kubectl document, as calicoctl's check classifies them (without
+# its node tunnel addresses, which no allocation here is).
+JQ_IPAM = (
+    'def n2ip: [(./16777216|floor)%256, (./65536|floor)%256, (./256|floor)%256, .%256]'
+    ' | map(tostring) | join(".");'
+    ' def ip2n: split(".") | map(tonumber) | .[0]*16777216 + .[1]*65536 + .[2]*256 + .[3];'
+    ' .items as $all'
+    ' | ([$all[] | select(.kind == "Pod") | ((.status.podIPs // [])[].ip),'
+    ' (.metadata.annotations["cni.projectcalico.org/podIP"] // empty | split("/")[0])]'
+    ' | map({key: ., value: true}) | from_entries) as $used'
+    ' | [$all[] | select(.kind == "IPAMBlock") | .spec as $s'
+    ' | ($s.cidr | split("/")[0] | ip2n) as $base'
+    ' | $s.allocations | to_entries[] | select(.value != null)'
+    ' | {ip: (($base + .key) | n2ip), handle: $s.attributes[.value].handle_id}] as $allocs'
+    ' | ($allocs | map({key: .handle, value: true}) | from_entries) as $ref'
+    ' | {leaked: [$allocs[] | select($used[.ip] | not) | .ip] | length,'
+    ' orphaned: [$all[] | select(.kind == "IPAMHandle") | .spec.handleID'
+    ' | select($ref[.] | not)] | length}'
+)
+
+
+def bench_ipam(bins, env):
+    """The calico_ipam plan at IPAM_PODS pods and twice as many handles, against kubectl and
+    jq; the test bed is shaped as Calico v3.32 first and again after (a clean IPAM)."""
+    ns = "bench-ipam"
+    sh(str(TESTCLUSTER), "calico", "v3.32", stdout=subprocess.DEVNULL)
+    kubectl(bins, env, "delete", "namespace", ns, "--ignore-not-found", "--wait=true",
+            "--timeout=600s", stdout=subprocess.DEVNULL)
+    kubectl(bins, env, "create", "namespace", ns, stdout=subprocess.DEVNULL)
+    kubectl(bins, env, "wait", "--for=jsonpath={.metadata.name}=default", "-n", ns,
+            "serviceaccount/default", "--timeout=60s", stdout=subprocess.DEVNULL)
+    t0 = time.time()
+    seeded = seed_ipam(bins, env, ns)
+    print(f"bench: {seeded['pods']} pods, {seeded['handles']} handles, {seeded['blocks']} "
+          f"blocks seeded in {time.time() - t0:.0f}s", file=sys.stderr)
+    argv = [str(KUBEMEND), "calico-ipam", "--check", "--confirm-after", "1s", "--output", "json"]
+    runs = max(5, RUNS // 3)
+    km = measure(argv, env, runs=runs)
+    p = subprocess.run(argv, env=dict(env, RUST_LOG="kube_client=debug"),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: kubemend calico-ipam exited {p.returncode}:\n{p.stderr[-2000:]}")
+    report = json.loads(p.stdout)
+    requests = sum(line.rstrip().endswith("requesting") for line in p.stderr.splitlines())
+    pipeline = (f"{bins / 'kubectl'} get ipamblocks.crd.projectcalico.org,"
+                f"ipamhandles.crd.projectcalico.org,pods -A -o json | jq -c '{JQ_IPAM}'")
+    joined = json.loads(sh("sh", "-c", pipeline, env=env, stdout=subprocess.PIPE,
+                           text=True).stdout)
+    kj = measure(["sh", "-c", pipeline], env, runs=runs)
+    return {"seeded": seeded, "rows": [("kubemend calico-ipam --check --confirm-after 1s", km),
+                                       ("kubectl get ipamblocks,ipamhandles,pods -A -o json | jq",
+                                        kj)],
+            "requests": requests, "counts": report.get("counts", {}),
+            "left_alone": len(report.get("findings", {}).get("left_alone", [])),
+            "joined": joined}
+
+
+def clean_ipam_bench(bins, env):
+    """After the calico_ipam section (its results already in hand): its namespace gone, and a
+    clean Calico v3.32 IPAM again."""
+    kubectl(bins, env, "delete", "namespace", "bench-ipam", "--ignore-not-found", "--wait=true",
+            "--timeout=900s", stdout=subprocess.DEVNULL)
+    sh(str(TESTCLUSTER), "calico", "v3.32", stdout=subprocess.DEVNULL)
+
+
 # ---------------------------------------------------------------- report
 
 def table(rows):
@@ -983,6 +1166,60 @@ def maintenance_section(wall):
             f"({wall / 900:.2f}x)."]
 
 
+def ipam_section(res):
+    seeded, counts = res["seeded"], res["counts"]
+    km, kj = res["rows"][0][1], res["rows"][1][1]
+    return ["", "## calico_ipam: the plan over a large Calico IPAM", "",
+            f"{seeded['pods']:,} pods with a Calico address each and {seeded['pods']:,} "
+            f"addresses leaked (their pods gone): {seeded['allocations']:,} allocations in "
+            f"{seeded['blocks']} /26 blocks, {seeded['handles']:,} handles, shaped as Calico "
+            "v3.32 writes them (tests/cluster/calico-cni). Every handle is younger than "
+            "calico_ipam's min_age (15 minutes), so it writes nothing: the row is its plan, two "
+            "scans of every block, handle, affinity, pool, node, service and pod, 500 objects a "
+            "page, one second apart (`--confirm-after 1s`, the shortest it takes, counted in its "
+            "time). calicoctl's `ipam check` is not available here; the alternative is one "
+            "kubectl document of blocks, handles and pods joined by jq (leaked addresses and "
+            "orphaned handles, without node tunnel addresses), which reads each object once "
+            "and confirms nothing.", "",
+            table(res["rows"]), "",
+            f"kubemend takes {ratio(km, kj):.2f}x the pipeline's median time and "
+            f"{km['peak_rss_mib'] / kj['peak_rss_mib']:.2f}x its peak memory. Its run sent "
+            f"{res['requests']} API requests (kube-client's `requesting` lines with "
+            "`RUST_LOG=kube_client=debug`: list pages of both scans, growing with pages, not "
+            f"per object); it counted {counts.get('blocks', 0)} blocks, "
+            f"{counts.get('handles', 0):,} handles and {counts.get('allocations', 0):,} "
+            f"allocations, and released nothing: its report lists {res['left_alone']:,} "
+            "candidates left alone as younger than min_age (it lists 1,000 at most). The "
+            f"pipeline found {res['joined'].get('leaked', 0):,} leaked addresses "
+            f"and {res['joined'].get('orphaned', 0):,} orphaned handles."]
+
+
+def kept_sections(old, head, sections):
+    """A run of some sections: the sections it did not measure are kept from `old` (the
+    BENCHMARKS.md of an earlier run), in their order, and the head says when those were
+    measured."""
+    parts = old.split("\n## ")
+    old_head, old_sections = parts[0], {p.split("\n", 1)[0]: "## " + p for p in parts[1:]}
+    new = {}
+    title = None
+    for line in sections:
+        if line.startswith("## "):
+            title = line[3:]
+            new[title] = []
+        if title is not None:
+            new[title].append(line)
+    written = old_head.split("Written by `make bench` on ", 1)[-1].split(" UTC", 1)[0] + " UTC"
+    kept = [t for t in old_sections if t not in new]
+    out = []
+    for t in list(old_sections) + [t for t in new if t not in old_sections]:
+        if t in new:
+            out += [""] + new[t]
+        else:
+            out += ["", old_sections[t].rstrip()]
+    note = (f"Sections kept from the run of {written}: " + "; ".join(kept) + ".") if kept else ""
+    return head + ([""] + [note] if note else []), out
+
+
 def ansible_versions():
     """ansible-core, kubernetes.core and the `kubernetes` library of the bench venv."""
     def run(*argv):
@@ -997,7 +1234,8 @@ def ansible_versions():
     return f"ansible-core {core}, {collection}, Python `kubernetes` {client.strip()}"
 
 
-SECTIONS = ["calico", "stuck", "ansible", "diagnose", "kubelite", "tasks", "maintenance"]
+SECTIONS = ["calico", "stuck", "ansible", "diagnose", "kubelite", "tasks", "maintenance",
+            "ipam"]
 
 
 def main():
@@ -1069,7 +1307,21 @@ def main():
             with testbed_locks(env):
                 seed_incident()
                 sections += maintenance_section(bench_maintenance(plays, env))
+        if "ipam" in only:
+            with testbed_locks(env), calico_lock(env):
+                sections += ipam_section(bench_ipam(bins, env))
+                # The last section: written before its cleanup, which takes minutes.
+                write_benchmarks(only, head, sections)
+                clean_ipam_bench(bins, env)
+            return
+    write_benchmarks(only, head, sections)
+
+
+def write_benchmarks(only, head, sections):
+    """BENCHMARKS.md from the sections measured (a partial run keeps the others)."""
     out = ROOT / "BENCHMARKS.md"
+    if only != set(SECTIONS) and out.exists():
+        head, sections = kept_sections(out.read_text(), head, sections)
     out.write_text("\n".join(head + sections).rstrip() + "\n")
     print(f"bench: wrote {out}", file=sys.stderr)
 
