@@ -179,7 +179,7 @@ pub struct Options {
     pub gitops: Option<GitopsForm>,
 
     /// A manifest file in a checkout (e.g. an AWX project) that holds the ClusterRole: the fix
-    /// is also returned as a unified diff of that file (RV(gitops.diff), and in the result's
+    /// is also returned as a unified diff of that file (C(gitops.diff), and in the result's
     /// diff, so C(--diff) shows it), which C(patch -p0) applies from the directory the path is
     /// relative to. The file is read, never written.
     #[arg(long, value_name = "PATH")]
@@ -265,7 +265,7 @@ pub struct RuleSource {
     pub release: Option<String>,
     /// The upstream ClusterRole the rule was read from, as C(owner/repo@ref:path); V(null) for
     /// rules upstream does not grant (kubemend adds them because the controller needs them, as
-    /// O(why) says) and for rules given in options.
+    /// its C(why) says) and for rules given in options.
     pub upstream: Option<String>,
 }
 
