@@ -80,8 +80,8 @@ pub struct ClusterArgs {
     pub validate_certs: Option<bool>,
 
     /// Longest time the whole action may take, e.g. 90s, 5m or 1h30m; default 5m (10m for
-    /// calico_rbac, whose restart_timeout waits on a rollout; 1h for kubelite_restart, whose
-    /// gates wait on restarts). A run that takes longer fails, naming
+    /// calico_rbac, whose restart_timeout waits on a rollout; 1h for kubelite_restart and
+    /// cert_refresh, whose gates wait on restarts). A run that takes longer fails, naming
     /// the step it was in, with what it had already done. No single request to the API server
     /// waits longer than 30s for its answer.
     #[arg(long, value_name = "DURATION")]

@@ -231,17 +231,42 @@ pub fn validate_options(
 
 /// Deserializes validated options into the typed struct, naming the option on failure.
 pub fn deserialize_options<T: DeserializeOwned>(options: Map<String, Value>) -> Result<T> {
-    serde_path_to_error::deserialize(Value::Object(options)).map_err(|err| {
+    let options = Value::Object(options);
+    serde_path_to_error::deserialize(&options).map_err(|err| {
         let option = err.path().to_string();
+        let problem = err.into_inner().to_string();
         Error::InvalidOption {
             option: if option == "." {
-                "(options)".into()
+                options
+                    .as_object()
+                    .and_then(|o| culprit::<T>(o, &problem))
+                    .unwrap_or_else(|| "(options)".into())
             } else {
                 option
             },
-            problem: err.into_inner().to_string(),
+            problem,
         }
     })
+}
+
+/// The option an error without a path is about: serde loses the path inside a flattened
+/// struct (the options every rolling operation shares), so each option is left out in turn,
+/// and the one whose absence makes the error go (not turn into another) is named.
+fn culprit<T: DeserializeOwned>(options: &Map<String, Value>, problem: &str) -> Option<String> {
+    options
+        .keys()
+        .find(|key| {
+            let mut without = options.clone();
+            without.remove(key.as_str());
+            match serde_json::from_value::<T>(Value::Object(without)) {
+                Ok(_) => true,
+                Err(other) => {
+                    let other = other.to_string();
+                    other != problem && !other.starts_with("missing field")
+                }
+            }
+        })
+        .cloned()
 }
 
 /// Walks a schemars-generated schema (JSON Schema 2020-12 subset) alongside a value.

@@ -21,26 +21,14 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubemend::k8s::watch::Watched;
 use serde_json::{Value, json};
 
-const LOCK_LEASE: &str = "kubemend-kubelite-restart";
+const LOCK_LEASE: &str = support::ROLLING_LOCK;
 
-/// Options for a run on the test bed; `extra` is merged in.
 fn args(extra: &Value) -> Value {
-    let mut args = json!({
-        "ssh_config": support::cluster().ssh_config,
-        "settle": "1s",
-        "gate_timeout": "90s",
-    });
-    for (key, value) in extra.as_object().unwrap() {
-        args[key] = value.clone();
-    }
-    args
+    support::rolling_args(extra)
 }
 
-/// Removes a lock Lease an earlier test left behind.
 async fn no_lock_lease() {
-    let client = support::client().await;
-    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
-    let _ = leases.delete(LOCK_LEASE, &DeleteParams::default()).await;
+    support::no_rolling_lock().await;
 }
 
 /// The lock Lease, if any. The VIP passes TCP through without health checks, so while a

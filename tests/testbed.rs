@@ -15,7 +15,10 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use support::{NODES, ssh, ssh_ok, testcluster, unit_property, wait_until};
+use support::{
+    NODES, openssl, served_cert, ssh, ssh_ok, testcluster, unit_property, valid_in, wait_until,
+    x509,
+};
 
 fn node_ready(node: &Node) -> Option<String> {
     node.status
@@ -491,59 +494,6 @@ fn testcluster_reports_a_port_in_use_before_it_writes_or_starts_anything() {
     );
 }
 
-/// `openssl ARGS` on the host with `input` on its stdin: (success, stdout and stderr).
-fn openssl(args: &[&str], input: &str) -> Result<(bool, String), String> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("openssl: {e}"))?;
-    child
-        .stdin
-        .take()
-        .ok_or("openssl: no stdin")?
-        .write_all(input.as_bytes())
-        .map_err(|e| format!("openssl stdin: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("openssl: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
-}
-
-/// The certificate (PEM) `node`'s apiserver serves, as a TLS client reads it.
-fn served_cert(node: &str) -> Result<String, String> {
-    let index = NODES
-        .iter()
-        .position(|n| *n == node)
-        .ok_or_else(|| format!("no node {node}"))?;
-    let address = format!("127.0.1.{}:16443", index + 1);
-    let (_, handshake) = openssl(&["s_client", "-connect", &address], "")?;
-    let (ok, pem) = openssl(&["x509"], &handshake)?;
-    if ok {
-        Ok(pem)
-    } else {
-        Err(format!("no certificate from {address}: {pem}"))
-    }
-}
-
-/// `openssl x509 -noout ARGS` of a PEM certificate: (success, output).
-fn x509(pem: &str, args: &[&str]) -> Result<(bool, String), String> {
-    openssl(&[&["x509", "-noout"], args].concat(), pem)
-}
-
-/// Whether the certificate is still valid `days` days from now.
-fn valid_in(pem: &str, days: u64) -> Result<bool, String> {
-    Ok(x509(pem, &["-checkend", &(days * 86_400).to_string()])?.0)
-}
-
 #[tokio::test]
 async fn refresh_certs_standin_renews_server_cert_like_microk8s() {
     // k8s03: Debian 11, where the snap's bundled openssl is furthest from the node's own.
@@ -557,7 +507,11 @@ async fn refresh_certs_standin_renews_server_cert_like_microk8s() {
     );
     let short = served_cert(node).unwrap();
     assert!(valid_in(&short, 4).unwrap() && !valid_in(&short, 5).unwrap());
-    let names = |pem: &str| x509(pem, &["-subject", "-ext", "subjectAltName"]).unwrap().1;
+    let names = |pem: &str| {
+        x509(pem, &["-subject", "-ext", "subjectAltName"])
+            .unwrap()
+            .1
+    };
     let check = ssh_ok(node, "sudo -n microk8s refresh-certs -c");
     // Python's timedelta.days of notAfter - now: 4 days and some hours.
     assert!(

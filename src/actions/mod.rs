@@ -30,8 +30,10 @@ use crate::protocol::{self, Flags, Report};
 
 pub mod calico_ipam;
 pub mod calico_rbac;
+pub mod cert_refresh;
 pub mod diagnose;
 pub mod kubelite_restart;
+pub mod rolling;
 pub mod selection;
 pub mod stale_apiservice;
 pub mod stale_webhook;
@@ -46,6 +48,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "diagnose",
     "calico_ipam",
     "stale_apiservice",
+    "cert_refresh",
 ];
 
 /// Module names reserved for actions not in this build yet: they fail with a clear message.
@@ -315,6 +318,7 @@ pub fn modules() -> Vec<ModuleSpec> {
     vec![
         ModuleSpec::of::<calico_ipam::CalicoIpam>(),
         ModuleSpec::of::<calico_rbac::CalicoRbac>(),
+        ModuleSpec::of::<cert_refresh::CertRefresh>(),
         ModuleSpec::of::<kubelite_restart::KubeliteRestart>(),
         ModuleSpec::of::<stale_apiservice::StaleApiService>(),
         ModuleSpec::of::<stale_webhook::StaleWebhook>(),

@@ -16,12 +16,13 @@
 //! sample, and nested structs the `contains`. So the docs cannot drift from the results.
 //!
 //! EXAMPLES cannot be derived: they are written per module beside this file ([`calico_ipam`],
-//! [`calico_rbac`], [`diagnose`], [`stale_apiservice`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
+//! [`calico_rbac`], [`cert_refresh`], [`diagnose`], [`stale_apiservice`], [`stale_webhook`], [`stuck_pods`]) as the YAML Ansible users know.
 //!
 //! The files are written and checked with the schemas ([`crate::schema`]).
 
 mod calico_ipam;
 mod calico_rbac;
+mod cert_refresh;
 mod diagnose;
 mod kubelite_restart;
 mod stale_apiservice;
@@ -87,6 +88,10 @@ fn written(module: &str) -> Option<Written> {
         "calico_rbac" => Written {
             version_added: calico_rbac::VERSION_ADDED,
             examples: calico_rbac::EXAMPLES,
+        },
+        "cert_refresh" => Written {
+            version_added: cert_refresh::VERSION_ADDED,
+            examples: cert_refresh::EXAMPLES,
         },
         "kubelite_restart" => Written {
             version_added: kubelite_restart::VERSION_ADDED,

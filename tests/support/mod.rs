@@ -942,3 +942,87 @@ pub async fn refuse_deletes(
     )
     .await;
 }
+
+// ---------------------------------------------------------------- certificates
+
+/// `openssl ARGS` on the host with `input` on its stdin: (success, stdout and stderr).
+pub fn openssl(args: &[&str], input: &str) -> Result<(bool, String), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("openssl: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("openssl: no stdin")?
+        .write_all(input.as_bytes())
+        .map_err(|e| format!("openssl stdin: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// The certificate (PEM) `node`'s apiserver serves, as a TLS client reads it.
+pub fn served_cert(node: &str) -> Result<String, String> {
+    let index = NODES
+        .iter()
+        .position(|n| *n == node)
+        .ok_or_else(|| format!("no node {node}"))?;
+    let address = format!("127.0.1.{}:16443", index + 1);
+    let (_, handshake) = openssl(&["s_client", "-connect", &address], "")?;
+    let (ok, pem) = openssl(&["x509"], &handshake)?;
+    if ok {
+        Ok(pem)
+    } else {
+        Err(format!("no certificate from {address}: {pem}"))
+    }
+}
+
+/// `openssl x509 -noout ARGS` of a PEM certificate: (success, output).
+pub fn x509(pem: &str, args: &[&str]) -> Result<(bool, String), String> {
+    openssl(&[&["x509", "-noout"], args].concat(), pem)
+}
+
+/// Whether the certificate is still valid `days` days from now.
+pub fn valid_in(pem: &str, days: u64) -> Result<bool, String> {
+    Ok(x509(pem, &["-checkend", &(days * 86_400).to_string()])?.0)
+}
+
+// ---------------------------------------------------------------- rolling operations
+
+/// The lock Lease of the rolling operations (kubelite_restart, cert_refresh).
+pub const ROLLING_LOCK: &str = "kubemend-kubelite-restart";
+
+/// Options for a rolling run (kubelite_restart, cert_refresh) on the test bed: its ssh_config,
+/// a short settle and a bounded gate_timeout; `extra` is merged in.
+pub fn rolling_args(extra: &Value) -> Value {
+    let mut args = json!({
+        "ssh_config": cluster().ssh_config,
+        "settle": "1s",
+        "gate_timeout": "90s",
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        args[key] = value.clone();
+    }
+    args
+}
+
+/// Removes the rolling operations' lock Lease an earlier test left behind, so that runs never
+/// resume each other's records by accident.
+pub async fn no_rolling_lock() {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client().await, "kube-system");
+    let _ = leases
+        .delete(ROLLING_LOCK, &kube::api::DeleteParams::default())
+        .await;
+}
