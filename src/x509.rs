@@ -8,6 +8,8 @@
 //! 8 MB, for two timestamps and two names. Nothing here verifies a certificate; rustls does
 //! that.
 
+use std::fmt::Write as _;
+
 use k8s_openapi::jiff::civil::DateTime;
 use k8s_openapi::jiff::tz::TimeZone;
 
@@ -183,10 +185,11 @@ fn value_text(value: &[u8]) -> Option<String> {
         }
         _ => {
             let der = &value[..value.len() - element(value)?.2.len()];
-            return Some(format!(
-                "#{}",
-                der.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ));
+            let mut hex = String::from("#");
+            for b in der {
+                let _ = write!(hex, "{b:02x}");
+            }
+            return Some(hex);
         }
     };
     Some(
