@@ -490,3 +490,174 @@ fn testcluster_reports_a_port_in_use_before_it_writes_or_starts_anything() {
         "nothing written"
     );
 }
+
+/// `openssl ARGS` on the host with `input` on its stdin: (success, stdout and stderr).
+fn openssl(args: &[&str], input: &str) -> Result<(bool, String), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("openssl: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("openssl: no stdin")?
+        .write_all(input.as_bytes())
+        .map_err(|e| format!("openssl stdin: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// The certificate (PEM) `node`'s apiserver serves, as a TLS client reads it.
+fn served_cert(node: &str) -> Result<String, String> {
+    let index = NODES
+        .iter()
+        .position(|n| *n == node)
+        .ok_or_else(|| format!("no node {node}"))?;
+    let address = format!("127.0.1.{}:16443", index + 1);
+    let (_, handshake) = openssl(&["s_client", "-connect", &address], "")?;
+    let (ok, pem) = openssl(&["x509"], &handshake)?;
+    if ok {
+        Ok(pem)
+    } else {
+        Err(format!("no certificate from {address}: {pem}"))
+    }
+}
+
+/// `openssl x509 -noout ARGS` of a PEM certificate: (success, output).
+fn x509(pem: &str, args: &[&str]) -> Result<(bool, String), String> {
+    openssl(&[&["x509", "-noout"], args].concat(), pem)
+}
+
+/// Whether the certificate is still valid `days` days from now.
+fn valid_in(pem: &str, days: u64) -> Result<bool, String> {
+    Ok(x509(pem, &["-checkend", &(days * 86_400).to_string()])?.0)
+}
+
+#[tokio::test]
+async fn refresh_certs_standin_renews_server_cert_like_microk8s() {
+    // k8s03: Debian 11, where the snap's bundled openssl is furthest from the node's own.
+    let node = "k8s03";
+    let _lock = support::node_lock(node);
+    let seeded = testcluster(&["seed", "cert", node, "server.crt", "5"]);
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let short = served_cert(node).unwrap();
+    assert!(valid_in(&short, 4).unwrap() && !valid_in(&short, 5).unwrap());
+    let names = |pem: &str| x509(pem, &["-subject", "-ext", "subjectAltName"]).unwrap().1;
+    let check = ssh_ok(node, "sudo -n microk8s refresh-certs -c");
+    // Python's timedelta.days of notAfter - now: 4 days and some hours.
+    assert!(
+        check.contains("The server certificate will expire in 4 days."),
+        "{check}"
+    );
+
+    let since = support::now();
+    let out = ssh(node, "sudo -n microk8s refresh-certs -e server.crt");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Taking a backup of the current certificates under /var/snap/microk8s/current/certs-backup/",
+        "Creating new certificates",
+        "Restarting service kubelite.",
+    ] {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+    let renewed = support::wait_for(
+        &format!("{node}'s apiserver to serve a renewed certificate"),
+        Duration::from_secs(90),
+        || async {
+            let pem = served_cert(node)?;
+            (pem != short && valid_in(&pem, 364)?)
+                .then_some(pem)
+                .ok_or_else(|| "the seeded certificate, or none".to_owned())
+        },
+    )
+    .await;
+    // About a year, as gen_server_cert's -days 365, for the same names, from the cluster's CA.
+    assert!(!valid_in(&renewed, 366).unwrap());
+    assert_eq!(names(&renewed), names(&short));
+    let ca = support::cluster().run_dir.join("pki/ca.crt");
+    let (verified, why) = openssl(
+        &["verify", "-CAfile", &ca.to_string_lossy(), "/dev/stdin"],
+        &renewed,
+    )
+    .unwrap();
+    assert!(verified, "{why}");
+    // microk8s restarts kubelite after a refresh.
+    wait_until(
+        &format!("{node}'s kubelite to stop and start again"),
+        Duration::from_secs(60),
+        || async {
+            let events = support::kubelite_events_since(since);
+            let mine: Vec<&str> = events
+                .iter()
+                .filter(|(_, n, _)| n == node)
+                .map(|(_, _, what)| what.as_str())
+                .collect();
+            (mine.contains(&"stopping") && mine.last() == Some(&"started")).then_some(())
+        },
+    )
+    .await;
+    let direct = support::client_for(Some(node)).await;
+    wait_until(
+        &format!("{node}'s own apiserver"),
+        Duration::from_secs(60),
+        || async { direct.apiserver_version().await.ok() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_certs_standin_fails_reverts_and_exits_20_under_fault_refresh_fails() {
+    let node = "k8s01";
+    let _lock = support::node_lock(node);
+    let before = served_cert(node).unwrap();
+    assert!(
+        testcluster(&["fault", node, "refresh-fails"])
+            .status
+            .success()
+    );
+    let out = ssh(node, "sudo -n microk8s refresh-certs -e server.crt");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(20), "{said}");
+    for line in [
+        "Creating new certificates",
+        "Failed to produce new certificates. Reverting.",
+        "Restarting, please wait.",
+    ] {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ca.key"), "openssl says why: {err}");
+    // Reverted, and served again after the restart.
+    let after = support::wait_for(
+        &format!("{node}'s apiserver back"),
+        Duration::from_secs(90),
+        || async { served_cert(node) },
+    )
+    .await;
+    assert_eq!(after, before);
+    assert!(testcluster(&["fault", "clear", node]).status.success());
+    ssh_ok(
+        node,
+        "sudo -n test -s /var/snap/microk8s/current/certs/ca.key",
+    );
+}
