@@ -11,6 +11,8 @@
 
 pub mod actions;
 pub mod calico_rules;
+/// Node certificates: the files over SSH, the apiserver's served one, the node's clock.
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod error;

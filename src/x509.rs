@@ -1,11 +1,14 @@
 //! The certificates kubemend reads: PEM bundles (with the `pem` crate kube-client already
-//! uses) and, from each certificate's DER, its validity (RFC 5280 §4.1: Certificate ::=
-//! SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
-//! validity SEQUENCE { notBefore, notAfter }, … }, … }).
+//! uses) and, from each certificate's DER, its validity, issuer and subject (RFC 5280 §4.1:
+//! Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
+//! signature, issuer, validity SEQUENCE { notBefore, notAfter }, subject, … }, … }).
 //!
-//! Only the validity is read, by walking DER's tag-length-value encoding down to it: a full
-//! X.509 parser (x509-parser and its ASN.1 stack) took about 100 kB of a binary that must stay
-//! under 8 MB, for two timestamps. Nothing here verifies a certificate; rustls does that.
+//! Only those are read, by walking DER's tag-length-value encoding down to them: a full X.509
+//! parser (x509-parser and its ASN.1 stack) took about 100 kB of a binary that must stay under
+//! 8 MB, for two timestamps and two names. Nothing here verifies a certificate; rustls does
+//! that.
+
+use std::fmt::Write as _;
 
 use k8s_openapi::jiff::civil::DateTime;
 use k8s_openapi::jiff::tz::TimeZone;
@@ -36,30 +39,175 @@ pub struct Validity {
 /// The validity of the DER certificate `der`; `None` when it is not one.
 #[must_use]
 pub fn validity(der: &[u8]) -> Option<Validity> {
+    Some(fields(der)?.validity)
+}
+
+/// What kubemend reads of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    /// The subject, as [`name_text`] writes it.
+    pub subject: String,
+    /// The issuer, the same way.
+    pub issuer: String,
+    /// The validity.
+    pub validity: Validity,
+}
+
+/// The subject, issuer and validity of the DER certificate `der`; `None` when it is not one.
+#[must_use]
+pub fn fields(der: &[u8]) -> Option<Fields> {
     let (tag, certificate, _) = element(der)?;
     (tag == SEQUENCE).then_some(())?;
-    let (tag, mut tbs, _) = element(certificate)?;
+    let (tag, tbs, _) = element(certificate)?;
     (tag == SEQUENCE).then_some(())?;
-    // [0] version (optional), serialNumber, signature, issuer, then validity.
-    let (tag, _, rest) = element(tbs)?;
-    let skip = if tag == VERSION { 4 } else { 3 };
-    tbs = rest;
-    for _ in 1..skip {
-        tbs = element(tbs)?.2;
+    // [0] version (optional), serialNumber, signature, then issuer, validity, subject.
+    let (tag, _, mut rest) = element(tbs)?;
+    if tag == VERSION {
+        rest = element(rest)?.2;
     }
-    let (tag, validity, _) = element(tbs)?;
+    rest = element(rest)?.2;
+    let (tag, issuer, rest) = element(rest)?;
+    (tag == SEQUENCE).then_some(())?;
+    let (tag, validity, rest) = element(rest)?;
+    (tag == SEQUENCE).then_some(())?;
+    let (tag, subject, _) = element(rest)?;
     (tag == SEQUENCE).then_some(())?;
     let (tag, not_before, rest) = element(validity)?;
     let not_before = time(tag, not_before)?;
     let (tag, not_after, _) = element(rest)?;
     let not_after = time(tag, not_after)?;
-    Some(Validity {
-        not_before,
-        not_after,
+    Some(Fields {
+        subject: name_text(subject)?,
+        issuer: name_text(issuer)?,
+        validity: Validity {
+            not_before,
+            not_after,
+        },
     })
 }
 
+/// A Name's content (RFC 5280 §4.1.2.4: a SEQUENCE of RelativeDistinguishedName, each a SET of
+/// AttributeTypeAndValue { type OID, value }) as text, in the certificate's order, the way
+/// `openssl x509 -subject` prints it less its spaces around `=`: `C=GB, ST=Canonical, L=Canonical,
+/// O=Canonical, OU=Canonical, CN=127.0.0.1` (microk8s's server.crt). Known attributes by their
+/// short name, others by their dotted OID; several attributes of one RDN joined by `+`; a value
+/// that is no string as `#` and its DER in hex; control characters as U+FFFD (a name is shown
+/// to people). An empty Name is the empty string. `None` when it is not a Name.
+#[must_use]
+pub fn name_text(mut name: &[u8]) -> Option<String> {
+    let mut parts = Vec::new();
+    while !name.is_empty() {
+        let (tag, mut set, rest) = element(name)?;
+        (tag == SET).then_some(())?;
+        name = rest;
+        let mut attributes = Vec::new();
+        while !set.is_empty() {
+            let (tag, attribute, rest) = element(set)?;
+            (tag == SEQUENCE).then_some(())?;
+            set = rest;
+            let (tag, oid, value) = element(attribute)?;
+            (tag == OID).then_some(())?;
+            attributes.push(format!("{}={}", attribute_name(oid)?, value_text(value)?));
+        }
+        parts.push(attributes.join("+"));
+    }
+    Some(parts.join(", "))
+}
+
+/// The CN of a name as [`name_text`] writes it, if it has one (the last, as TLS clients take
+/// it).
+#[must_use]
+pub fn common_name(name: &str) -> Option<&str> {
+    name.split(", ")
+        .flat_map(|rdn| rdn.split('+'))
+        .filter_map(|a| a.strip_prefix("CN="))
+        .last()
+}
+
+/// An attribute type's short name (RFC 4519, and PKCS #9's emailAddress), else its dotted OID.
+fn attribute_name(oid: &[u8]) -> Option<String> {
+    let known = match oid {
+        [0x55, 0x04, 0x03] => "CN",
+        [0x55, 0x04, 0x04] => "SN",
+        [0x55, 0x04, 0x05] => "serialNumber",
+        [0x55, 0x04, 0x06] => "C",
+        [0x55, 0x04, 0x07] => "L",
+        [0x55, 0x04, 0x08] => "ST",
+        [0x55, 0x04, 0x09] => "street",
+        [0x55, 0x04, 0x0a] => "O",
+        [0x55, 0x04, 0x0b] => "OU",
+        [0x55, 0x04, 0x0c] => "title",
+        [0x55, 0x04, 0x2a] => "GN",
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
+        _ => return dotted(oid),
+    };
+    Some(known.to_owned())
+}
+
+/// An OID's content as dotted decimal.
+fn dotted(oid: &[u8]) -> Option<String> {
+    let (&first, rest) = oid.split_first()?;
+    let mut arcs = vec![u64::from(first / 40).min(2), 0];
+    arcs[1] = u64::from(first) - arcs[0] * 40;
+    let mut arc: u64 = 0;
+    for (i, &byte) in rest.iter().enumerate() {
+        arc = arc.checked_mul(128)? | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            arcs.push(arc);
+            arc = 0;
+        } else if i + 1 == rest.len() {
+            return None;
+        }
+    }
+    Some(
+        arcs.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// An attribute value: the directory string types as text, anything else as `#` and hex.
+fn value_text(value: &[u8]) -> Option<String> {
+    let (tag, content, _) = element(value)?;
+    let text = match tag {
+        UTF8_STRING | PRINTABLE_STRING | IA5_STRING | T61_STRING | NUMERIC_STRING => {
+            String::from_utf8_lossy(content).into_owned()
+        }
+        BMP_STRING => {
+            let units: Vec<u16> = content
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                .collect();
+            String::from_utf16_lossy(&units)
+        }
+        _ => {
+            let der = &value[..value.len() - element(value)?.2.len()];
+            let mut hex = String::from("#");
+            for b in der {
+                let _ = write!(hex, "{b:02x}");
+            }
+            return Some(hex);
+        }
+    };
+    Some(
+        text.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect(),
+    )
+}
+
 const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const UTF8_STRING: u8 = 0x0c;
+const NUMERIC_STRING: u8 = 0x12;
+const PRINTABLE_STRING: u8 = 0x13;
+const T61_STRING: u8 = 0x14;
+const IA5_STRING: u8 = 0x16;
+const BMP_STRING: u8 = 0x1e;
 const VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
@@ -184,5 +332,64 @@ mod tests {
             time(UTC_TIME, b"500102000000Z"),
             Some(unix("1950-01-02T00:00:00Z"))
         );
+    }
+
+    /// A certificate of tests/fixtures/certs (made with openssl, see the README there).
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+        pem_certificates(&std::fs::read(path).unwrap())
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn microk8s_server_certificate_shows_its_subject_and_ca_in_certificate_order() {
+        let server = fields(&fixture("server.crt")).unwrap();
+        assert_eq!(
+            server.subject,
+            "C=GB, ST=Canonical, L=Canonical, O=Canonical, OU=Canonical, CN=127.0.0.1"
+        );
+        assert_eq!(server.issuer, "CN=10.152.183.1");
+        assert_eq!(common_name(&server.subject), Some("127.0.0.1"));
+        assert_eq!(
+            server.validity,
+            Validity {
+                not_before: unix("2026-12-06T11:06:07Z"),
+                not_after: unix("2027-12-06T11:06:07Z"),
+            }
+        );
+        let ca = fields(&fixture("ca.crt")).unwrap();
+        assert_eq!(
+            (ca.subject.as_str(), ca.issuer.as_str()),
+            ("CN=10.152.183.1", "CN=10.152.183.1")
+        );
+        assert_eq!(ca.validity.not_after, unix("2036-12-03T11:06:07Z"));
+    }
+
+    #[test]
+    fn a_validity_past_2049_is_read_from_generalized_time() {
+        let cert = fields(&fixture("generalized-time.crt")).unwrap();
+        assert_eq!(cert.subject, "CN=front-proxy-ca");
+        assert_eq!(cert.validity.not_before, unix("2026-12-06T11:06:07Z"));
+        assert_eq!(cert.validity.not_after, unix("2054-04-23T11:06:07Z"));
+    }
+
+    #[test]
+    fn names_show_unknown_attributes_by_oid_and_never_a_control_character() {
+        // SET { SEQUENCE { 1.2.3.4, UTF8String "a\x1bb" } }, SET { SEQUENCE { CN, BMPString "é" },
+        // SEQUENCE { O, INTEGER 5 } }.
+        let name = [
+            0x31, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x2a, 0x03, 0x04, 0x0c, 0x03, b'a', 0x1b, b'b',
+            0x31, 0x15, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x1e, 0x02, 0x00, 0xe9, 0x30,
+            0x08, 0x06, 0x03, 0x55, 0x04, 0x0a, 0x02, 0x01, 0x05,
+        ];
+        assert_eq!(
+            name_text(&name).as_deref(),
+            Some("1.2.3.4=a\u{fffd}b, CN=\u{e9}+O=#020105")
+        );
+        assert_eq!(common_name("CN=\u{e9}+O=#020105"), Some("\u{e9}"));
+        assert_eq!(name_text(&[]).as_deref(), Some(""));
+        assert_eq!(name_text(&[0x30, 0x00]), None);
+        assert_eq!(common_name("O=Canonical"), None);
     }
 }

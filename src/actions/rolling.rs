@@ -84,7 +84,8 @@ use crate::k8s::lease::{LEADER_LEASES, leader_lease, lease_held};
 use crate::k8s::lock::{self, Lock, LockState};
 use crate::k8s::names::quoted;
 use crate::k8s::nodes::{
-    NODE_LEASE_NAMESPACE, NodeReport, NodeState, infos_of, read_nodes, read_nodes_and_objects,
+    NODE_LEASE_NAMESPACE, NodeReport, NodeState, endpoint_port, infos_of, internal_ip, read_nodes,
+    read_nodes_and_objects,
 };
 use crate::k8s::objects::Node;
 use crate::k8s::watch::Watched;
@@ -1929,20 +1930,6 @@ pub(crate) async fn readyz(cluster: &Cluster) -> std::result::Result<(), String>
     }
 }
 
-/// A node's InternalIP: None when it advertises none, the text when it is no IP address (a
-/// Node's status is written by whoever can write Nodes, and becomes a URL here).
-fn internal_ip(node: &Node) -> Option<std::result::Result<IpAddr, String>> {
-    let text = &node
-        .status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "InternalIP")?
-        .address;
-    Some(text.trim().parse().map_err(|_| text.clone()))
-}
-
 /// The node whose apiserver the configured endpoint is, if it is one node's.
 fn primary_node(endpoint: &str, addresses: &BTreeMap<String, IpAddr>) -> Option<String> {
     let uri: http::Uri = endpoint.parse().ok()?;
@@ -1956,15 +1943,6 @@ fn primary_node(endpoint: &str, addresses: &BTreeMap<String, IpAddr>) -> Option<
         .iter()
         .find(|(_, ip)| **ip == host)
         .map(|(node, _)| node.clone())
-}
-
-/// The port of the configured endpoint (microk8s: 16443 on every node).
-fn endpoint_port(endpoint: &str) -> u16 {
-    endpoint
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| u.port_u16())
-        .unwrap_or(16443)
 }
 
 /// A run id: this host, process and time.

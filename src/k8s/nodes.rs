@@ -1,6 +1,7 @@
 //! Node state: the Ready condition and the heartbeat Lease of every Node, read once.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
@@ -123,6 +124,32 @@ impl NodeReport {
         };
         format!("{name} ({}, {lease})", self.state.label())
     }
+}
+
+/// A node's InternalIP: None when it advertises none, the text when it is no IP address (a
+/// Node's status is written by whoever can write Nodes, and becomes a URL here).
+#[must_use]
+pub fn internal_ip(node: &Node) -> Option<std::result::Result<IpAddr, String>> {
+    let text = &node
+        .status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")?
+        .address;
+    Some(text.trim().parse().map_err(|_| text.clone()))
+}
+
+/// The port of the configured endpoint, which every node's apiserver listens on too (microk8s:
+/// 16443 on every node).
+#[must_use]
+pub fn endpoint_port(endpoint: &str) -> u16 {
+    endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.port_u16())
+        .unwrap_or(16443)
 }
 
 /// Most Nodes (and node Leases) a list may hold: Kubernetes supports 5,000 nodes.

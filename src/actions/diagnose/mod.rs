@@ -44,6 +44,13 @@
 //!     why, and the other nodes are still checked; when no node could be read, every node has
 //!     its warning (so `fail_on: warning` is reached). At most [`ssh::MAX_PARALLEL`] nodes are
 //!     read at once.
+//! 11. `calico_ipam`: Calico's IPAM (leaked addresses, orphaned handles, pool use).
+//! 12. `certs`: each node's apiserver serving certificate, read by a TLS handshake with its
+//!     InternalIP (so it works with no node access), and with SSH every certificate file of
+//!     the node: fewer than `cert_warning_days` days left a warning, fewer than
+//!     `cert_critical_days` or expired critical, the fix cert_refresh for server.crt and
+//!     front-proxy-client.crt and microk8s's manual procedure for the others; a node clock
+//!     more than `clock_skew_max` from the API server's a warning.
 //!
 //! A check that cannot run (permission denied, Calico not installed, a timeout) is listed in
 //! `checks` as skipped with the reason; the other checks still run.
@@ -191,6 +198,37 @@ pub struct Options {
     #[arg(long, value_name = "DURATION")]
     #[serde(default = "default_ipam_min_age")]
     pub ipam_min_age: Duration,
+
+    /// Days left below which a certificate gets a warning (certs check); cert_refresh's
+    /// renew_before in the fix is the same number.
+    #[arg(long, value_name = "DAYS")]
+    #[serde(default = "default_cert_warning_days")]
+    pub cert_warning_days: u32,
+
+    /// Days left below which a certificate is critical (certs check); an expired one always is.
+    #[arg(long, value_name = "DAYS")]
+    #[serde(default = "default_cert_critical_days")]
+    pub cert_critical_days: u32,
+
+    /// How far a node's clock may be from the API server's before the certs check warns, e.g.
+    /// 30s: past it, certificates look valid or expired by the wrong clock and leases expire
+    /// early or late. The node's clock is read over SSH (to the millisecond), else from its
+    /// apiserver's HTTP Date (to the second); the API server's from the configured endpoint's.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default = "default_clock_skew_max")]
+    pub clock_skew_max: Duration,
+}
+
+fn default_cert_warning_days() -> u32 {
+    30
+}
+
+fn default_cert_critical_days() -> u32 {
+    7
+}
+
+fn default_clock_skew_max() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_ipam_min_age() -> Duration {
@@ -252,6 +290,9 @@ pub struct Diagnose {
     locked_per_hour: u32,
     snapshot_ratio: u32,
     ipam_min_age: Duration,
+    cert_warning_days: u32,
+    cert_critical_days: u32,
+    clock_skew_max: Duration,
 }
 
 /// Nothing to carry from plan to apply: the checks are the plan.
@@ -279,6 +320,15 @@ impl Action for Diagnose {
             return Err(Error::InvalidOption {
                 option: "snapshot_ratio".into(),
                 problem: "must be at least 1".into(),
+            });
+        }
+        if options.cert_critical_days > options.cert_warning_days {
+            return Err(Error::InvalidOption {
+                option: "cert_critical_days".into(),
+                problem: format!(
+                    "must not be more than cert_warning_days ({})",
+                    options.cert_warning_days
+                ),
             });
         }
         let ssh_given = options.ssh.given() || options.nodes.is_some();
@@ -314,6 +364,9 @@ impl Action for Diagnose {
             locked_per_hour: options.locked_per_hour,
             snapshot_ratio: options.snapshot_ratio,
             ipam_min_age: options.ipam_min_age,
+            cert_warning_days: options.cert_warning_days,
+            cert_critical_days: options.cert_critical_days,
+            clock_skew_max: options.clock_skew_max,
         })
     }
 

@@ -82,6 +82,7 @@ pub fn text(keys: &Map<String, Value>) -> Option<String> {
             let _ = writeln!(out, "{}", line.trim_end());
         }
     }
+    certificate_table(&report, &mut out);
     for check in report.checks.iter().filter(|c| c.status == "skipped") {
         let _ = writeln!(
             out,
@@ -91,6 +92,83 @@ pub fn text(keys: &Map<String, Value>) -> Option<String> {
         );
     }
     Some(out)
+}
+
+/// Every certificate the certs check listed, with its node: the `certs` of each node's summary
+/// finding.
+fn node_certs(report: &Report) -> Vec<(&str, &Map<String, Value>)> {
+    findings_of(report, "certs", "certs:node/")
+        .into_iter()
+        .flat_map(|f| {
+            let node = node_of(f);
+            f.data
+                .get("certs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(move |c| Some((node, c.as_object()?)))
+        })
+        .collect()
+}
+
+/// The certificates the certs check read, one line each: node, certificate, days left, notAfter,
+/// subject and issuer; nothing when it listed none.
+fn certificate_table(report: &Report, out: &mut String) {
+    let rows: Vec<[String; 6]> = node_certs(report)
+        .into_iter()
+        .map(|(node, cert)| {
+            let text = |key: &str| match cert.get(key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            [
+                node.to_owned(),
+                text("cert"),
+                text("days_left"),
+                text("not_after"),
+                text("subject"),
+                text("issuer"),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let header = [
+        "NODE",
+        "CERTIFICATE",
+        "DAYS LEFT",
+        "NOT AFTER",
+        "SUBJECT",
+        "ISSUER",
+    ]
+    .map(str::to_owned);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row.iter()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    out.push('\n');
+    for row in std::iter::once(&header).chain(&rows) {
+        let _ = writeln!(
+            out,
+            "{:w0$}  {:w1$}  {:>w2$}  {:w3$}  {:w4$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4],
+        );
+    }
+    out.push('\n');
 }
 
 /// The result in Prometheus text format, for node_exporter's textfile collector: a gauge per
@@ -133,6 +211,25 @@ pub fn prometheus(keys: &Map<String, Value>, failed: bool) -> String {
     }
     raw_gauges(&report, &mut out);
     ipam_gauges(&report, &mut out);
+    write_gauge(
+        &mut out,
+        "kubemend_cert_days_left",
+        "Whole days until each node certificate's notAfter (negative once expired); cert \
+         \"served\" is the one the node's apiserver serves when no file read over SSH is it.",
+        node_certs(&report)
+            .into_iter()
+            .filter_map(|(node, cert)| {
+                Some((
+                    format!(
+                        "{{node=\"{}\",cert=\"{}\"}}",
+                        label(node),
+                        label(cert.get("cert")?.as_str()?)
+                    ),
+                    cert.get("days_left")?.as_f64()?,
+                ))
+            })
+            .collect(),
+    );
     let _ = write!(
         out,
         "# HELP kubemend_diagnose_success Whether kubemend diagnose reached the cluster and ran.\n\
@@ -196,11 +293,7 @@ fn raw_gauges(report: &Report, out: &mut String) {
         locked
             .iter()
             .flat_map(|f| {
-                let node = f
-                    .data
-                    .get("node")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let node = node_of(f);
                 f.data
                     .get("per_unit")
                     .and_then(Value::as_object)
@@ -281,6 +374,14 @@ fn ipam_gauges(report: &Report, out: &mut String) {
             })
             .collect(),
     );
+}
+
+/// The node a finding's data names (empty when none).
+fn node_of(f: &Finding) -> &str {
+    f.data
+        .get("node")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// A number in a finding's data.
@@ -433,5 +534,59 @@ mod tests {
             unreachable!()
         };
         assert!(!prometheus(&keys, false).contains("kubemend_watch_errors"));
+    }
+
+    #[test]
+    fn certificates_are_gauges_and_a_table_of_their_own() {
+        use crate::actions::diagnose::checks::certs::{CertLimits, NodeCerts, cert_findings};
+        use crate::certs::{CertInfo, NodeCert};
+        let cert = |name: &str, days_left: i64| NodeCert {
+            path: format!("/var/snap/microk8s/current/certs/{name}"),
+            name: name.into(),
+            info: Some(CertInfo {
+                subject: "CN=127.0.0.1".into(),
+                issuer: "CN=10.152.183.1".into(),
+                not_before: "2026-12-06T11:06:07Z".into(),
+                not_after: "2026-12-11T11:06:07Z".into(),
+                days_left,
+            }),
+            problem: None,
+        };
+        let reading = NodeCerts {
+            node: "k8s01".into(),
+            files: Some(Ok(vec![cert("server.crt", 5), cert("ca.crt", -1)])),
+            ..NodeCerts::default()
+        };
+        let limits = CertLimits {
+            warning_days: 30,
+            critical_days: 7,
+            ..CertLimits::default()
+        };
+        let mut out: Outcome<Report> = Outcome::default();
+        record(&mut out, Check::Certs, Ok(cert_findings(&reading, &limits)));
+        finish(&mut out.report, FailOn::Never);
+        let Value::Object(keys) = serde_json::to_value(&out.report).unwrap() else {
+            unreachable!()
+        };
+        let metrics = prometheus(&keys, false);
+        for line in [
+            "kubemend_cert_days_left{node=\"k8s01\",cert=\"server.crt\"} 5",
+            "kubemend_cert_days_left{node=\"k8s01\",cert=\"ca.crt\"} -1",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
+        let table = text(&keys).unwrap();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("NODE   CERTIFICATE  DAYS LEFT")),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("k8s01  server.crt           5  2026-12-11")),
+            "{table}"
+        );
     }
 }

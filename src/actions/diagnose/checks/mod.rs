@@ -77,6 +77,7 @@ pub mod apiserver_403;
 pub mod calico_ipam;
 pub mod calico_rbac;
 pub mod calico_version;
+pub mod certs;
 pub mod kubelite;
 pub mod leader_leases;
 pub mod namespaces;
@@ -158,4 +159,6 @@ registry! {
     Kubelite => kubelite, "kubelite";
     /// Calico's IPAM: leaked addresses, orphaned handles, pool use.
     CalicoIpam => calico_ipam, "calico_ipam";
+    /// Each node's certificates (served, and over SSH its files) and clock.
+    Certs => certs, "certs";
 }
