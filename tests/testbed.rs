@@ -557,11 +557,7 @@ async fn refresh_certs_standin_renews_server_cert_like_microk8s() {
     );
     let short = served_cert(node).unwrap();
     assert!(valid_in(&short, 4).unwrap() && !valid_in(&short, 5).unwrap());
-    let names = |pem: &str| {
-        x509(pem, &["-subject", "-ext", "subjectAltName"])
-            .unwrap()
-            .1
-    };
+    let names = |pem: &str| x509(pem, &["-subject", "-ext", "subjectAltName"]).unwrap().1;
     let check = ssh_ok(node, "sudo -n microk8s refresh-certs -c");
     // Python's timedelta.days of notAfter - now: 4 days and some hours.
     assert!(
