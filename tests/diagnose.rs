@@ -873,3 +873,97 @@ async fn real_broken_watches_are_counted_on_their_node() {
         "{finding:#}"
     );
 }
+
+// The certs check: the test bed's apiservers serve each node's
+// /var/snap/microk8s/current/certs/server.crt; one seeded to expire in 5 days is critical, read
+// over SSH and read through the TLS handshake alone (no SSH option given).
+
+/// Gives the node's server.crt a year again when the test ends, passed or not, as the test
+/// bed makes it.
+struct RenewOnDrop(&'static str);
+
+impl Drop for RenewOnDrop {
+    fn drop(&mut self) {
+        let out = support::testcluster(&["seed", "cert", self.0, "server.crt", "365"]);
+        if !out.status.success() {
+            eprintln!(
+                "{}: server.crt not renewed: {}",
+                self.0,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_certificate_expiring_in_5_days_is_critical_over_ssh_and_over_tls_alone() {
+    let node = "k8s03";
+    let _lock = support::node_lock(node);
+    let _renew = RenewOnDrop(node);
+    let seeded = support::testcluster(&["seed", "cert", node, "server.crt", "5"]);
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+
+    // Over SSH: the file, with its subject and issuer; the served certificate is the same one.
+    let ssh_config = support::cluster().ssh_config.clone();
+    let (code, result) = support::run_module(
+        "diagnose",
+        &json!({"checks": ["certs"], "ssh_config": ssh_config}),
+    );
+    assert_eq!(code, 0, "{result:#}");
+    let file = finding_by_id(&result, &format!("certs:server.crt:node/{node}"));
+    assert_eq!(file["severity"], "critical", "{file:#}");
+    // Re-signed for 5 days a moment ago: 4 whole days and some hours, as microk8s counts.
+    assert_eq!(file["data"]["days_left"], json!(4), "{file:#}");
+    assert!(
+        file["data"]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("CN=127.0.0.1"),
+        "{file:#}"
+    );
+    assert_eq!(file["fix"]["module"], "cert_refresh", "{file:#}");
+    assert_eq!(file["fix"]["options"]["nodes"], json!([node]), "{file:#}");
+    assert_eq!(file["fix"]["options"]["ssh_config"], json!(ssh_config));
+    let summary = finding_by_id(&result, &format!("certs:node/{node}"));
+    let listed: Vec<&str> = summary["data"]["certs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cert"].as_str().unwrap())
+        .collect();
+    for cert in ["ca.crt", "server.crt", "front-proxy-client.crt"] {
+        assert!(listed.contains(&cert), "{cert} in {listed:?}");
+    }
+    assert!(
+        !result["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == format!("certs:served:node/{node}")
+                || f["id"] == format!("certs:served_differs:node/{node}")),
+        "{result:#}"
+    );
+
+    // Without SSH: the certificate the node's apiserver serves, read by the handshake alone.
+    let (code, result) = support::run_module("diagnose", &json!({"checks": ["certs"]}));
+    assert_eq!(code, 0, "{result:#}");
+    let served = finding_by_id(&result, &format!("certs:served:node/{node}"));
+    assert_eq!(served["severity"], "critical", "{served:#}");
+    // 4, or 5 when read within the second the seeding ended.
+    let days = served["data"]["days_left"].as_i64().unwrap();
+    assert!((4..=5).contains(&days), "{served:#}");
+    assert_eq!(served["fix"]["module"], "cert_refresh", "{served:#}");
+    assert_eq!(
+        served["fix"]["command"],
+        format!("kubemend cert-refresh --nodes {node} --renew-before 30")
+    );
+    // The other nodes' apiservers were read too.
+    for other in support::NODES.iter().filter(|n| **n != node) {
+        let summary = finding_by_id(&result, &format!("certs:node/{other}"));
+        assert_eq!(summary["data"]["certs"][0]["cert"], "served", "{summary:#}");
+    }
+}
