@@ -384,13 +384,31 @@ impl Output {
         } else {
             &self.stderr
         };
-        let all: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        all[all.len().saturating_sub(lines)..].join(" | ")
+        last_lines(text, lines)
     }
+
+    /// The last non-blank lines of stdout, then of stderr, as [`Self::tail`] joins them: for
+    /// commands that tell what they do on stdout and why they failed on stderr (microk8s
+    /// refresh-certs and the openssl it runs).
+    #[must_use]
+    pub fn tails(&self, lines: usize) -> String {
+        [&self.stdout, &self.stderr]
+            .into_iter()
+            .map(|text| last_lines(text, lines))
+            .filter(|text| !text.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+/// The last `lines` non-blank lines of `text`, trimmed, joined by ` | `.
+fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
 }
 
 /// What a node printed, made safe to parse and to show: every control character but newline

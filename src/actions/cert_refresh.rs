@@ -322,7 +322,7 @@ impl Step for RefreshCerts {
                     observed: format!(
                         "`microk8s refresh-certs -e {}` failed: {}",
                         cert.name,
-                        output.tail(8)
+                        output.tails(6)
                     ),
                     changed,
                 });
