@@ -232,7 +232,7 @@ pub fn validate_options(
 /// Deserializes validated options into the typed struct, naming the option on failure.
 pub fn deserialize_options<T: DeserializeOwned>(options: Map<String, Value>) -> Result<T> {
     let options = Value::Object(options);
-    serde_path_to_error::deserialize(&options).map_err(|err| {
+    serde_path_to_error::deserialize(options.clone()).map_err(|err| {
         let option = err.path().to_string();
         let problem = err.into_inner().to_string();
         Error::InvalidOption {
@@ -258,10 +258,11 @@ fn culprit<T: DeserializeOwned>(options: &Map<String, Value>, problem: &str) -> 
         .find(|key| {
             let mut without = options.clone();
             without.remove(key.as_str());
-            match serde_json::from_value::<T>(Value::Object(without)) {
+            // The very deserialization of the options (one instance of the generated code).
+            match serde_path_to_error::deserialize::<_, T>(Value::Object(without)) {
                 Ok(_) => true,
                 Err(other) => {
-                    let other = other.to_string();
+                    let other = other.into_inner().to_string();
                     other != problem && !other.starts_with("missing field")
                 }
             }

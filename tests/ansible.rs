@@ -1232,6 +1232,7 @@ fn check_mode_summary(core: &Core, artifact_data: &Value, webhook: &str) {
         "calico_rbac",
         "stale_webhook",
         "stale_apiservice",
+        "cert_refresh",
         "kubelite_restart",
         "stuck_pods",
         "calico_ipam",
@@ -1445,6 +1446,7 @@ const CALICO_RBAC_TASK: &str =
 const STALE_WEBHOOK_TASK: &str = "Remove admission webhook configurations whose backend is gone";
 const STALE_APISERVICE_TASK: &str = "Remove APIServices whose backend is gone";
 const RESTART_TASK: &str = "Restart daemon-kubelite on each node in turn, leaders last";
+const CERT_REFRESH_TASK: &str = "Renew the certificates that expire soon, one node at a time";
 const STUCK_PODS_TASK: &str =
     "Force-delete pods that are stuck Terminating or were never scheduled";
 const CALICO_IPAM_TASK: &str =
@@ -1469,6 +1471,45 @@ async fn monthly_maintenance_through_ansible_runner_for_real_repairs_the_inciden
         runner_for_real_on_the_incident(client, core).await;
     })
     .await;
+}
+
+/// A diagnose's certs findings that are more than information.
+fn certificate_problems(diagnose: &Value) -> Vec<&Value> {
+    diagnose["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| {
+            f["id"].as_str().is_some_and(|id| id.starts_with("certs:")) && f["severity"] != "info"
+        })
+        .collect()
+}
+
+/// Since `since`, every node's kubelite restarted (its unit active since a new time), one at a
+/// time: once by the rolling restart, `renewed` twice (its certificate renewal first).
+#[track_caller]
+fn assert_each_node_restarted(
+    core: &Core,
+    since: f64,
+    units_before: &[(String, String)],
+    renewed: &str,
+) {
+    let events = support::kubelite_events_since(since);
+    let restarts =
+        support::restarts_one_at_a_time(&events).unwrap_or_else(|e| panic!("{core}: {e}"));
+    let (_, units_after) = kubelite_starts();
+    for (node, ((_, active_before), (_, active_after))) in support::NODES
+        .iter()
+        .zip(units_before.iter().zip(&units_after))
+    {
+        let expected = if *node == renewed { 2 } else { 1 };
+        assert_eq!(
+            restarts.get(*node),
+            Some(&expected),
+            "{core}: {node} restarted {expected} time(s): {events:?}"
+        );
+        assert_ne!(active_before, active_after, "{core}: {node} not restarted");
+    }
 }
 
 async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
@@ -1498,6 +1539,9 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
             vars,
         )
     };
+    // One node's apiserver certificate expires in 5 days: the job renews it, that node first.
+    support::renew_all_by_hand().await;
+    support::seed_cert("k8s02", "server.crt", 5);
     let (_, units_before) = kubelite_starts();
     let since = support::now();
     let real = job("real", &vars);
@@ -1520,21 +1564,17 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
         .collect();
     restarted.sort_unstable();
     assert_eq!(restarted, support::NODES, "{core}: {restart:#}");
-    let events = support::kubelite_events_since(since);
-    let restarts =
-        support::restarts_one_at_a_time(&events).unwrap_or_else(|e| panic!("{core}: {e}"));
-    let (_, units_after) = kubelite_starts();
-    for (node, ((_, active_before), (_, active_after))) in support::NODES
-        .iter()
-        .zip(units_before.iter().zip(&units_after))
-    {
-        assert_eq!(
-            restarts.get(*node),
-            Some(&1),
-            "{core}: {node} restarted once: {events:?}"
-        );
-        assert_ne!(active_before, active_after, "{core}: {node} not restarted");
-    }
+    let renewed = real.result(core, CERT_REFRESH_TASK);
+    assert_eq!(
+        renewed["restarted"],
+        json!(["k8s02"]),
+        "{core}: {renewed:#}"
+    );
+    assert!(
+        support::valid_in(&support::served_cert("k8s02").unwrap(), 363).unwrap(),
+        "{core}: k8s02 serves its renewed certificate"
+    );
+    assert_each_node_restarted(core, since, &units_before, "k8s02");
     let stuck = real.result(core, STUCK_PODS_TASK);
     assert!(
         stuck["deleted"]
@@ -1546,6 +1586,11 @@ async fn runner_for_real_on_the_incident(client: &Client, core: &'static Core) {
     );
     let after = real.result(core, DIAGNOSE_AFTER_TASK);
     assert_eq!(after["summary"]["critical"], json!(0), "{core}: {after:#}");
+    assert_eq!(
+        certificate_problems(after),
+        [&Value::Null; 0],
+        "{core}: {after:#}"
+    );
     assert_every_check_ran_and_read_every_node(core, DIAGNOSE_AFTER_TASK, after);
 
     // Again, skipping nodes restarted in the last 10 minutes: nothing to do.

@@ -17,50 +17,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{served_cert, valid_in};
+use support::{renew_all_by_hand, seed_cert as seed, served_cert, testcluster_ok, valid_in};
 
 use support::{no_rolling_lock as no_lock_lease, rolling_args as args};
-
-/// `testcluster ARGS`, which must succeed.
-#[track_caller]
-fn testcluster_ok(args: &[&str]) {
-    let out = support::testcluster(args);
-    assert!(
-        out.status.success(),
-        "testcluster {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Gives `node` a `cert` that expires in `days` days, served (for server.crt) before it returns.
-fn seed(node: &str, cert: &str, days: u32) {
-    testcluster_ok(&["seed", "cert", node, cert, &days.to_string()]);
-}
-
-/// Every node's server.crt with a year left, renewed by hand where it has not, each renewed
-/// node's kubelite started again before this returns (its start is recorded once its
-/// components run, after `refresh-certs` returned).
-async fn renew_all_by_hand() {
-    for node in support::NODES {
-        let pem = served_cert(node).unwrap();
-        if valid_in(&pem, 300).unwrap() {
-            continue;
-        }
-        let since = support::now();
-        support::ssh_ok(node, "sudo -n microk8s refresh-certs -e server.crt");
-        support::wait_until(
-            &format!("{node}'s kubelite started after its renewal"),
-            Duration::from_secs(120),
-            || async {
-                support::kubelite_events_since(since)
-                    .iter()
-                    .any(|e| e.1 == node && e.2 == "started")
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-}
 
 fn node_entry<'a>(result: &'a Value, name: &str) -> &'a Value {
     result["nodes"]

@@ -998,6 +998,47 @@ pub fn valid_in(pem: &str, days: u64) -> Result<bool, String> {
     Ok(x509(pem, &["-checkend", &(days * 86_400).to_string()])?.0)
 }
 
+/// `testcluster ARGS`, which must succeed.
+#[track_caller]
+pub fn testcluster_ok(args: &[&str]) {
+    let out = testcluster(args);
+    assert!(
+        out.status.success(),
+        "testcluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Gives `node` a `cert` that expires in `days` days, served (for server.crt) before it returns.
+pub fn seed_cert(node: &str, cert: &str, days: u32) {
+    testcluster_ok(&["seed", "cert", node, cert, &days.to_string()]);
+}
+
+/// Every node's server.crt with a year left, renewed by hand where it has not, each renewed
+/// node's kubelite started again before this returns (its start is recorded once its
+/// components run, after `refresh-certs` returned).
+pub async fn renew_all_by_hand() {
+    for node in NODES {
+        let pem = served_cert(node).unwrap_or_else(|e| panic!("{node}: {e}"));
+        if valid_in(&pem, 300).unwrap_or_else(|e| panic!("{node}: {e}")) {
+            continue;
+        }
+        let since = now();
+        ssh_ok(node, "sudo -n microk8s refresh-certs -e server.crt");
+        wait_until(
+            &format!("{node}'s kubelite started after its renewal"),
+            Duration::from_secs(120),
+            || async {
+                kubelite_events_since(since)
+                    .iter()
+                    .any(|e| e.1 == node && e.2 == "started")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 // ---------------------------------------------------------------- rolling operations
 
 /// The lock Lease of the rolling operations (kubelite_restart, cert_refresh).
