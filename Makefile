@@ -61,7 +61,7 @@ venv: ## The pinned Python virtualenvs: .venv (the tools), .venv-cores/ (each an
 	tests/ansible/venv.sh
 
 schemas: ## Regenerate the committed JSON schemas and module docs.
-	$(CARGO) run --locked -- schema --out-dir schemas --docs-dir ansible/kubemend/plugins/modules
+	$(CARGO) run --locked --bin kubemend-schemagen -- --out-dir schemas --docs-dir ansible/kubemend/plugins/modules
 
 # ring compiles C for the musl target: musl-gcc (Debian's musl-tools). scripts/install-deps
 # installs both.
@@ -69,7 +69,7 @@ release: ## The static x86_64 musl binary for the collection and the EE (fails a
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	@command -v musl-gcc >/dev/null || { echo "make release: musl-gcc is missing (Debian: scripts/install-deps, or apt-get install musl-tools)" >&2; exit 1; }
 	CC_x86_64_unknown_linux_musl=musl-gcc CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(RELEASE_RUSTFLAGS)" \
-	  $(CARGO) build --locked --profile dist --target $(MUSL_TARGET)
+	  $(CARGO) build --locked --profile dist --target $(MUSL_TARGET) --bin kubemend
 	@if ldd $(RELEASE_BIN) >/dev/null 2>&1 && ! ldd $(RELEASE_BIN) 2>&1 | grep -q 'statically linked'; then \
 	  echo "make release: $(RELEASE_BIN) is dynamically linked" >&2; exit 1; fi
 	@size=$$(stat -c %s $(RELEASE_BIN)); \

@@ -97,35 +97,6 @@ pub fn command() -> clap::Command {
                     .help("JSON file with the module options"),
             ),
     )
-    .subcommand(
-        clap::Command::new("schema")
-            .hide(true)
-            .about("Write the JSON schema of every module's options, and the modules' docs")
-            .arg(
-                clap::Arg::new("out_dir")
-                    .long("out-dir")
-                    .value_name("DIR")
-                    .default_value("schemas")
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .help("Where the JSON schemas go"),
-            )
-            .arg(
-                clap::Arg::new("docs_dir")
-                    .long("docs-dir")
-                    .value_name("DIR")
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .help(
-                        "Where each module's sidecar docs (<module>.yml) go, e.g. \
-                         ansible/kubemend/plugins/modules; none are written without it",
-                    ),
-            )
-            .arg(
-                clap::Arg::new("check")
-                    .long("check")
-                    .action(ArgAction::SetTrue)
-                    .help("Only check that the files are current; exit 1 if not"),
-            ),
-    )
 }
 
 fn action_command(spec: &ModuleSpec) -> clap::Command {
@@ -208,14 +179,6 @@ pub fn run(args: &[OsString]) -> i32 {
                 .cloned()
                 .unwrap_or_default();
             crate::run_module(&name, &[file])
-        }
-        Some(("schema", sub)) => {
-            let dir = sub
-                .get_one::<PathBuf>("out_dir")
-                .cloned()
-                .unwrap_or_else(|| PathBuf::from("schemas"));
-            let docs_dir = sub.get_one::<PathBuf>("docs_dir");
-            crate::schema::run(&dir, docs_dir.map(PathBuf::as_path), sub.get_flag("check"))
         }
         Some((name, sub)) => match actions::modules()
             .into_iter()

@@ -12,8 +12,7 @@ use crate::error::Error;
 use crate::module_docs;
 
 /// The command that regenerates the committed schemas and module docs.
-pub const REGENERATE: &str =
-    "cargo run -- schema --out-dir schemas --docs-dir ansible/kubemend/plugins/modules";
+pub const REGENERATE: &str = "make schemas";
 
 /// Every schema file: (file name, content).
 #[must_use]
@@ -55,7 +54,7 @@ fn stale(dir: &Path, files: Vec<(String, String)>) -> Vec<String> {
         .collect()
 }
 
-/// `kubemend schema`: write the schemas into `dir` and, given `docs_dir`, the module docs
+/// `kubemend-schemagen`: write the schemas into `dir` and, given `docs_dir`, the module docs
 /// there; with `check`, only report stale ones. Returns the exit code.
 #[must_use]
 pub fn run(dir: &Path, docs_dir: Option<&Path>, check: bool) -> i32 {

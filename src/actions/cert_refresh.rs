@@ -48,11 +48,16 @@ use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rolling::{self, NodeStep, Preflight, Rolling, RollingArgs, Step, StepFailed, Words};
+use super::rolling::{
+    self, NodeStep, Plan, Preflight, Rolling, RollingArgs, Step, StepData, StepFailed, StepKind,
+    Words,
+};
+use super::{Action, Context};
 use crate::certs::{self, NodeCert, RENEWABLE};
-use crate::client::NodeServer;
+use crate::client::{ClusterArgs, NodeServer};
 use crate::error::{Error, Result};
 use crate::microk8s::SNAP_RESTART_LIMIT;
+use crate::outcome::Outcome;
 use crate::ssh::Remote;
 
 /// Renew the microk8s certificates that expire within renew_before days (server.crt,
@@ -147,18 +152,42 @@ pub struct RefreshCerts {
     certificates: Vec<String>,
 }
 
-/// The action.
-pub type CertRefresh = Rolling<RefreshCerts>;
+/// The action: the rolling node operation with the certificate step.
+#[derive(Debug)]
+pub struct CertRefresh(Rolling);
 
-/// The result keys.
-pub type Report = rolling::Report<CertNode>;
+/// The result keys: each node's certificates ([`StepData`]) with the common results.
+pub type Report = rolling::Report<StepData>;
 
-/// A node's certificates.
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
-pub struct CertNode {
-    /// Every certificate of the node as the pre-flight read it, with what this run does with
-    /// it.
-    pub certificates: Vec<CertState>,
+impl Action for CertRefresh {
+    const NAME: &'static str = "cert_refresh";
+    const ABOUT: &'static str = "Renew expiring microk8s certificates (server.crt, \
+                                 front-proxy-client.crt) one node at a time, proving each healthy";
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+    type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
+
+    fn validate(options: Options) -> Result<Self> {
+        let (rolling, step) = RefreshCerts::split(options)?;
+        Rolling::new(rolling, StepKind::RefreshCerts(step)).map(Self)
+    }
+
+    fn cluster_args(&self) -> &ClusterArgs {
+        self.0.cluster_args()
+    }
+
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        Box::pin(self.0.plan(cx, out)).await
+    }
+
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        Box::pin(self.0.apply(cx, plan, out)).await
+    }
+
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        Box::pin(self.0.verify(cx, out)).await
+    }
 }
 
 /// One certificate of one node.
@@ -191,11 +220,6 @@ pub struct CertState {
 }
 
 impl Step for RefreshCerts {
-    type Options = Options;
-    type Node = CertNode;
-    const NAME: &'static str = "cert_refresh";
-    const ABOUT: &'static str = "Renew expiring microk8s certificates (server.crt, \
-                                 front-proxy-client.crt) one node at a time, proving each healthy";
     const WORDS: Words = Words {
         doing: "renewing certificates",
         would_do: "would renew certificates",
@@ -208,38 +232,8 @@ impl Step for RefreshCerts {
     const GATE: &'static str = "refresh-certs";
     const PROVEN: &'static str = "certificates renewed";
 
-    fn split(options: Options) -> Result<(RollingArgs, Self)> {
-        if !(1..RENEWED_DAYS).contains(&options.renew_before) {
-            return Err(Error::InvalidOption {
-                option: "renew_before".into(),
-                problem: format!(
-                    "{} is outside 1..364: a renewed certificate gets {RENEWED_DAYS} days, so \
-                     with {} or more every run would renew it again",
-                    options.renew_before, RENEWED_DAYS
-                ),
-            });
-        }
-        if options.certificates.is_empty() {
-            return Err(Error::InvalidOption {
-                option: "certificates".into(),
-                problem: format!("is empty; name one or more of {}", RENEWABLE.join(", ")),
-            });
-        }
-        // In microk8s's order, each once.
-        let mut certificates = options.certificates;
-        certificates.sort_unstable();
-        certificates.dedup();
-        let certificates = certificates
-            .into_iter()
-            .map(|c| c.file().to_owned())
-            .collect();
-        Ok((
-            options.rolling,
-            Self {
-                renew_before: options.renew_before,
-                certificates,
-            },
-        ))
+    fn name(&self) -> &'static str {
+        CertRefresh::NAME
     }
 
     fn service(&self) -> &'static str {
@@ -254,7 +248,7 @@ impl Step for RefreshCerts {
     }
 
     /// Not the node's name alone: a kubelite_restart's record does not count as renewed.
-    fn record_item(node: &str) -> String {
+    fn record_item(&self, node: &str) -> String {
         format!("{node} (certificates)")
     }
 
@@ -264,7 +258,7 @@ impl Step for RefreshCerts {
         remote: &Remote,
         _pre: &Preflight,
         _now: Timestamp,
-    ) -> NodeStep<CertNode> {
+    ) -> NodeStep<StepData> {
         let mut step = NodeStep::default();
         let (read, worker) = tokio::join!(
             certs::node_certs(remote),
@@ -287,7 +281,7 @@ impl Step for RefreshCerts {
         &self,
         _node: &str,
         remote: &Remote,
-        step: &CertNode,
+        step: &StepData,
         progress: &dyn Fn(&str),
     ) -> std::result::Result<(), StepFailed> {
         let mut changed = false;
@@ -336,7 +330,7 @@ impl Step for RefreshCerts {
         node: &str,
         remote: &Remote,
         apiserver: Option<(SocketAddr, &NodeServer)>,
-        step: &mut CertNode,
+        step: &mut StepData,
         until: Instant,
     ) -> std::result::Result<(), String> {
         let read = certs::node_certs(remote).await.map_err(|e| {
@@ -422,10 +416,45 @@ impl Step for RefreshCerts {
 }
 
 impl RefreshCerts {
+    /// Validates the step's own options (no I/O).
+    fn split(options: Options) -> Result<(RollingArgs, Self)> {
+        if !(1..RENEWED_DAYS).contains(&options.renew_before) {
+            return Err(Error::InvalidOption {
+                option: "renew_before".into(),
+                problem: format!(
+                    "{} is outside 1..364: a renewed certificate gets {RENEWED_DAYS} days, so \
+                     with {} or more every run would renew it again",
+                    options.renew_before, RENEWED_DAYS
+                ),
+            });
+        }
+        if options.certificates.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "certificates".into(),
+                problem: format!("is empty; name one or more of {}", RENEWABLE.join(", ")),
+            });
+        }
+        // In microk8s's order, each once.
+        let mut certificates = options.certificates;
+        certificates.sort_unstable();
+        certificates.dedup();
+        let certificates = certificates
+            .into_iter()
+            .map(|c| c.file().to_owned())
+            .collect();
+        Ok((
+            options.rolling,
+            Self {
+                renew_before: options.renew_before,
+                certificates,
+            },
+        ))
+    }
+
     /// What this run does with each certificate the node has: renew those of `certificates`
     /// with fewer than renew_before days left; report the others that expire as soon, with the
     /// manual procedure; skip the node when there is nothing to renew.
-    fn judge(&self, read: &[NodeCert], step: &mut NodeStep<CertNode>) {
+    fn judge(&self, read: &[NodeCert], step: &mut NodeStep<StepData>) {
         let before = i64::from(self.renew_before);
         for wanted in &self.certificates {
             if !read.iter().any(|c| &c.name == wanted && c.info.is_some()) {

@@ -24,11 +24,16 @@ use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rolling::{self, NodeStep, Preflight, Rolling, RollingArgs, Step, StepFailed, Words};
-use crate::client::NodeServer;
+use super::rolling::{
+    self, NodeStep, Plan, Preflight, Rolling, RollingArgs, Step, StepData, StepFailed, StepKind,
+    Words, in_steps_outcome,
+};
+use super::{Action, Context};
+use crate::client::{ClusterArgs, NodeServer};
 use crate::error::Result;
 use crate::k8s::duration::{Duration, format_ago, seconds_since};
 use crate::microk8s::SNAP_RESTART_LIMIT;
+use crate::outcome::Outcome;
 use crate::ssh::{Remote, check_word};
 
 pub use rolling::{NodeSpec, NodeTarget, Order};
@@ -65,8 +70,9 @@ pub struct Restart {
     restarted_within: Option<Duration>,
 }
 
-/// The action.
-pub type KubeliteRestart = Rolling<Restart>;
+/// The action: the rolling node operation with the restart step.
+#[derive(Debug)]
+pub struct KubeliteRestart(Rolling);
 
 /// A restart adds nothing to a node's result: its gates are its proof.
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
@@ -75,12 +81,47 @@ pub struct RestartNode {}
 /// The result keys.
 pub type Report = rolling::Report<RestartNode>;
 
-impl Step for Restart {
-    type Options = Options;
-    type Node = RestartNode;
+impl Action for KubeliteRestart {
     const NAME: &'static str = "kubelite_restart";
     const ABOUT: &'static str =
         "Restart microk8s.daemon-kubelite one node at a time, proving each node healthy first";
+    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+    type Options = Options;
+    type Plan = Plan;
+    type Report = Report;
+
+    fn validate(options: Options) -> Result<Self> {
+        let (rolling, step) = Restart::split(options)?;
+        Rolling::new(rolling, StepKind::Restart(step)).map(Self)
+    }
+
+    fn cluster_args(&self) -> &ClusterArgs {
+        self.0.cluster_args()
+    }
+
+    async fn plan(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<Plan> {
+        Box::pin(in_steps_outcome(out, async |inner| {
+            Box::pin(self.0.plan(cx, inner)).await
+        }))
+        .await
+    }
+
+    async fn apply(&self, cx: &Context, plan: Plan, out: &mut Outcome<Report>) -> Result<()> {
+        Box::pin(in_steps_outcome(out, async |inner| {
+            Box::pin(self.0.apply(cx, plan, inner)).await
+        }))
+        .await
+    }
+
+    async fn verify(&self, cx: &Context, out: &mut Outcome<Report>) -> Result<()> {
+        Box::pin(in_steps_outcome(out, async |inner| {
+            Box::pin(self.0.verify(cx, inner)).await
+        }))
+        .await
+    }
+}
+
+impl Step for Restart {
     const WORDS: Words = Words {
         doing: "restarting kubelite",
         would_do: "would restart kubelite",
@@ -92,18 +133,8 @@ impl Step for Restart {
     const GATE: &'static str = "restart";
     const PROVEN: &'static str = "";
 
-    fn split(options: Options) -> Result<(RollingArgs, Self)> {
-        check_word("service", &options.service)?;
-        if let Some(within) = &options.restarted_within {
-            within.require_positive("restarted_within")?;
-        }
-        Ok((
-            options.rolling,
-            Self {
-                service: options.service,
-                restarted_within: options.restarted_within,
-            },
-        ))
+    fn name(&self) -> &'static str {
+        KubeliteRestart::NAME
     }
 
     fn service(&self) -> &str {
@@ -115,7 +146,7 @@ impl Step for Restart {
     }
 
     /// A restart's record is the node's name (as before cert_refresh shared the lock).
-    fn record_item(node: &str) -> String {
+    fn record_item(&self, node: &str) -> String {
         node.to_owned()
     }
 
@@ -125,7 +156,7 @@ impl Step for Restart {
         _remote: &Remote,
         pre: &Preflight,
         now: Timestamp,
-    ) -> NodeStep<RestartNode> {
+    ) -> NodeStep<StepData> {
         NodeStep {
             skip: self.skip_reason(pre, now),
             warnings: self.clock_skew(node, pre, now).into_iter().collect(),
@@ -137,7 +168,7 @@ impl Step for Restart {
         &self,
         _node: &str,
         remote: &Remote,
-        _step: &RestartNode,
+        _step: &StepData,
         progress: &dyn Fn(&str),
     ) -> std::result::Result<(), StepFailed> {
         progress(&format!("restarting {}", self.service));
@@ -178,7 +209,7 @@ impl Step for Restart {
         _node: &str,
         _remote: &Remote,
         _apiserver: Option<(std::net::SocketAddr, &NodeServer)>,
-        _step: &mut RestartNode,
+        _step: &mut StepData,
         _until: std::time::Instant,
     ) -> std::result::Result<(), String> {
         Ok(())
@@ -186,6 +217,21 @@ impl Step for Restart {
 }
 
 impl Restart {
+    /// Validates the restart's own options (no I/O).
+    fn split(options: Options) -> Result<(RollingArgs, Self)> {
+        check_word("service", &options.service)?;
+        if let Some(within) = &options.restarted_within {
+            within.require_positive("restarted_within")?;
+        }
+        Ok((
+            options.rolling,
+            Self {
+                service: options.service,
+                restarted_within: options.restarted_within,
+            },
+        ))
+    }
+
     /// Why `restarted_within` skips the node, if it does. A unit active since a time ahead of
     /// this host's clock (the node's clock is ahead) says nothing about how recent its start
     /// was: it is not skipped, and [`Self::clock_skew`] warns.

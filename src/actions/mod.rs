@@ -256,8 +256,6 @@ pub struct ModuleSpec {
     pub about: &'static str,
     /// The options' JSON schema.
     pub schema: fn() -> Value,
-    /// The result keys' JSON schema (the Report), for the RETURN docs.
-    pub report_schema: fn() -> Value,
     /// An empty Report as JSON: the keys every result of the action has.
     pub default_report: fn() -> Value,
     /// Adds the options as flags to a clap command (for `--help`; values are validated by the
@@ -289,7 +287,6 @@ impl ModuleSpec {
             name: A::NAME,
             about: A::ABOUT,
             schema: schema::<A>,
-            report_schema: report_schema::<A>,
             default_report: || serde_json::to_value(A::Report::default()).unwrap_or_default(),
             augment_args: <A::Options as Args>::augment_args,
             execute: execute::<A>,
@@ -328,6 +325,29 @@ pub fn modules() -> Vec<ModuleSpec> {
             prometheus: diagnose::prometheus,
             exit_code: diagnose::exit_code,
         }),
+    ]
+}
+
+/// A schema, made when asked.
+pub type SchemaFn = fn() -> Value;
+
+/// Each action's result keys' JSON schema (its Report), for the module docs' RETURN. Only the
+/// schema generator (`kubemend-schemagen`) calls it, so the kubemend binary carries none of the
+/// Reports' schemas; a test holds it equal to [`modules`].
+#[must_use]
+pub fn report_schemas() -> Vec<(&'static str, SchemaFn)> {
+    fn of<A: Action>() -> (&'static str, SchemaFn) {
+        (A::NAME, report_schema::<A>)
+    }
+    vec![
+        of::<calico_ipam::CalicoIpam>(),
+        of::<calico_rbac::CalicoRbac>(),
+        of::<cert_refresh::CertRefresh>(),
+        of::<kubelite_restart::KubeliteRestart>(),
+        of::<stale_apiservice::StaleApiService>(),
+        of::<stale_webhook::StaleWebhook>(),
+        of::<stuck_pods::StuckPods>(),
+        of::<diagnose::Diagnose>(),
     ]
 }
 
@@ -507,6 +527,16 @@ pub fn fuzz_args(bytes: &[u8], path: &std::path::Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_action_has_its_report_schema_for_the_docs() {
+        let modules: Vec<&str> = modules().iter().map(|m| m.name).collect();
+        let schemas: Vec<&str> = report_schemas().iter().map(|(name, _)| *name).collect();
+        assert_eq!(schemas, modules);
+        for (name, schema) in report_schemas() {
+            assert!(schema()["properties"].is_object(), "{name}");
+        }
+    }
 
     #[test]
     fn backup_dir_under_a_file_is_refused_before_anything_runs() {

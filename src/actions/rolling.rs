@@ -72,10 +72,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use schemars::JsonSchema;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Context};
+use super::Context;
+use super::cert_refresh::{CertState, RefreshCerts};
+use super::kubelite_restart::Restart;
 use crate::client::{Cluster, ClusterArgs, NodeServer, connect_node};
 use crate::error::{Error, Result};
 use crate::k8s::duration::{Duration, format_ago, seconds_since};
@@ -255,21 +256,15 @@ pub struct StepFailed {
 
 /// One kind of step of the rolling operation: what is done on each node in turn. Every step
 /// restarts kubelite (the gates wait for it), so the same pre-flight, gates, lock and resume
-/// hold for each.
+/// hold for each. The machinery is one non-generic [`Rolling`] that dispatches on
+/// [`StepKind`]: made generic over the step, it was compiled once per step, which the 8 MB
+/// binary could not afford.
 #[allow(
     async_fn_in_trait,
-    reason = "implemented only in this crate and used through static dispatch on kubemend's \
+    reason = "implemented only in this crate and called through StepKind's match on kubemend's \
               single-threaded runtime: no Send bound is needed"
 )]
 pub trait Step: Sized + std::fmt::Debug {
-    /// The action's options: [`RollingArgs`] flattened, and the step's own.
-    type Options: DeserializeOwned + Serialize + JsonSchema + Args;
-    /// The step's part of each node's result.
-    type Node: std::fmt::Debug + Clone + Default + Serialize + JsonSchema;
-    /// Module name.
-    const NAME: &'static str;
-    /// One line for `--help`.
-    const ABOUT: &'static str;
     /// Statuses and messages.
     const WORDS: Words;
     /// The hint of a failed pre-flight: what to fix.
@@ -280,17 +275,17 @@ pub trait Step: Sized + std::fmt::Debug {
     /// gates are its proof).
     const PROVEN: &'static str;
 
-    /// The time limit of the step on one node, as said when it fails.
-    fn limit(&self) -> String;
-
-    /// Validates the options (no I/O): the common ones and the step.
-    fn split(options: Self::Options) -> Result<(RollingArgs, Self)>;
+    /// The module name, for progress lines and errors.
+    fn name(&self) -> &'static str;
 
     /// The snap service whose unit the gates watch (`microk8s.daemon-kubelite`).
     fn service(&self) -> &str;
 
+    /// The time limit of the step on one node, as said when it fails.
+    fn limit(&self) -> String;
+
     /// The item the lock's record names for a finished node.
-    fn record_item(node: &str) -> String;
+    fn record_item(&self, node: &str) -> String;
 
     /// The step's own reads of the pre-flight, over the node's connection.
     async fn preflight(
@@ -299,14 +294,14 @@ pub trait Step: Sized + std::fmt::Debug {
         remote: &Remote,
         pre: &Preflight,
         now: Timestamp,
-    ) -> NodeStep<Self::Node>;
+    ) -> NodeStep<StepData>;
 
     /// Carries the step out on `node` (the one write); progress goes to `progress`.
     async fn run(
         &self,
         node: &str,
         remote: &Remote,
-        step: &Self::Node,
+        step: &StepData,
         progress: &dyn Fn(&str),
     ) -> std::result::Result<(), StepFailed>;
 
@@ -318,14 +313,121 @@ pub trait Step: Sized + std::fmt::Debug {
         node: &str,
         remote: &Remote,
         apiserver: Option<(SocketAddr, &NodeServer)>,
-        step: &mut Self::Node,
+        step: &mut StepData,
         until: Instant,
     ) -> std::result::Result<(), String>;
 
-    /// The message of a run that finished, e.g. "restarted kubelite on k8s01, then k8s02".
-    fn finished(&self, report: &Report<Self::Node>) -> Option<String> {
+    /// The message of a run that finished, when the step has its own.
+    fn finished(&self, report: &Report<StepData>) -> Option<String> {
         let _ = report;
         None
+    }
+}
+
+/// What a step records on a node beside the common results: cert_refresh's certificates (a
+/// restart records nothing; kubelite_restart's result leaves this out).
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct StepData {
+    /// Every certificate of the node as the pre-flight read it, with what this run does with
+    /// it.
+    pub certificates: Vec<CertState>,
+}
+
+/// The steps there are.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// kubelite_restart's.
+    Restart(Restart),
+    /// cert_refresh's.
+    RefreshCerts(RefreshCerts),
+}
+
+/// Calls the step's method, whichever step it is.
+macro_rules! each_step {
+    ($self:expr, $step:ident => $call:expr) => {
+        match $self {
+            StepKind::Restart($step) => $call,
+            StepKind::RefreshCerts($step) => $call,
+        }
+    };
+}
+
+/// A step's constant, whichever step it is.
+macro_rules! step_const {
+    ($self:expr, $name:ident) => {
+        match $self {
+            StepKind::Restart(_) => Restart::$name,
+            StepKind::RefreshCerts(_) => RefreshCerts::$name,
+        }
+    };
+}
+
+impl StepKind {
+    fn words(&self) -> Words {
+        step_const!(self, WORDS)
+    }
+
+    fn preflight_hint(&self) -> &'static str {
+        step_const!(self, PREFLIGHT_HINT)
+    }
+
+    fn gate(&self) -> &'static str {
+        step_const!(self, GATE)
+    }
+
+    fn proven(&self) -> &'static str {
+        step_const!(self, PROVEN)
+    }
+
+    fn name(&self) -> &'static str {
+        each_step!(self, step => step.name())
+    }
+
+    fn service(&self) -> &str {
+        each_step!(self, step => step.service())
+    }
+
+    fn limit(&self) -> String {
+        each_step!(self, step => step.limit())
+    }
+
+    fn record_item(&self, node: &str) -> String {
+        each_step!(self, step => step.record_item(node))
+    }
+
+    async fn preflight(
+        &self,
+        node: &str,
+        remote: &Remote,
+        pre: &Preflight,
+        now: Timestamp,
+    ) -> NodeStep<StepData> {
+        each_step!(self, step => step.preflight(node, remote, pre, now).await)
+    }
+
+    async fn run(
+        &self,
+        node: &str,
+        remote: &Remote,
+        data: &StepData,
+        progress: &dyn Fn(&str),
+    ) -> std::result::Result<(), StepFailed> {
+        each_step!(self, step => step.run(node, remote, data, progress).await)
+    }
+
+    async fn prove(
+        &self,
+        node: &str,
+        remote: &Remote,
+        apiserver: Option<(SocketAddr, &NodeServer)>,
+        data: &mut StepData,
+        until: Instant,
+    ) -> std::result::Result<(), String> {
+        each_step!(self, step => step.prove(node, remote, apiserver, data, until).await)
+    }
+
+    fn finished(&self, report: &Report<StepData>) -> Option<String> {
+        each_step!(self, step => step.finished(report))
     }
 }
 
@@ -382,6 +484,67 @@ pub struct NodeResult<N> {
     /// The step's own results on this node.
     #[serde(flatten)]
     pub step: N,
+}
+
+impl<N> Report<N> {
+    /// The same report with each node's step results turned by `f`.
+    pub fn map_steps<M>(self, f: impl Fn(N) -> M) -> Report<M> {
+        Report {
+            order: self.order,
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|n| NodeResult {
+                    name: n.name,
+                    host: n.host,
+                    status: n.status,
+                    reason: n.reason,
+                    roles: n.roles,
+                    preflight: n.preflight,
+                    timeline: n.timeline,
+                    failed_gate: n.failed_gate,
+                    observed: n.observed,
+                    recovery_seconds: n.recovery_seconds,
+                    step: f(n.step),
+                })
+                .collect(),
+            restarted: self.restarted,
+            skipped_nodes: self.skipped_nodes,
+            failed_node: self.failed_node,
+            not_started: self.not_started,
+            lock: self.lock,
+            duration_seconds: self.duration_seconds,
+            recovery_seconds: self.recovery_seconds,
+        }
+    }
+}
+
+/// Runs `work` on an outcome with the rolling operation's own report in place of `out`, whose
+/// report has other step results (kubelite_restart's: none): converted there and back, so the
+/// outcome survives a failure as far as it got.
+pub async fn in_steps_outcome<N: Default, R>(
+    out: &mut Outcome<Report<N>>,
+    work: impl AsyncFnOnce(&mut Outcome<Report<StepData>>) -> R,
+) -> R {
+    let taken = std::mem::take(out);
+    let mut inner = Outcome {
+        changed: taken.changed,
+        msg: taken.msg,
+        warnings: taken.warnings,
+        diff: taken.diff,
+        report: taken.report.map_steps(|_| StepData::default()),
+        skipped: taken.skipped,
+    };
+    let result = work(&mut inner).await;
+    *out = Outcome {
+        changed: inner.changed,
+        msg: inner.msg,
+        warnings: inner.warnings,
+        diff: inner.diff,
+        report: inner.report.map_steps(|_| N::default()),
+        skipped: inner.skipped,
+    };
+    result
 }
 
 /// Pre-flight results of one node.
@@ -449,7 +612,7 @@ pub struct LockReport {
 
 /// The validated action: the common settings and the step.
 #[derive(Debug, Clone)]
-pub struct Rolling<S> {
+pub struct Rolling {
     cluster: ClusterArgs,
     ssh: SshArgs,
     nodes: Option<Vec<NodeTarget>>,
@@ -461,7 +624,7 @@ pub struct Rolling<S> {
     lock_ttl: Duration,
     resume_within: Duration,
     /// What is done on each node.
-    pub step: S,
+    pub step: StepKind,
 }
 
 /// What the plan found and decided.
@@ -503,16 +666,9 @@ struct PlannedNode {
     skip: Option<String>,
 }
 
-impl<S: Step> Action for Rolling<S> {
-    const NAME: &'static str = S::NAME;
-    const ABOUT: &'static str = S::ABOUT;
-    const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-    type Options = S::Options;
-    type Plan = Plan;
-    type Report = Report<S::Node>;
-
-    fn validate(options: S::Options) -> Result<Self> {
-        let (options, step) = S::split(options)?;
+impl Rolling {
+    /// Validates the common options (no I/O) around `step`.
+    pub fn new(options: RollingArgs, step: StepKind) -> Result<Self> {
         options.ssh.check()?;
         options.gate_timeout.require_positive("gate_timeout")?;
         let ttl = options.lock_ttl.seconds();
@@ -544,7 +700,9 @@ impl<S: Step> Action for Rolling<S> {
         })
     }
 
-    fn cluster_args(&self) -> &ClusterArgs {
+    /// The cluster-access options.
+    #[must_use]
+    pub fn cluster_args(&self) -> &ClusterArgs {
         &self.cluster
     }
 
@@ -553,7 +711,7 @@ impl<S: Step> Action for Rolling<S> {
         clippy::too_many_lines,
         reason = "the pre-flight reads as one sequence: nodes, checks, lock, order, message"
     )]
-    async fn plan(&self, cx: &Context, out: &mut Outcome<Report<S::Node>>) -> Result<Plan> {
+    pub async fn plan(&self, cx: &Context, out: &mut Outcome<Report<StepData>>) -> Result<Plan> {
         let cluster = &cx.cluster;
         out.report.lock.lease = format!("{}/{}", LOCK.0, LOCK.1);
         let (listed, infos) = read_nodes_and_objects(cluster).await?;
@@ -676,7 +834,7 @@ impl<S: Step> Action for Rolling<S> {
         if !problems.is_empty() {
             out.msg = format!("pre-flight failed, nothing done: {}", problems.join("; "));
             return Err(Error::CannotPlan {
-                action: Self::NAME,
+                action: self.step.name(),
                 problem: format!(
                     "pre-flight failed, so no node was touched: {}",
                     problems.join("; ")
@@ -687,17 +845,20 @@ impl<S: Step> Action for Rolling<S> {
                      progress, each node's k8s-dqlite active and a voter with three voters and \
                      a leader, no restart-escalation risk: write delegate.conf or delegate \
                      cpuset first{}), then run again",
-                    S::PREFLIGHT_HINT
+                    self.step.preflight_hint()
                 ),
             });
         }
-        let items: Vec<String> = targets.iter().map(|t| S::record_item(&t.node)).collect();
+        let items: Vec<String> = targets
+            .iter()
+            .map(|t| self.step.record_item(&t.node))
+            .collect();
         let names: Vec<&str> = items.iter().map(String::as_str).collect();
         let stale_record = stale_record(&lock_state, &names, &self.resume_within);
         if let Some(why) = &stale_record {
             out.warn(why.clone());
         } else {
-            Self::resume(&lock_state, &mut planned, out);
+            self.resume(&lock_state, &mut planned, out);
         }
         if self.order == Order::LeaderLast {
             // Stable: nodes with as many leaderships keep their given order.
@@ -719,7 +880,7 @@ impl<S: Step> Action for Rolling<S> {
                     node.status = "skipped".into();
                     node.reason = Some(why.clone());
                 } else if cx.check_mode {
-                    node.status = S::WORDS.would.into();
+                    node.status = self.step.words().would.into();
                 }
             }
         }
@@ -748,9 +909,9 @@ impl<S: Step> Action for Rolling<S> {
             format!(
                 "{} on {} one at a time{}",
                 if cx.check_mode {
-                    S::WORDS.would_do
+                    self.step.words().would_do
                 } else {
-                    S::WORDS.doing
+                    self.step.words().doing
                 },
                 to_restart.join(", then "),
                 if self.order == Order::LeaderLast {
@@ -801,11 +962,11 @@ impl<S: Step> Action for Rolling<S> {
     }
 
     /// Takes the lock, then restarts node after node, each through its gates.
-    async fn apply(
+    pub async fn apply(
         &self,
         cx: &Context,
         plan: Plan,
-        out: &mut Outcome<Report<S::Node>>,
+        out: &mut Outcome<Report<StepData>>,
     ) -> Result<()> {
         let run = run_id();
         let ttl = i32::try_from(self.lock_ttl.seconds()).unwrap_or(i32::MAX);
@@ -849,7 +1010,7 @@ impl<S: Step> Action for Rolling<S> {
         };
         let result = match stopped {
             Ok(result) => result,
-            Err(by) => Err(interrupted(out, by, S::WORDS)),
+            Err(by) => Err(interrupted(out, by, self.step.words())),
         };
         out.report.duration_seconds = started.elapsed().as_secs_f64();
         match result {
@@ -895,7 +1056,7 @@ impl<S: Step> Action for Rolling<S> {
         close_all(plan.nodes).await;
         out.msg = format!(
             "{} on {} one at a time in {:.0}s{}",
-            S::WORDS.done,
+            self.step.words().done,
             if out.report.restarted.is_empty() {
                 "no node".to_owned()
             } else {
@@ -917,7 +1078,7 @@ impl<S: Step> Action for Rolling<S> {
     /// Every node Ready with a fresh Lease, and both leader leases held, after the run. A
     /// leadership handover in progress (the last node restarted held a lease) is waited out,
     /// within `gate_timeout`.
-    async fn verify(&self, cx: &Context, out: &mut Outcome<Report<S::Node>>) -> Result<()> {
+    pub async fn verify(&self, cx: &Context, out: &mut Outcome<Report<StepData>>) -> Result<()> {
         if out.report.restarted.is_empty() {
             return Ok(());
         }
@@ -960,7 +1121,7 @@ async fn health(cx: &Context, nodes: &[String]) -> Result<Vec<String>> {
     Ok(problems)
 }
 
-impl<S: Step> Rolling<S> {
+impl Rolling {
     /// The pre-flight checks of one node, and its open connection when SSH works.
     async fn preflight(
         &self,
@@ -968,7 +1129,7 @@ impl<S: Step> Rolling<S> {
         node: NodeReport,
         check_mode: bool,
         now: Timestamp,
-    ) -> (Preflight, Option<Remote>, NodeStep<S::Node>) {
+    ) -> (Preflight, Option<Remote>, NodeStep<StepData>) {
         let mut pre = Preflight {
             node_state: Some(node.state.label().to_owned()),
             lease_age_seconds: node.lease_age,
@@ -1072,7 +1233,12 @@ impl<S: Step> Rolling<S> {
     }
 
     /// Honours the record of an interrupted run: its finished nodes are skipped.
-    fn resume(state: &LockState, planned: &mut [PlannedNode], out: &mut Outcome<Report<S::Node>>) {
+    fn resume(
+        &self,
+        state: &LockState,
+        planned: &mut [PlannedNode],
+        out: &mut Outcome<Report<StepData>>,
+    ) {
         let (run, done) = match state {
             LockState::Released { run, done, .. } => (run.clone(), done),
             LockState::Expired { holder, done, .. } => (holder.clone(), done),
@@ -1084,7 +1250,7 @@ impl<S: Step> Rolling<S> {
         out.report.lock.resumed = Some(run.clone());
         out.report.lock.resumed_done.clone_from(done);
         for node in planned.iter_mut() {
-            if done.contains(&S::record_item(&node.target.node)) {
+            if done.contains(&self.step.record_item(&node.target.node)) {
                 node.skip = Some(format!("done by the interrupted run {run}, resumed"));
             }
         }
@@ -1095,10 +1261,14 @@ impl<S: Step> Rolling<S> {
         cx: &Context,
         plan: &Plan,
         lock: &mut Lock,
-        out: &mut Outcome<Report<S::Node>>,
+        out: &mut Outcome<Report<StepData>>,
     ) -> Result<()> {
         for planned in &plan.nodes {
-            if planned.skip.is_some() || lock.done.contains(&S::record_item(&planned.target.node)) {
+            if planned.skip.is_some()
+                || lock
+                    .done
+                    .contains(&self.step.record_item(&planned.target.node))
+            {
                 continue;
             }
             let node = &planned.target.node;
@@ -1121,10 +1291,10 @@ impl<S: Step> Rolling<S> {
             match result {
                 Ok(()) => {
                     if let Some(entry) = entry {
-                        entry.status = S::WORDS.status.into();
+                        entry.status = self.step.words().status.into();
                     }
                     out.report.restarted.push(node.clone());
-                    lock.record(api, &S::record_item(node)).await?;
+                    lock.record(api, &self.step.record_item(node)).await?;
                 }
                 Err((gate, observed, error)) => {
                     if let Some(entry) = entry {
@@ -1148,7 +1318,7 @@ impl<S: Step> Rolling<S> {
         &self,
         plan: &Plan,
         planned: &PlannedNode,
-        out: &Outcome<Report<S::Node>>,
+        out: &Outcome<Report<StepData>>,
     ) -> std::result::Result<(), (String, String, Error)> {
         let node = &planned.target.node;
         let refuse = |check: &str, observed: String, hint: &str| {
@@ -1226,7 +1396,7 @@ impl<S: Step> Rolling<S> {
         plan: &Plan,
         planned: &PlannedNode,
         lock: &mut Lock,
-        out: &mut Outcome<Report<S::Node>>,
+        out: &mut Outcome<Report<StepData>>,
     ) -> std::result::Result<(), (String, String, Error)> {
         let node = planned.target.node.clone();
         let remote = &planned.remote;
@@ -1236,7 +1406,9 @@ impl<S: Step> Rolling<S> {
                 gate: gate.to_owned(),
                 // The limit that applied: gate_timeout only bounds the gates after the restart.
                 after: match gate {
-                    gate if gate == S::GATE => format!("at the {gate} ({})", self.step.limit()),
+                    gate if gate == self.step.gate() => {
+                        format!("at the {gate} ({})", self.step.limit())
+                    }
                     "lock" => "when the lock was renewed".to_owned(),
                     "kubelite stable" | "no escalation" | "k8s-dqlite stable" => {
                         format!("through settle ({})", self.settle)
@@ -1257,7 +1429,7 @@ impl<S: Step> Rolling<S> {
         let name = self.unit();
         let (before, dqlite_before) =
             tokio::join!(unit_state(remote, &name), unit_state(remote, DQLITE_UNIT));
-        let before = before.map_err(|e| fail(S::GATE, e.message_with_causes()))?;
+        let before = before.map_err(|e| fail(self.step.gate(), e.message_with_causes()))?;
         let dqlite_before = dqlite_before.ok().and_then(|u| u.invocation);
         // The leader Leases' renewals before the restart: their gate waits for a renewal after
         // it (a change, whatever the clocks say: a Lease frozen in the future never passes).
@@ -1289,7 +1461,7 @@ impl<S: Step> Rolling<S> {
             .map(|n| n.step.clone())
             .unwrap_or_default();
         let started = Instant::now();
-        let progress = |text: &str| cx.progress(Self::NAME, &format!("{node}: {text}"));
+        let progress = |text: &str| cx.progress(self.step.name(), &format!("{node}: {text}"));
         // The lock is renewed while the step runs (a step may restart kubelite more than once),
         // through `api`, which is not this node's apiserver when another is known.
         let mut lock_lost = None;
@@ -1311,7 +1483,7 @@ impl<S: Step> Rolling<S> {
         };
         if let Err(failed) = ran {
             out.changed |= failed.changed;
-            return Err(fail(S::GATE, failed.observed));
+            return Err(fail(self.step.gate(), failed.observed));
         }
         out.changed = true;
         if let Some(lost) = lock_lost {
@@ -1322,7 +1494,10 @@ impl<S: Step> Rolling<S> {
         let mut timeline = Vec::new();
         let pass = |gate: &str, timeline: &mut Vec<GatePassed>| {
             let after = started.elapsed().as_secs_f64();
-            cx.progress(Self::NAME, &format!("{node}: {gate} after {after:.1}s"));
+            cx.progress(
+                self.step.name(),
+                &format!("{node}: {gate} after {after:.1}s"),
+            );
             timeline.push(GatePassed {
                 gate: gate.to_owned(),
                 after_seconds: after,
@@ -1604,8 +1779,8 @@ impl<S: Step> Rolling<S> {
                 Instant::now() + self.gate_timeout.std(),
             )
             .await;
-        if proven.is_ok() && !S::PROVEN.is_empty() {
-            pass(S::PROVEN, &mut timeline);
+        if proven.is_ok() && !self.step.proven().is_empty() {
+            pass(self.step.proven(), &mut timeline);
         }
         if let Some(entry) = out.report.nodes.iter_mut().find(|n| n.name == node) {
             entry.timeline = timeline;
@@ -1613,7 +1788,7 @@ impl<S: Step> Rolling<S> {
             entry.step = step;
         }
         out.report.recovery_seconds += recovery.unwrap_or_default();
-        proven.map_err(|observed| fail(S::PROVEN, observed))
+        proven.map_err(|observed| fail(self.step.proven(), observed))
     }
 }
 

@@ -48,7 +48,7 @@ const AUTHOR: &str = "kubemend maintainers (!UNKNOWN)";
 /// The header comment. The collection is Apache-2.0, which the GPLv3 accepts; validate-modules
 /// looks for "GNU General Public License" and "v3.0" on one line in the first 20 lines.
 const HEADER: &str = "\
-# Generated from the options structs by `kubemend schema`; do not edit. Regenerate with
+# Generated from the options structs by `kubemend-schemagen`; do not edit. Regenerate with
 # `make schemas`, or see src/module_docs/ for the parts that are written by hand.
 #
 # Copyright: kubemend maintainers
@@ -172,7 +172,11 @@ const RETURNED: &str = "success, and on failure once the action has started";
 
 /// RETURN of one module, from its Report's schema.
 fn returns(spec: &ModuleSpec) -> Value {
-    let schema = (spec.report_schema)();
+    let schema = crate::actions::report_schemas()
+        .into_iter()
+        .find(|(name, _)| *name == spec.name)
+        .map(|(_, schema)| schema())
+        .unwrap_or_default();
     let mut out = Map::new();
     for (name, property) in properties(&schema, &schema) {
         let mut entry = return_entry(&property, &schema);
