@@ -836,6 +836,7 @@ async fn monthly_maintenance_cycle(client: &Client, core: &'static Core) {
         "microk8s_maintenance_calico_rbac_namespace": namespace,
         "microk8s_maintenance_stale_webhook_enabled": false,
         "microk8s_maintenance_stale_apiservice_enabled": false,
+        "microk8s_maintenance_cert_refresh_enabled": false,
         "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_diagnose_enabled": false,
         "microk8s_maintenance_stuck_pods_namespaces": [namespace],
@@ -1625,6 +1626,7 @@ fn monthly_maintenance_without_steps(vars: &Value) -> PlaybookRun {
         "microk8s_maintenance_calico_rbac_enabled": false,
         "microk8s_maintenance_stale_webhook_enabled": false,
         "microk8s_maintenance_stale_apiservice_enabled": false,
+        "microk8s_maintenance_cert_refresh_enabled": false,
         "microk8s_maintenance_kubelite_restart_enabled": false,
         "microk8s_maintenance_stuck_pods_enabled": false,
     });
@@ -1685,23 +1687,25 @@ fn role_refuses_invalid_variables_before_any_step() {
 }
 
 #[test]
-fn kubelite_restart_step_fails_clearly_when_the_inventory_names_no_node() {
+fn rolling_steps_fail_clearly_when_the_inventory_names_no_node() {
     // tests/ansible/inventory.yml has localhost only: no group microk8s.
-    let run = monthly_maintenance_without_steps(
-        &json!({"microk8s_maintenance_kubelite_restart_enabled": true}),
-    );
-    assert!(!run.output.status.success(), "{}", run.context());
-    let messages = failure_messages(&run);
-    assert!(
-        messages.contains("The inventory group microk8s has no hosts"),
-        "{messages}\n{}",
-        run.context()
-    );
-    assert!(
-        !run.context().contains("kubemend.microk8s.kubelite_restart"),
-        "the module ran without nodes\n{}",
-        run.context()
-    );
+    for step in ["kubelite_restart", "cert_refresh"] {
+        let run = monthly_maintenance_without_steps(
+            &json!({format!("microk8s_maintenance_{step}_enabled"): true}),
+        );
+        assert!(!run.output.status.success(), "{step}: {}", run.context());
+        let messages = failure_messages(&run);
+        assert!(
+            messages.contains("The inventory group microk8s has no hosts"),
+            "{step}: {messages}\n{}",
+            run.context()
+        );
+        assert!(
+            !run.context().contains(&format!("kubemend.microk8s.{step}")),
+            "{step}: the module ran without nodes\n{}",
+            run.context()
+        );
+    }
 }
 
 /// An inventory without the group microk8s (tests/ansible/inventory.yml) gives the diagnoses no
