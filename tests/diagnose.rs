@@ -916,8 +916,10 @@ async fn a_server_certificate_expiring_in_5_days_is_critical_over_ssh_and_over_t
     assert_eq!(code, 0, "{result:#}");
     let file = finding_by_id(&result, &format!("certs:server.crt:node/{node}"));
     assert_eq!(file["severity"], "critical", "{file:#}");
-    // Re-signed for 5 days a moment ago: 4 whole days and some hours, as microk8s counts.
-    assert_eq!(file["data"]["days_left"], json!(4), "{file:#}");
+    // Re-signed for 5 days a moment ago: 4 whole days and some hours as microk8s counts them,
+    // or 5 when read within the second the seeding ended.
+    let days = file["data"]["days_left"].as_i64().unwrap();
+    assert!((4..=5).contains(&days), "{file:#}");
     assert!(
         file["data"]["subject"]
             .as_str()
