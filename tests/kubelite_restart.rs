@@ -903,7 +903,7 @@ async fn kubelite_restart_cancelled_with_sigterm_releases_its_lock_and_leaves_no
     assert_eq!(code, 1, "{result:#}");
     let msg = result["msg"].as_str().unwrap();
     assert!(
-        msg.contains("stopped by SIGTERM while restarting k8s01"),
+        msg.contains("stopped by SIGTERM while restarting kubelite on k8s01"),
         "{msg}"
     );
     assert_eq!(result["changed"], json!(true), "{result:#}");
